@@ -1,0 +1,6 @@
+"""Test-wide settings: quiet TensorFlow logs, small thread pools on 2-core machines."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
