@@ -1,0 +1,165 @@
+"""The papers' evaluation metrics, over a whole evaluation set (never averaged over batches).
+
+- Charades (AssembleNet, AssembleNet++): mean average precision as computed by the official
+  `Charades_v1_classify.m` (non-interpolated AP per class, mean over classes with a positive).
+- Toyota Smarthome (AssembleNet++): mean per-class accuracy, and plain top-1 accuracy.
+- Multi-view evaluation: the scores of several views (clips x crops) of one video are combined
+  into one score vector per video.
+"""
+
+import collections
+
+import numpy as np
+
+
+def average_precision(labels, scores):
+  """Non-interpolated average precision of one class, as `THUMOSeventclspr` in the official
+  Charades evaluation: rank by score (descending, ties kept in input order like MATLAB's
+  stable `sort`), then average the precision at the rank of every positive.
+
+  Args:
+    labels: `[N]` array, positive where > 0.
+    scores: `[N]` float array.
+
+  Returns:
+    The AP as a float, or NaN when the class has no positive.
+  """
+  labels = np.asarray(labels)
+  scores = np.asarray(scores, dtype=np.float64)
+  if labels.shape != scores.shape or labels.ndim != 1:
+    raise ValueError(f"labels and scores must be 1-D of one shape. Received: "
+                     f"{labels.shape} and {scores.shape}")
+  order = np.argsort(-scores, kind="stable")
+  positive = labels[order] > 0
+  num_positives = positive.sum()
+  if num_positives == 0:
+    return float("nan")
+  true_positives = np.cumsum(positive)
+  precision = true_positives / np.arange(1, len(positive) + 1)
+  return float(precision[positive].sum() / num_positives)
+
+
+def per_class_average_precision(labels, scores):
+  """`[N, C]` multi-hot labels and scores -> `[C]` AP per class (NaN without positives)."""
+  labels, scores = _check_2d(labels, scores)
+  return np.array([average_precision(labels[:, c], scores[:, c])
+                   for c in range(labels.shape[1])])
+
+
+def charades_map(labels, scores):
+  """Charades mAP (REFERENCE.md §4): the mean of the per-class APs over the classes that have
+  at least one positive video.
+
+  Args:
+    labels: `[num_videos, num_classes]` multi-hot array (video-level ground truth).
+    scores: `[num_videos, num_classes]` scores; higher means more confident. Videos missing
+      from a submission should carry `-inf`, as the official script gives them.
+
+  Returns:
+    mAP as a float in [0, 1].
+  """
+  aps = per_class_average_precision(labels, scores)
+  if np.all(np.isnan(aps)):
+    raise ValueError("No class has a positive example; mAP is undefined.")
+  return float(np.nanmean(aps))
+
+
+def _check_2d(labels, scores):
+  labels = np.asarray(labels)
+  scores = np.asarray(scores, dtype=np.float64)
+  if labels.ndim != 2 or labels.shape != scores.shape:
+    raise ValueError(f"Expected labels and scores of one shape [N, C]. Received: "
+                     f"{labels.shape} and {scores.shape}")
+  return labels, scores
+
+
+def _class_ids(values, name):
+  values = np.asarray(values)
+  if values.ndim == 2:  # One-hot labels or per-class scores.
+    return np.argmax(values, axis=1)
+  if values.ndim == 1:
+    return values.astype(np.int64)
+  raise ValueError(f"{name} must be class ids [N] or per-class values [N, C]. Received "
+                   f"shape: {values.shape}")
+
+
+def mean_class_accuracy(labels, predicted):
+  """Toyota Smarthome's metric: the top-1 accuracy of each class present in `labels`,
+  averaged over those classes.
+
+  Args:
+    labels: `[N]` class ids or `[N, C]` one-hot labels.
+    predicted: `[N]` predicted class ids or `[N, C]` scores (argmax is taken).
+
+  Returns:
+    Mean per-class accuracy as a float in [0, 1].
+  """
+  true_ids = _class_ids(labels, "labels")
+  predicted_ids = _class_ids(predicted, "predicted")
+  if true_ids.shape != predicted_ids.shape or true_ids.size == 0:
+    raise ValueError(f"labels and predicted must describe the same non-empty set of "
+                     f"examples. Received: {true_ids.shape} and {predicted_ids.shape}")
+  accuracies = [np.mean(predicted_ids[true_ids == c] == c) for c in np.unique(true_ids)]
+  return float(np.mean(accuracies))
+
+
+def top1_accuracy(labels, predicted):
+  """Plain top-1 accuracy; same arguments as `mean_class_accuracy`."""
+  true_ids = _class_ids(labels, "labels")
+  predicted_ids = _class_ids(predicted, "predicted")
+  if true_ids.shape != predicted_ids.shape or true_ids.size == 0:
+    raise ValueError(f"labels and predicted must describe the same non-empty set of "
+                     f"examples. Received: {true_ids.shape} and {predicted_ids.shape}")
+  return float(np.mean(true_ids == predicted_ids))
+
+
+VideoScores = collections.namedtuple("VideoScores",
+                                     ["video_ids", "scores", "labels", "views_per_video"])
+
+
+def aggregate_views(video_ids, scores, labels, method="max", views_per_video=None):
+  """Combines the scores of all views of each video into one vector per video.
+
+  Views are grouped by id; their order in the input does not matter.
+
+  Args:
+    video_ids: `[N]` ids (str or bytes), one per view.
+    scores: `[N, C]` per-view scores (probabilities).
+    labels: `[N, C]` per-view labels; all views of a video must carry the same labels.
+    method: 'max' or 'mean' over the views of a video.
+    views_per_video: the number of views every video must have; None requires only that all
+      videos have the same number.
+
+  Returns:
+    `VideoScores` with ids sorted, `[V, C]` scores and labels, and the number of views per
+    video.
+
+  Raises:
+    ValueError: when a video lacks views (or has extra ones) or its views disagree on labels.
+  """
+  if method not in ("max", "mean"):
+    raise ValueError(f"method must be 'max' or 'mean'. Received: {method!r}")
+  ids = np.array([i.decode("utf-8") if isinstance(i, bytes) else str(i) for i in video_ids])
+  scores = np.asarray(scores)
+  labels = np.asarray(labels)
+  if not len(ids) == len(scores) == len(labels) or scores.ndim != 2:
+    raise ValueError(f"Expected N ids, [N, C] scores and labels. Received: {ids.shape}, "
+                     f"{scores.shape}, {labels.shape}")
+  unique_ids, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
+  expected = views_per_video if views_per_video is not None else (
+      int(np.max(counts)) if len(counts) else 0)
+  incomplete = unique_ids[counts != expected]
+  if len(incomplete):
+    examples = ", ".join(f"{v} ({c} views)" for v, c in
+                         zip(incomplete[:5], counts[counts != expected][:5]))
+    raise ValueError(f"{len(incomplete)} of {len(unique_ids)} videos do not have "
+                     f"{expected} views: {examples}")
+  order = np.argsort(inverse, kind="stable")
+  grouped_scores = scores[order].reshape(len(unique_ids), expected, -1)
+  grouped_labels = labels[order].reshape(len(unique_ids), expected, -1)
+  disagree = np.any(grouped_labels != grouped_labels[:, :1], axis=(1, 2))
+  if np.any(disagree):
+    raise ValueError(f"Views of one video carry different labels: "
+                     f"{list(unique_ids[disagree][:5])}")
+  combined = grouped_scores.max(axis=1) if method == "max" else grouped_scores.mean(axis=1)
+  return VideoScores(list(unique_ids), combined, grouped_labels[:, 0], expected)

@@ -1,0 +1,100 @@
+"""Metrics against hand-made cases and scikit-learn's independent implementation."""
+
+import numpy as np
+import pytest
+from sklearn import metrics as sk_metrics
+
+from official.evaluation import metrics
+
+
+def test_average_precision_hand_made():
+  # Ranking: pos, neg, pos, neg -> precisions at positives 1/1 and 2/3.
+  ap = metrics.average_precision([1, 0, 1, 0], [0.9, 0.8, 0.7, 0.1])
+  assert ap == pytest.approx((1.0 + 2.0 / 3.0) / 2.0, abs=1e-15)
+
+
+def test_perfect_ranking_gives_one():
+  labels = np.array([[1, 0], [1, 0], [0, 1], [0, 0]])
+  scores = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.7], [0.0, 0.3]])
+  assert metrics.charades_map(labels, scores) == 1.0
+
+
+def test_class_without_positives_is_skipped():
+  labels = np.array([[1, 0, 0], [0, 0, 1], [0, 0, 0]])
+  scores = np.array([[0.2, 0.9, 0.1], [0.3, 0.5, 0.2], [0.1, 0.4, 0.3]])
+  # Class 0: the positive ranks 2nd -> 1/2. Class 1: no positive. Class 2: ranked 2nd -> 1/2.
+  assert metrics.charades_map(labels, scores) == 0.5
+  aps = metrics.per_class_average_precision(labels, scores)
+  assert np.isnan(aps[1])
+
+
+def test_ties_keep_input_order_like_matlab_sort():
+  # Equal scores: MATLAB's stable sort keeps the negative (first) before the positive.
+  assert metrics.average_precision([0, 1], [0.5, 0.5]) == 0.5
+  assert metrics.average_precision([1, 0], [0.5, 0.5]) == 1.0
+
+
+def test_missing_videos_with_minus_inf_rank_last():
+  assert metrics.average_precision([0, 1, 1], [0.1, 0.2, -np.inf]) == pytest.approx(
+      (1.0 + 2.0 / 3.0) / 2.0)
+
+
+def test_charades_map_matches_sklearn_on_tie_free_random_data():
+  rng = np.random.default_rng(0)
+  labels = (rng.random((200, 12)) < 0.2).astype(np.int32)
+  labels[:, 5] = 0  # A class without positives is left out of the mean.
+  scores = rng.random((200, 12))
+  expected = np.mean([sk_metrics.average_precision_score(labels[:, c], scores[:, c])
+                      for c in range(12) if c != 5])
+  assert metrics.charades_map(labels, scores) == pytest.approx(expected, rel=1e-12)
+
+
+def test_no_positive_anywhere_is_an_error():
+  with pytest.raises(ValueError, match="No class has a positive"):
+    metrics.charades_map(np.zeros((3, 2)), np.ones((3, 2)))
+
+
+def test_mean_class_accuracy_hand_made():
+  labels = np.array([0, 0, 0, 0, 1, 2, 2])
+  predicted = np.array([0, 0, 0, 1, 1, 0, 2])
+  # Class 0: 3/4, class 1: 1/1, class 2: 1/2 -> mean 0.75; top-1 = 5/7.
+  assert metrics.mean_class_accuracy(labels, predicted) == pytest.approx(0.75, abs=1e-15)
+  assert metrics.top1_accuracy(labels, predicted) == pytest.approx(5 / 7, abs=1e-15)
+  one_hot = np.eye(4)[labels]  # Class 3 never appears and does not count.
+  scores = np.eye(4)[predicted] * 0.5 + 0.1
+  assert metrics.mean_class_accuracy(one_hot, scores) == pytest.approx(0.75, abs=1e-15)
+
+
+def test_mean_class_accuracy_matches_sklearn_balanced_accuracy():
+  rng = np.random.default_rng(1)
+  labels = rng.integers(0, 7, size=300)
+  predicted = np.where(rng.random(300) < 0.6, labels, rng.integers(0, 7, size=300))
+  assert metrics.mean_class_accuracy(labels, predicted) == pytest.approx(
+      sk_metrics.balanced_accuracy_score(labels, predicted), rel=1e-12)
+
+
+def test_aggregate_views_max_and_mean_any_order():
+  ids = [b"b", "a", "b", "a"]
+  scores = np.array([[0.1, 0.9], [0.2, 0.4], [0.3, 0.5], [0.6, 0.0]])
+  labels = np.array([[0, 1], [1, 0], [0, 1], [1, 0]])
+  out = metrics.aggregate_views(ids, scores, labels, method="max")
+  assert out.video_ids == ["a", "b"]
+  np.testing.assert_array_equal(out.scores, [[0.6, 0.4], [0.3, 0.9]])
+  np.testing.assert_array_equal(out.labels, [[1, 0], [0, 1]])
+  assert out.views_per_video == 2
+  out = metrics.aggregate_views(ids, scores, labels, method="mean", views_per_video=2)
+  np.testing.assert_allclose(out.scores, [[0.4, 0.2], [0.2, 0.7]], rtol=0, atol=1e-15)
+
+
+def test_aggregate_views_detects_missing_views():
+  labels = np.zeros((3, 2))
+  with pytest.raises(ValueError, match=r"1 of 2 videos do not have 2 views: b \(1 views\)"):
+    metrics.aggregate_views(["a", "a", "b"], np.zeros((3, 2)), labels)
+  with pytest.raises(ValueError, match="do not have 3 views"):
+    metrics.aggregate_views(["a", "a", "a", "b", "b"], np.zeros((5, 2)), np.zeros((5, 2)),
+                            views_per_video=3)
+
+
+def test_aggregate_views_rejects_disagreeing_labels():
+  with pytest.raises(ValueError, match="different labels"):
+    metrics.aggregate_views(["a", "a"], np.zeros((2, 2)), np.array([[1, 0], [0, 1]]))
