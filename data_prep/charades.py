@@ -1,0 +1,279 @@
+"""Charades (Sigurdsson et al., ECCV 2016) as a TFDS dataset, from the release as shipped.
+
+Configs: `full` (the 157 Charades classes) and `synthetic` (the built-in synthetic dataset
+of `data_prep.synthetic`, written in the same release layout). See REFERENCE.md §4.
+"""
+
+import csv
+import dataclasses
+import os
+import re
+from typing import Optional
+
+from absl import logging
+from etils import epath
+import numpy as np
+import tensorflow_datasets as tfds
+
+from data_prep import features as features_lib
+from data_prep import skips
+from data_prep import synthetic
+from data_prep import video as video_lib
+
+NUM_CLASSES = 157
+RGB_RELEASE_FPS = 24.0  # Charades_v1_rgb frames.
+_CODE = re.compile(r"^c\d{3}$")
+_REQUIRED_COLUMNS = ("id", "actions", "length")
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+Download Charades from https://prb.allenai.org/projects/charades (or the synthetic stand-in
+with `python -m data_prep.synthetic --out=DIR`) and unzip into `manual_dir` as shipped:
+
+  manual_dir/
+    Charades/Charades_v1_train.csv, Charades/Charades_v1_test.csv,
+    Charades/Charades_v1_classes.txt
+    Charades_v1_480/<id>.mp4             (480p videos), and/or
+    Charades_v1_rgb/<id>/<id>-000001.jpg (24 fps JPEG frames)
+
+Videos are looked up first as mp4, then as a JPEG folder. Object maps come from
+`segmenter=` (an ADE-20K SavedModel) or `object_maps_dir=` (`<dir>/<id>/<id>-000001.png`).
+"""
+
+
+@dataclasses.dataclass(eq=False)
+class CharadesConfig(tfds.core.BuilderConfig):
+  """Args: class_descriptions: one name per class (label i = code `c{i:03d}`); fps: frame
+  rate of the stored frames (None keeps the source rate); short_side: stored frames' short
+  side in pixels (None keeps the source size)."""
+  class_descriptions: tuple = ()
+  fps: Optional[float] = 12.0
+  short_side: Optional[int] = 256
+
+
+def class_codes(num_classes):
+  return [f"c{i:03d}" for i in range(num_classes)]
+
+
+def find_release_path(manual_dir, name):
+  """`name` under manual_dir, manual_dir/Charades or any direct sub-folder; else None."""
+  candidates = [os.path.join(manual_dir, name), os.path.join(manual_dir, "Charades", name)]
+  if os.path.isdir(manual_dir):
+    candidates += [os.path.join(manual_dir, d, name) for d in sorted(os.listdir(manual_dir))]
+  for path in candidates:
+    if os.path.exists(path):
+      return path
+  return None
+
+
+def read_classes_file(path, codes, report):
+  """`c000 Holding some clothes` lines -> {code: description} for the known codes."""
+  descriptions = {}
+  with open(path, encoding="utf-8") as f:
+    for line_number, line in enumerate(f, 1):
+      line = line.strip()
+      if not line:
+        continue
+      code, _, description = line.partition(" ")
+      if code not in codes:
+        report.skip(skips.UNKNOWN_CLASS, f"{path}:{line_number}", f"class line {line!r}")
+        continue
+      descriptions[code] = description.strip()
+  return descriptions
+
+
+def parse_actions(text, code_to_label):
+  """`c092 11.90 21.20;c147 0.00 12.60` -> [(label, start, end)]; raises ValueError/KeyError."""
+  segments = []
+  for item in (text or "").split(";"):
+    item = item.strip()
+    if not item:
+      continue
+    parts = item.split()
+    if len(parts) != 3 or not _CODE.match(parts[0]):
+      raise ValueError(f"malformed action {item!r}")
+    if parts[0] not in code_to_label:
+      raise KeyError(parts[0])
+    start, end = float(parts[1]), float(parts[2])
+    if not (np.isfinite(start) and np.isfinite(end)) or end < start:
+      raise ValueError(f"malformed action interval {item!r}")
+    segments.append((code_to_label[parts[0]], start, end))
+  return segments
+
+
+def read_split_csv(path, code_to_label, report):
+  """Parses a Charades CSV by header name; bad rows are skipped and counted.
+
+  Returns:
+    list of {'id', 'segments': [(label, start, end)], 'length': float or None, 'where'}.
+  """
+  rows = []
+  with open(path, newline="", encoding="utf-8") as f:
+    reader = csv.DictReader(f)
+    missing = [c for c in _REQUIRED_COLUMNS if c not in (reader.fieldnames or ())]
+    if missing:
+      report.skip(skips.MALFORMED_ROW, path, f"header lacks columns {missing}")
+      return rows
+    for row in reader:
+      where = f"{path}:{reader.line_num}"
+      if None in row or any(row.get(c) is None for c in _REQUIRED_COLUMNS):
+        report.skip(skips.MALFORMED_ROW, where, "wrong number of fields")
+        continue
+      video_id = row["id"].strip()
+      if not video_id or os.sep in video_id or video_id.startswith("."):
+        report.skip(skips.MALFORMED_ROW, where, f"bad id {row['id']!r}")
+        continue
+      try:
+        length = float(row["length"]) if row["length"].strip() else None
+        if length is not None and not (np.isfinite(length) and length >= 0):
+          raise ValueError(f"bad length {row['length']!r}")
+        segments = parse_actions(row["actions"], code_to_label)
+      except KeyError as e:
+        report.skip(skips.UNKNOWN_CLASS, where, f"video {video_id}: class code {e.args[0]}")
+        continue
+      except ValueError as e:
+        report.skip(skips.MALFORMED_ROW, where, f"video {video_id}: {e}")
+        continue
+      rows.append({"id": video_id, "segments": segments, "length": length, "where": where})
+  return rows
+
+
+class Charades(tfds.core.GeneratorBasedBuilder):
+  """Charades videos with multi-label action segments and optional object maps.
+
+  Args (besides the tfds ones):
+    segmenter: ADE-20K SavedModel path for object maps (see data_prep/object_maps.py).
+    object_maps_dir: folder of precomputed per-frame maps.
+    segmenter_batch_size: frames per segmenter call.
+  """
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+  BUILDER_CONFIGS = [
+      CharadesConfig(name="full", description="Charades, 157 classes.",
+                     class_descriptions=()),
+      CharadesConfig(name="synthetic", fps=None, short_side=None,
+                     description="Built-in synthetic dataset (data_prep/synthetic.py).",
+                     class_descriptions=tuple(synthetic.CLASSES)),
+  ]
+  DEFAULT_CONFIG_NAME = "full"
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls):
+    # TFDS 4.9.10 derives this via `importlib_resources`, a package Python 3.11 lacks.
+    return epath.Path(__file__)
+
+  def __init__(self, *, segmenter=None, object_maps_dir=None, segmenter_batch_size=16,
+               **kwargs):
+    self._object_source = features_lib.ObjectMapSource(segmenter, object_maps_dir,
+                                                       segmenter_batch_size)
+    super().__init__(**kwargs)
+    self.skip_report = skips.SkipReport(self.info.full_name)
+
+  @property
+  def num_classes(self):
+    return len(self.builder_config.class_descriptions) or NUM_CLASSES
+
+  def _info(self):
+    codes = class_codes(self.num_classes)
+    label = tfds.features.ClassLabel(names=codes)
+    features = features_lib.video_features()
+    features.update({
+        "labels": tfds.features.Sequence(label),
+        "segments": tfds.features.Sequence({
+            "label": tfds.features.ClassLabel(names=codes),
+            "start": np.float32,
+            "end": np.float32,
+        }),
+        "length": np.float32,
+    })
+    descriptions = list(self.builder_config.class_descriptions) or codes
+    return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict(features),
+        homepage="https://prb.allenai.org/projects/charades",
+        metadata=tfds.core.MetadataDict(object_maps=self._object_source.kind,
+                                        class_names=descriptions),
+    )
+
+  def _split_generators(self, dl_manager):
+    manual_dir = os.fspath(dl_manager.manual_dir)
+    codes = class_codes(self.num_classes)
+    code_to_label = {c: i for i, c in enumerate(codes)}
+    classes_file = find_release_path(manual_dir, "Charades_v1_classes.txt")
+    if classes_file:
+      names = read_classes_file(classes_file, set(codes), self.skip_report)
+      self.info.metadata["class_names"] = [names.get(c, c) for c in codes]
+    else:
+      logging.warning("No Charades_v1_classes.txt in %s; class names are the codes.",
+                      manual_dir)
+    videos_480 = find_release_path(manual_dir, "Charades_v1_480")
+    videos_rgb = find_release_path(manual_dir, "Charades_v1_rgb")
+    seen = set()
+    splits = {}
+    for split, csv_name in (("train", "Charades_v1_train.csv"),
+                            ("test", "Charades_v1_test.csv")):
+      csv_path = find_release_path(manual_dir, csv_name)
+      if csv_path is None:
+        raise FileNotFoundError(f"{csv_name} not found in {manual_dir}.\n"
+                                f"{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+      usable = []
+      for row in read_split_csv(csv_path, code_to_label, self.skip_report):
+        if row["id"] in seen:
+          self.skip_report.skip(skips.DUPLICATE_ID, row["where"], f"video {row['id']}")
+          continue
+        seen.add(row["id"])
+        mp4 = videos_480 and os.path.join(videos_480, row["id"] + ".mp4")
+        folder = videos_rgb and os.path.join(videos_rgb, row["id"])
+        if mp4 and os.path.isfile(mp4):
+          row["source"] = mp4
+        elif folder and os.path.isdir(folder):
+          row["source"] = folder
+        else:
+          self.skip_report.skip(skips.MISSING_VIDEO, row["where"],
+                                f"no {row['id']}.mp4 or frame folder {row['id']}/")
+          continue
+        usable.append(row)
+      splits[split] = usable
+    if not any(splits.values()):
+      raise ValueError(f"Nothing usable in manual_dir {manual_dir}.\n"
+                       f"{self.skip_report.format()}\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    return {split: self._generate_examples(rows) for split, rows in splits.items()}
+
+  def _generate_examples(self, rows):
+    config = self.builder_config
+    for row in rows:
+      try:
+        if row["source"].endswith(".mp4"):
+          decoded = video_lib.read_video(row["source"], config.fps, config.short_side)
+        else:
+          decoded = video_lib.read_frame_folder(row["source"], RGB_RELEASE_FPS, config.fps,
+                                                config.short_side)
+        frames, source_indices, num_source, source_fps = decoded
+        fps = features_lib.stored_fps(config.fps, source_fps)
+        example = features_lib.encode_video(frames, source_indices, num_source, fps,
+                                            row["id"], self._object_source)
+      except video_lib.VideoReadError as e:
+        self.skip_report.skip(skips.CORRUPT_VIDEO, row["source"], str(e))
+        continue
+      except features_lib.MissingObjectMaps as e:
+        self.skip_report.skip(skips.MISSING_OBJECT_MAPS, row["source"], str(e))
+        continue
+      length = row["length"]
+      if length is None:
+        length = num_source / source_fps if source_fps else len(frames) / fps
+      example.update({
+          "labels": sorted({label for label, _, _ in row["segments"]}),
+          "segments": [{"label": label, "start": start, "end": end}
+                       for label, start, end in row["segments"]],
+          "length": np.float32(length),
+      })
+      yield row["id"], example
+
+  def _download_and_prepare(self, dl_manager, download_config):
+    super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
+    if not sum(split.num_examples for split in self.info.splits.values()):
+      raise ValueError(f"Nothing usable in manual_dir {dl_manager.manual_dir}: every video "
+                       f"was skipped.\n{self.skip_report.format()}")
+    path = self.skip_report.write(self.data_dir)
+    logging.info("%s\nSkip summary written to %s", self.skip_report.format(), path)

@@ -1,0 +1,84 @@
+"""Bookkeeping for input that preparation skips instead of crashing on.
+
+Every skipped file is logged with a warning that names it, counted under a reason, printed
+in a summary at the end of preparation and written as JSON beside the prepared data
+(`<data_dir>/<dataset>/<config>/<version>/skip_summary.json`).
+"""
+
+import collections
+import json
+import os
+
+from absl import logging
+
+SUMMARY_FILENAME = "skip_summary.json"
+
+# Reasons used by the builders (a reader of the JSON sees these keys).
+MISSING_VIDEO = "missing_video"
+CORRUPT_VIDEO = "corrupt_video"
+MALFORMED_ROW = "malformed_row"
+UNKNOWN_CLASS = "unknown_class"
+DUPLICATE_ID = "duplicate_id"
+UNPARSABLE_NAME = "unparsable_name"
+EXCLUDED_CLASS = "excluded_class"
+NOT_IN_SPLIT = "not_in_split"
+MISSING_OBJECT_MAPS = "missing_object_maps"
+SEGMENTER_FAILED = "segmenter_failed"
+
+
+class SkipReport:
+  """Counts skipped inputs per reason and remembers which files they were.
+
+  `skip()` logs a warning; `note()` records an expected exclusion (for example a clip of a
+  class that a cross-view protocol does not use) at info level. Both are counted.
+  """
+
+  def __init__(self, dataset_name):
+    self.dataset_name = dataset_name
+    self._files = collections.defaultdict(list)
+    self._details = collections.defaultdict(list)
+
+  def skip(self, reason, path, detail=""):
+    logging.warning("Skipping %s (%s)%s", path, reason, f": {detail}" if detail else "")
+    self._add(reason, path, detail)
+
+  def note(self, reason, path, detail=""):
+    logging.info("Excluding %s (%s)%s", path, reason, f": {detail}" if detail else "")
+    self._add(reason, path, detail)
+
+  def _add(self, reason, path, detail):
+    self._files[reason].append(os.fspath(path))
+    self._details[reason].append(detail)
+
+  def count(self, reason):
+    return len(self._files.get(reason, ()))
+
+  @property
+  def total(self):
+    return sum(len(v) for v in self._files.values())
+
+  def as_dict(self):
+    return {
+        "dataset": self.dataset_name,
+        "total_skipped": self.total,
+        "by_reason": {r: len(f) for r, f in sorted(self._files.items())},
+        "files": {
+            r: [{"path": p, "detail": d} for p, d in zip(f, self._details[r])]
+            for r, f in sorted(self._files.items())
+        },
+    }
+
+  def format(self):
+    lines = [f"{self.dataset_name}: {self.total} input(s) skipped"]
+    for reason, files in sorted(self._files.items()):
+      shown = ", ".join(os.path.basename(p) or p for p in files[:5])
+      more = f" (+{len(files) - 5} more)" if len(files) > 5 else ""
+      lines.append(f"  {reason}: {len(files)}  [{shown}{more}]")
+    return "\n".join(lines)
+
+  def write(self, directory):
+    """Writes the summary as JSON into `directory`; returns the file path."""
+    path = os.path.join(os.fspath(directory), SUMMARY_FILENAME)
+    with open(path, "w") as f:
+      json.dump(self.as_dict(), f, indent=1)
+    return path
