@@ -160,6 +160,6 @@ def aggregate_views(video_ids, scores, labels, method="max", views_per_video=Non
   disagree = np.any(grouped_labels != grouped_labels[:, :1], axis=(1, 2))
   if np.any(disagree):
     raise ValueError(f"Views of one video carry different labels: "
-                     f"{list(unique_ids[disagree][:5])}")
+                     f"{[str(v) for v in unique_ids[disagree][:5]]}")
   combined = grouped_scores.max(axis=1) if method == "max" else grouped_scores.mean(axis=1)
-  return VideoScores(list(unique_ids), combined, grouped_labels[:, 0], expected)
+  return VideoScores([str(v) for v in unique_ids], combined, grouped_labels[:, 0], expected)

@@ -1,0 +1,382 @@
+"""The custom training and evaluation loops.
+
+A `tf.function` train step runs under `strategy.run` on each replica's share of the global
+batch; the Python loop around it times data wait vs compute, logs progress, stops on a
+non-finite loss, checkpoints (model, optimiser, step, EMA) and resumes.
+"""
+
+import math
+import os
+import time
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
+
+from official.evaluation import metrics as metrics_lib
+
+# Video ids travel through the distributed evaluation step as int32 code points (strings
+# cannot go to accelerators, nor through cross-worker gathers), zero-padded to this length.
+MAX_VIDEO_ID_LENGTH = 128
+_ID_CODES = "video_id_codes"
+
+
+def encode_video_ids(video_ids):
+  """string `[B]` -> int32 `[B, MAX_VIDEO_ID_LENGTH]` Unicode code points, zero-padded."""
+  codes = tf.strings.unicode_decode(video_ids, "UTF-8")
+  return codes.to_tensor(default_value=0, shape=[None, MAX_VIDEO_ID_LENGTH])
+
+
+def decode_video_ids(codes):
+  """Inverse of `encode_video_ids` on a NumPy `[B, L]` array -> list of str."""
+  return ["".join(chr(c) for c in row if c) for row in np.asarray(codes)]
+
+
+def use_sync_batch_norm(model):
+  """Makes every `BatchNormalization` of `model` compute batch statistics over the global
+  batch (all replicas), as the authors' TPU training did. Returns how many were switched.
+
+  Keras 3's layer reads `synchronized` at call time, so this works on a built model.
+  """
+  count = 0
+  for layer in model._flatten_layers(include_self=False, recursive=True):  # pylint: disable=protected-access
+    if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized:
+      layer.synchronized = True
+      count += 1
+  return count
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training stopped on a NaN or infinite loss."""
+
+
+class Trainer:
+  """Trains and evaluates one model under one `tf.distribute.Strategy`.
+
+  Create the model, optimiser (and so their variables) under `strategy.scope()` before
+  constructing the trainer.
+
+  Args:
+    strategy: the distribution strategy.
+    model: keras.Model taking a dict of the features named in `input_keys`, returning logits.
+    optimizer: keras optimiser (a `LossScaleOptimizer` under mixed_float16).
+    loss_fn: `(labels, logits) -> [B]` per-example losses.
+    model_dir: where checkpoints and summaries go.
+    global_batch_size: training batch summed over replicas (the dataset's batch size).
+    train_steps: total optimiser steps.
+    input_keys: feature names fed to the model ('rgb', plus 'objects' for object models).
+    score_activation: logits -> evaluation scores (sigmoid or softmax).
+    ema_decay: keep an exponential moving average of the weights (evaluated and exported)
+      when set.
+    checkpoint_interval: steps between checkpoints.
+    max_to_keep: checkpoints kept for resuming.
+    log_interval: steps between progress logs and summaries.
+    jit_compile: XLA-compile the forward/backward pass.
+    skip_consumed_batches: on resume, skip the batches already trained on (`dataset.skip`),
+      so the resumed run sees exactly the batches an uninterrupted one would. The skipped
+      batches are still read and decoded; turn off for very long runs, at the price of
+      restarting the data order.
+    is_chief: whether this process writes checkpoints and summaries (multi-worker).
+    worker_id: this worker's index (multi-worker), for its scratch checkpoint directory.
+  """
+
+  def __init__(self, strategy, model, optimizer, loss_fn, model_dir, *, global_batch_size,
+               train_steps, input_keys=("rgb",), score_activation=tf.nn.sigmoid,
+               ema_decay=None, checkpoint_interval=1000, max_to_keep=3, log_interval=100,
+               jit_compile=False, skip_consumed_batches=True, is_chief=True, worker_id=0):
+    if global_batch_size % strategy.num_replicas_in_sync:
+      raise ValueError(f"The global batch size must divide evenly over the "
+                       f"{strategy.num_replicas_in_sync} replicas. Received: "
+                       f"{global_batch_size}")
+    self.strategy = strategy
+    self.model = model
+    self.optimizer = optimizer
+    self.loss_fn = loss_fn
+    self.model_dir = model_dir
+    self.global_batch_size = global_batch_size
+    self.train_steps = train_steps
+    self.input_keys = tuple(input_keys)
+    self.score_activation = score_activation
+    self.checkpoint_interval = checkpoint_interval
+    self.max_to_keep = max_to_keep
+    self.log_interval = log_interval
+    self.jit_compile = jit_compile
+    self.skip_consumed_batches = skip_consumed_batches
+    self.is_chief = is_chief
+    self.worker_id = worker_id
+    with strategy.scope():
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step",
+                              aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+      # Slots exist before any restore, so restoring never depends on deferred creation.
+      optimizer.build(model.trainable_variables)
+      self.ema = None
+      if ema_decay:
+        from official.training import ema as ema_lib  # pylint: disable=g-import-not-at-top
+        self.ema = ema_lib.ExponentialMovingAverage(model, ema_decay)
+    self._train_step_fn = None
+    self._eval_step_fn = None
+    self.last_good_checkpoint = None
+
+  # Checkpoints -------------------------------------------------------------------------
+
+  def _checkpoint(self):
+    items = {"model": self.model, "optimizer": self.optimizer, "step": self.step}
+    if self.ema is not None:
+      items["ema"] = self.ema
+    return tf.train.Checkpoint(**items)
+
+  def _manager(self, checkpoint):
+    # Non-chief workers write to a scratch directory they delete: every worker must take
+    # part in saving (reading mirrored/synchronised variables), only the chief keeps it.
+    directory = self.model_dir if self.is_chief else os.path.join(
+        self.model_dir, f".worker_{self.worker_id}_tmp")
+    return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=self.max_to_keep)
+
+  def _save(self, manager):
+    path = manager.save(checkpoint_number=int(self.step.numpy()))
+    if not self.is_chief:
+      tf.io.gfile.rmtree(manager.directory)
+    else:
+      self.last_good_checkpoint = path
+    return path
+
+  def restore(self, checkpoint_path):
+    """Restores model, step and EMA (not the optimiser's slots) for evaluation or export."""
+    status = self._checkpoint().read(checkpoint_path)
+    status.expect_partial()
+    status.assert_existing_objects_matched()
+    logging.info("Restored %s (step %d).", checkpoint_path, int(self.step.numpy()))
+    return int(self.step.numpy())
+
+  # Steps ---------------------------------------------------------------------------------
+
+  def _select_inputs(self, features):
+    missing = [k for k in self.input_keys if k not in features]
+    if missing:
+      raise ValueError(f"The model needs features {list(self.input_keys)} but the dataset "
+                       f"lacks {missing}. Received features: {sorted(features)}")
+    return {k: features[k] for k in self.input_keys}
+
+  def _build_train_step(self):
+    model, optimizer = self.model, self.optimizer
+    scale_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+    def loss_and_grads(features, labels):
+      with tf.GradientTape() as tape:
+        logits = model(features, training=True)
+        per_example = self.loss_fn(labels, logits)
+        loss = tf.nn.compute_average_loss(per_example,
+                                          global_batch_size=self.global_batch_size)
+        if model.losses:
+          loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+        scaled = optimizer.scale_loss(loss) if scale_loss else loss
+      return loss, tape.gradient(scaled, model.trainable_variables)
+
+    if self.jit_compile:
+      # XLA covers the forward and backward pass; the optimiser update (with its
+      # cross-replica all-reduce) stays outside the compiled cluster.
+      loss_and_grads = tf.function(loss_and_grads, jit_compile=True)
+
+    def replica_step(features, labels):
+      loss, grads = loss_and_grads(features, labels)
+      optimizer.apply_gradients(zip(grads, model.trainable_variables))
+      return loss
+
+    @tf.function
+    def train_step(features, labels):
+      per_replica_loss = self.strategy.run(replica_step, args=(features, labels))
+      loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
+      if self.ema is not None:
+        self.ema.update()
+      self.step.assign_add(1)
+      return loss
+
+    return train_step
+
+  def _build_eval_step(self):
+    model = self.model
+
+    def replica_step(features, labels):
+      logits = model(self._select_inputs(features), training=False)
+      return (self.score_activation(tf.cast(logits, tf.float32)),
+              tf.cast(labels, tf.float32), features[_ID_CODES])
+
+    @tf.function(reduce_retracing=True)
+    def eval_step(features, labels):
+      outputs = self.strategy.run(replica_step, args=(features, labels))
+      return tf.nest.map_structure(lambda t: self.strategy.gather(t, axis=0), outputs)
+
+    return eval_step
+
+  # Loops ---------------------------------------------------------------------------------
+
+  def _summary_writer(self, name):
+    if not self.is_chief:
+      return tf.summary.create_noop_writer()
+    return tf.summary.create_file_writer(os.path.join(self.model_dir, name))
+
+  def train(self, dataset, evaluate_fn=None, eval_interval=None, after_first_step=None):
+    """Trains to `train_steps`, resuming from the latest checkpoint in `model_dir`.
+
+    Args:
+      dataset: `tf.data.Dataset` of `(features, labels)` global batches, repeating.
+      evaluate_fn: optional `(step) -> {metric: value}` run every `eval_interval` steps and
+        at the end (after a checkpoint of that step is written).
+      eval_interval: steps between evaluations.
+      after_first_step: optional callable run once after the first step of this job.
+
+    Returns:
+      The final step.
+
+    Raises:
+      NonFiniteLossError: on a NaN or infinite loss; the last good checkpoint stays.
+    """
+    checkpoint = self._checkpoint()
+    manager = self._manager(checkpoint)
+    latest = tf.train.latest_checkpoint(self.model_dir)
+    if latest:
+      checkpoint.restore(latest).assert_existing_objects_matched()
+      self.last_good_checkpoint = latest
+      logging.info("Resuming from %s at step %d.", latest, int(self.step.numpy()))
+    else:
+      logging.info("No checkpoint in %s: training from scratch.", self.model_dir)
+    step = int(self.step.numpy())
+    if step and self.skip_consumed_batches:
+      # Distributed iterators cannot be checkpointed; skipping the batches already trained
+      # on makes the resumed run see exactly what an uninterrupted run would.
+      dataset = dataset.skip(step)
+    dataset = dataset.map(lambda f, l: (self._select_inputs(f), l))
+    iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+    if self._train_step_fn is None:
+      self._train_step_fn = self._build_train_step()
+
+    writer = self._summary_writer("train")
+    start_step = step
+    window = _new_window()
+    timed_steps, timed_seconds = 0, 0.0
+    while step < self.train_steps:
+      t0 = time.perf_counter()
+      features, labels = next(iterator)
+      t1 = time.perf_counter()
+      loss = float(self._train_step_fn(features, labels).numpy())
+      t2 = time.perf_counter()
+      step = int(self.step.numpy())
+      if not math.isfinite(loss):
+        raise NonFiniteLossError(
+            f"Loss is {loss} at step {step}: training stopped. The last good checkpoint is "
+            f"{self.last_good_checkpoint or 'none (no checkpoint was written yet)'}; lower "
+            "the learning rate or check the data before resuming.")
+      if step == start_step + 1:
+        logging.info("First step (with tracing/compilation) took %.1f s.", t2 - t0)
+        if after_first_step is not None:
+          after_first_step()
+      else:  # Rates, ETA and timings exclude the first step's tracing and compilation.
+        timed_steps += 1
+        timed_seconds += t2 - t0
+        window["timed"] += 1
+        window["data"] += t1 - t0
+        window["compute"] += t2 - t1
+      window["steps"] += 1
+      window["loss"] += loss
+      at_eval = bool(evaluate_fn and eval_interval and step % eval_interval == 0)
+      if step % self.log_interval == 0 or step == self.train_steps:
+        self._log_progress(writer, step, window, timed_steps, timed_seconds)
+        window = _new_window()
+      if step % self.checkpoint_interval == 0 or step == self.train_steps or at_eval:
+        path = self._save(manager)
+        logging.info("Saved checkpoint %s.", path)
+      if evaluate_fn and (at_eval or step == self.train_steps):
+        evaluate_fn(step)
+    writer.flush()
+    return step
+
+  def _log_progress(self, writer, step, window, timed_steps, timed_seconds):
+    n = window["steps"]
+    timed = max(window["timed"], 1)
+    steps_per_s = timed_steps / timed_seconds if timed_seconds > 0 else float("nan")
+    eta_s = (self.train_steps - step) / steps_per_s if timed_seconds > 0 else float("nan")
+    learning_rate = float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+    values = {
+        "loss": window["loss"] / n,
+        "learning_rate": learning_rate,
+        "steps_per_second": steps_per_s,
+        "clips_per_second": steps_per_s * self.global_batch_size,
+        "data_wait_seconds_per_step": window["data"] / timed,
+        "compute_seconds_per_step": window["compute"] / timed,
+    }
+    logging.info(
+        "step %d/%d loss %.5f lr %.3g | %.2f steps/s %.1f clips/s ETA %s | "
+        "data wait %.3f s/step, compute %.3f s/step", step, self.train_steps,
+        values["loss"], learning_rate, steps_per_s, values["clips_per_second"],
+        _format_eta(eta_s), values["data_wait_seconds_per_step"],
+        values["compute_seconds_per_step"])
+    with writer.as_default():
+      for name, value in values.items():
+        if math.isfinite(value):
+          write_scalar(name, value, step)
+
+  def evaluate(self, dataset, aggregation="max", views_per_video=None):
+    """Scores every view of `dataset`, gathers them from all replicas and combines the views
+    of each video.
+
+    Args:
+      dataset: finite `tf.data.Dataset` of `(features, labels)` with `features['video_id']`.
+      aggregation: 'max' or 'mean' over a video's views.
+      views_per_video: the views every video must have (None: all the same number).
+
+    Returns:
+      `official.evaluation.metrics.VideoScores`.
+    """
+    def keep_inputs_and_ids(features, labels):
+      kept = self._select_inputs(features)
+      kept[_ID_CODES] = encode_video_ids(features["video_id"])
+      return kept, labels
+
+    dataset = dataset.map(keep_inputs_and_ids)
+    options = tf.data.Options()
+    # Every view goes to exactly one worker, whatever the file layout.
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA)
+    dataset = dataset.with_options(options)
+    if self._eval_step_fn is None:
+      self._eval_step_fn = self._build_eval_step()
+    if self.ema is not None:
+      self.ema.swap()
+    try:
+      scores, labels, codes = [], [], []
+      for features, batch_labels in self.strategy.experimental_distribute_dataset(dataset):
+        s, l, c = self._eval_step_fn(features, batch_labels)
+        scores.append(s.numpy())
+        labels.append(l.numpy())
+        codes.append(c.numpy())
+    finally:
+      if self.ema is not None:
+        self.ema.swap()
+    if not scores:
+      raise ValueError("The evaluation dataset is empty.")
+    return metrics_lib.aggregate_views(
+        decode_video_ids(np.concatenate(codes)), np.concatenate(scores),
+        np.concatenate(labels), method=aggregation, views_per_video=views_per_video)
+
+
+def _new_window():
+  return {"steps": 0, "timed": 0, "data": 0.0, "compute": 0.0, "loss": 0.0}
+
+
+def write_scalar(name, value, step):
+  """A TensorBoard scalar through `tf.summary.write` (TensorBoard itself, which
+  `tf.summary.scalar` imports, is not a dependency): the tensor plus the scalars plugin
+  metadata that TensorBoard's own `scalar` writes."""
+  metadata = summary_pb2.SummaryMetadata(
+      plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+  return tf.summary.write(name, tf.constant(value, tf.float32), step=step,
+                          metadata=metadata)
+
+
+def _format_eta(seconds):
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(seconds)
+  return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
