@@ -69,12 +69,7 @@ class SkipReport:
     }
 
   def format(self):
-    lines = [f"{self.dataset_name}: {self.total} input(s) skipped"]
-    for reason, files in sorted(self._files.items()):
-      shown = ", ".join(os.path.basename(p) or p for p in files[:5])
-      more = f" (+{len(files) - 5} more)" if len(files) > 5 else ""
-      lines.append(f"  {reason}: {len(files)}  [{shown}{more}]")
-    return "\n".join(lines)
+    return format_summary(self.as_dict())
 
   def write(self, directory):
     """Writes the summary as JSON into `directory`; returns the file path."""
@@ -82,3 +77,22 @@ class SkipReport:
     with open(path, "w") as f:
       json.dump(self.as_dict(), f, indent=1)
     return path
+
+
+def read_summary(directory):
+  """The summary `SkipReport.write` left in `directory`, or None."""
+  path = os.path.join(os.fspath(directory), SUMMARY_FILENAME)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def format_summary(summary):
+  """Human-readable lines of an `as_dict()` summary."""
+  lines = [f"{summary['dataset']}: {summary['total_skipped']} input(s) skipped"]
+  for reason, files in summary["files"].items():
+    shown = ", ".join(os.path.basename(f["path"]) or f["path"] for f in files[:5])
+    more = f" (+{len(files) - 5} more)" if len(files) > 5 else ""
+    lines.append(f"  {reason}: {len(files)}  [{shown}{more}]")
+  return "\n".join(lines)

@@ -189,5 +189,5 @@ class ToyotaSmarthome(tfds.core.GeneratorBasedBuilder):
     if not sum(split.num_examples for split in self.info.splits.values()):
       raise ValueError(f"Nothing usable in manual_dir {dl_manager.manual_dir}: every clip "
                        f"was skipped.\n{self.skip_report.format()}")
-    path = self.skip_report.write(self.data_dir)
-    logging.info("%s\nSkip summary written to %s", self.skip_report.format(), path)
+    self.skip_report.write(self.data_dir)  # The temporary dir, renamed on success.
+    logging.info("%s", self.skip_report.format())

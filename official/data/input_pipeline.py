@@ -1,0 +1,437 @@
+"""tf.data input pipelines over the prepared Charades / Toyota Smarthome TFDS datasets.
+
+Contract (docs/architecture.md, "Input pipeline"): `build_dataset` yields `(features,
+labels)` batches with
+  features['rgb']      float32 [B, T, S, S, 3], `preprocessing.normalize_frames` applied;
+  features['objects']  float32 [B, T, S, S, 151] one-hot (or uint8 ids [B, T, S, S] with
+                       objects_format='ids', for a one-hot on the accelerator);
+  features['video_id'] string [B], evaluation only (one element per clip x crop view);
+  labels               float32 [B, num_classes]: Charades multi-hot (training: union of
+                       the segments overlapping the sampled clip; evaluation: the video's
+                       labels), Smarthome one-hot.
+
+Only the sampled frames are decoded: frames and object maps are read undecoded
+(`tfds.decode.SkipDecoding`), the clip's entries gathered, then decoded. Training RGB is
+decoded straight into the crop window (`decode_and_crop_jpeg`). Videos shorter than a clip
+loop. Randomness is stateless, seeded per element from (`seed`, element index), so a seeded
+pipeline with `deterministic=True` yields the same batches on every run.
+"""
+
+import dataclasses
+from typing import Optional
+
+import gin
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from official.data import preprocessing
+
+OBJECTS_ONE_HOT = "one_hot"
+OBJECTS_IDS = "ids"
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What trainers and exporters need to know about a prepared dataset.
+
+  Attributes:
+    name: TFDS name with config, e.g. 'charades/full'.
+    num_classes: label count.
+    class_names: human-readable class names in label order.
+    split_sizes: {split: number of videos}.
+    multi_label: True for Charades (multi-hot labels), False for Smarthome (one-hot).
+    has_object_maps: whether object maps were prepared.
+    fps: frame rate of the stored frames from the dataset config (None: source rate).
+  """
+  name: str
+  num_classes: int
+  class_names: tuple
+  split_sizes: dict
+  multi_label: bool
+  has_object_maps: bool
+  fps: Optional[float]
+
+
+def load_builder(name, data_dir=None):
+  """The TFDS builder of a prepared dataset ('charades', 'toyota_smarthome/cs', ...)."""
+  import data_prep  # pylint: disable=g-import-not-at-top,unused-import  (registers builders)
+  return tfds.builder(name, data_dir=data_dir)
+
+
+def _label_feature(builder):
+  features = builder.info.features
+  if "segments" in features:
+    return features["labels"].feature
+  return features["label"]
+
+
+def dataset_info(name, data_dir=None):
+  """Returns the `DatasetInfo` of the prepared dataset `name` under `data_dir`."""
+  builder = load_builder(name, data_dir)
+  label = _label_feature(builder)
+  metadata = builder.info.metadata or {}
+  class_names = tuple(metadata.get("class_names") or label.names)
+  return DatasetInfo(
+      name=builder.info.full_name.rsplit("/", 1)[0],
+      num_classes=label.num_classes,
+      class_names=class_names,
+      split_sizes={k: v.num_examples for k, v in builder.info.splits.items()},
+      multi_label="segments" in builder.info.features,
+      has_object_maps=metadata.get("object_maps", "none") != "none",
+      fps=getattr(builder.builder_config, "fps", None),
+  )
+
+
+# ---------------------------------------------------------------------------------------
+# Clip sampling and labels.
+
+
+def clip_span(num_frames, frame_stride):
+  """Stored frames a clip covers from its first to its last sampled frame."""
+  return (num_frames - 1) * frame_stride + 1
+
+
+def train_clip_indices(video_frames, num_frames, frame_stride, seed):
+  """Random clip: `num_frames` indices `frame_stride` apart, looping short videos.
+
+  Args:
+    video_frames: int32 scalar, frames in the video (> 0).
+    seed: int32/int64 [2] stateless seed.
+
+  Returns:
+    int32 [num_frames].
+  """
+  video_frames = tf.cast(video_frames, tf.int32)
+  max_start = tf.maximum(video_frames - clip_span(num_frames, frame_stride), 0)
+  start = tf.random.stateless_uniform([], seed, 0, max_start + 1, dtype=tf.int32)
+  return (start + tf.range(num_frames, dtype=tf.int32) * frame_stride) % video_frames
+
+
+def eval_clip_indices(video_frames, num_frames, frame_stride, num_clips):
+  """`num_clips` clips with evenly spaced starts covering the video -> int32 [num_clips, T]."""
+  video_frames = tf.cast(video_frames, tf.int32)
+  max_start = tf.maximum(video_frames - clip_span(num_frames, frame_stride), 0)
+  if num_clips == 1:
+    starts = tf.reshape(max_start // 2, [1])
+  else:
+    starts = tf.cast(tf.round(tf.linspace(0.0, tf.cast(max_start, tf.float32), num_clips)),
+                     tf.int32)
+  offsets = tf.range(num_frames, dtype=tf.int32) * frame_stride
+  return (starts[:, None] + offsets[None, :]) % video_frames
+
+
+def clip_labels(segment_labels, segment_starts, segment_ends, indices, fps, num_classes):
+  """Multi-hot union of the segments that overlap the clip.
+
+  The clip covers [min(indices) / fps, (max(indices) + 1) / fps) seconds: stored frame k
+  shows time k / fps. A segment [start, end] overlaps when start < clip_end and
+  end > clip_start.
+
+  Returns:
+    float32 [num_classes].
+  """
+  fps = tf.cast(fps, tf.float32)
+  clip_start = tf.cast(tf.reduce_min(indices), tf.float32) / fps
+  clip_end = tf.cast(tf.reduce_max(indices) + 1, tf.float32) / fps
+  overlaps = (segment_starts < clip_end) & (segment_ends > clip_start)
+  return multi_hot(tf.boolean_mask(segment_labels, overlaps), num_classes)
+
+
+def multi_hot(labels, num_classes):
+  """int [N] (possibly empty, repeated) -> float32 [num_classes] with ones at `labels`."""
+  hot = tf.reduce_sum(tf.one_hot(tf.cast(labels, tf.int32), num_classes), axis=0)
+  return tf.minimum(hot, 1.0)
+
+
+# ---------------------------------------------------------------------------------------
+# Decoding and spatial augmentation (identical for RGB and object maps).
+
+
+def _decode_jpegs(encoded):
+  # [T] string -> [T, H, W, 3] uint8
+  return tf.map_fn(lambda x: tf.io.decode_jpeg(x, channels=3), encoded,
+                   fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+
+
+def _decode_pngs(encoded):
+  # [T] string -> [T, H, W] uint8
+  maps = tf.map_fn(lambda x: tf.io.decode_png(x, channels=1), encoded,
+                   fn_output_signature=tf.TensorSpec([None, None, 1], tf.uint8))
+  return maps[..., 0]
+
+
+def random_crop_window(height, width, seed, area_range, aspect_ratio_range):
+  """Random resized crop window (Inception-style) -> (top, left, crop_h, crop_w) int32."""
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      tf.stack([height, width, 1]),
+      bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+      seed=seed,
+      min_object_covered=0.0,
+      aspect_ratio_range=aspect_ratio_range,
+      area_range=area_range,
+      max_attempts=10,
+      use_image_if_no_bounding_boxes=True)
+  return begin[0], begin[1], size[0], size[1]
+
+
+def augment_train_clip(encoded_frames, encoded_maps, seed, image_size,
+                       area_range=(0.08, 1.0), aspect_ratio_range=(0.5, 2.0),
+                       random_flip=True):
+  """Decodes a clip into one random resized crop + flip, shared by RGB and object maps.
+
+  Args:
+    encoded_frames: string [T], JPEG frames of the clip.
+    encoded_maps: string [T] PNG class-id maps of the same frames, or None.
+    seed: int [2] stateless seed.
+    image_size: output side S.
+
+  Returns:
+    (rgb float32 [T, S, S, 3] in [0, 255], maps uint8 [T, S, S] or None).
+  """
+  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  shape = tf.io.extract_jpeg_shape(encoded_frames[0])
+  top, left, crop_h, crop_w = random_crop_window(shape[0], shape[1], crop_seed,
+                                                 area_range, aspect_ratio_range)
+  window = tf.stack([top, left, crop_h, crop_w])
+  rgb = tf.map_fn(lambda x: tf.io.decode_and_crop_jpeg(x, window, channels=3),
+                  encoded_frames,
+                  fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+  rgb = tf.image.resize(rgb, [image_size, image_size], method="bilinear", antialias=False)
+  maps = None
+  if encoded_maps is not None:
+    maps = _decode_pngs(encoded_maps)
+    # Maps are stored at the frame resolution; crop the same window in relative terms so
+    # a map of another size (never produced by data_prep) would still stay aligned.
+    map_h, map_w = tf.shape(maps)[1], tf.shape(maps)[2]
+    scale_h = tf.cast(map_h, tf.float32) / tf.cast(shape[0], tf.float32)
+    scale_w = tf.cast(map_w, tf.float32) / tf.cast(shape[1], tf.float32)
+    m_top = tf.cast(tf.round(tf.cast(top, tf.float32) * scale_h), tf.int32)
+    m_left = tf.cast(tf.round(tf.cast(left, tf.float32) * scale_w), tf.int32)
+    m_h = tf.maximum(1, tf.cast(tf.round(tf.cast(crop_h, tf.float32) * scale_h), tf.int32))
+    m_w = tf.maximum(1, tf.cast(tf.round(tf.cast(crop_w, tf.float32) * scale_w), tf.int32))
+    maps = maps[:, m_top:m_top + m_h, m_left:m_left + m_w]
+    # [T, h, w] -> [T, h, w, 1] -> [T, S, S]
+    maps = tf.image.resize(maps[..., None], [image_size, image_size],
+                           method="nearest")[..., 0]
+  if random_flip:
+    flip = tf.random.stateless_uniform([], flip_seed) < 0.5
+    rgb = tf.cond(flip, lambda: tf.reverse(rgb, axis=[2]), lambda: rgb)
+    if maps is not None:
+      maps = tf.cond(flip, lambda: tf.reverse(maps, axis=[2]), lambda: maps)
+  return rgb, maps
+
+
+def _short_side_resize(images, image_size, method):
+  # [N, H, W, C] -> [N, H', W', C] with min(H', W') = image_size
+  shape = tf.cast(tf.shape(images)[1:3], tf.float32)
+  scale = image_size / tf.reduce_min(shape)
+  new_size = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), image_size)
+  return tf.image.resize(images, new_size, method=method)
+
+
+def _crop_offsets(length, image_size, num_crops):
+  # Evenly spaced along one axis: 1 crop = centre, 3 = start / centre / end.
+  if num_crops == 1:
+    return tf.reshape((length - image_size) // 2, [1])
+  return tf.cast(tf.round(tf.linspace(0.0, tf.cast(length - image_size, tf.float32),
+                                      num_crops)), tf.int32)
+
+
+def eval_views(images, image_size, num_crops):
+  """Resizes the short side to S, then takes `num_crops` S x S crops along the long side.
+
+  Args:
+    images: [N, H, W, C] (all frames of all clips of one video).
+
+  Returns:
+    [num_crops, N, S, S, C].
+  """
+  height, width = tf.shape(images)[1], tf.shape(images)[2]
+  long_is_width = width >= height
+  long_side = tf.maximum(height, width)
+  offsets = _crop_offsets(long_side, image_size, num_crops)
+  views = []
+  for k in range(num_crops):
+    top = tf.where(long_is_width, (height - image_size) // 2, offsets[k])
+    left = tf.where(long_is_width, offsets[k], (width - image_size) // 2)
+    views.append(images[:, top:top + image_size, left:left + image_size])
+  return tf.stack(views)
+
+
+# ---------------------------------------------------------------------------------------
+# The pipeline.
+
+
+def _video_labels(example, num_classes, multi_label):
+  if multi_label:
+    return multi_hot(example["labels"], num_classes)
+  return tf.one_hot(tf.cast(example["label"], tf.int32), num_classes)
+
+
+@gin.configurable(denylist=["split", "is_training"])
+def build_dataset(dataset_name=gin.REQUIRED,
+                  split="train",
+                  data_dir=None,
+                  is_training=True,
+                  batch_size=8,
+                  num_frames=32,
+                  frame_stride=1,
+                  image_size=224,
+                  use_objects=False,
+                  objects_format=OBJECTS_ONE_HOT,
+                  num_clips=10,
+                  num_crops=3,
+                  area_range=(0.08, 1.0),
+                  aspect_ratio_range=(0.5, 2.0),
+                  random_flip=True,
+                  shuffle_buffer=64,
+                  repeat=None,
+                  deterministic=False,
+                  seed=None,
+                  num_parallel_calls=tf.data.AUTOTUNE,
+                  private_threadpool_size=0,
+                  drop_remainder=None):
+  """Builds the training or evaluation `tf.data.Dataset` of `(features, labels)` batches.
+
+  Args:
+    dataset_name: TFDS name: 'charades' (= 'charades/full'), 'charades/synthetic',
+      'toyota_smarthome/cs', 'toyota_smarthome/cv1', 'toyota_smarthome/cv2'.
+    split: 'train', 'test' (Charades) or 'train' / 'validation' / 'test' (Smarthome); TFDS
+      slicing such as 'train[:90%]' works.
+    data_dir: TFDS data_dir the dataset was prepared into.
+    is_training: random clips and crops, shuffling, repetition (training) or the fixed
+      `num_clips` x `num_crops` views per video tagged with `video_id` (evaluation).
+    batch_size: clips (training) or views (evaluation) per batch.
+    num_frames: T, frames per clip.
+    frame_stride: stored frames between consecutive clip frames.
+    image_size: S, output side.
+    use_objects: add features['objects'] from the stored object maps.
+    objects_format: 'one_hot' (float32 [B, T, S, S, 151], the model contract) or 'ids'
+      (uint8 [B, T, S, S]; ~1 s/clip/core cheaper at 32x224x224, one-hot on device).
+    num_clips, num_crops: evaluation views per video (clips evenly spaced in time; crops
+      evenly spaced along the long side after resizing the short side to S).
+    area_range, aspect_ratio_range: random resized crop (training).
+    random_flip: random horizontal flip (training).
+    shuffle_buffer: training shuffle buffer, in clips.
+    repeat: repeat forever; defaults to `is_training`.
+    deterministic: fixed element order (with `seed`, identical batches across runs).
+    seed: seed of file shuffling, element shuffling and augmentation; None = random.
+    num_parallel_calls: parallelism of the decoding map.
+    private_threadpool_size: >0 gives the pipeline its own thread pool of that size
+      (benchmarks use it to measure throughput per core).
+    drop_remainder: drop a last partial batch; defaults to `is_training`.
+
+  Returns:
+    A `tf.data.Dataset` of `(features, labels)`.
+  """
+  if objects_format not in (OBJECTS_ONE_HOT, OBJECTS_IDS):
+    raise ValueError(f"objects_format must be '{OBJECTS_ONE_HOT}' or '{OBJECTS_IDS}'. "
+                     f"Received: {objects_format!r}")
+  if num_frames < 1 or frame_stride < 1 or image_size < 1 or batch_size < 1:
+    raise ValueError("num_frames, frame_stride, image_size and batch_size must be positive. "
+                     f"Received: {num_frames}, {frame_stride}, {image_size}, {batch_size}")
+  if not is_training and (num_clips < 1 or num_crops < 1):
+    raise ValueError(f"num_clips and num_crops must be positive. Received: {num_clips}, "
+                     f"{num_crops}")
+  builder = load_builder(dataset_name, data_dir)
+  info = dataset_info(dataset_name, data_dir)
+  if use_objects and not info.has_object_maps:
+    raise ValueError(f"{info.name} in {builder.data_dir} was prepared without object maps; "
+                     "rerun data_prep.prepare with --segmenter or --object_maps_dir.")
+  repeat = is_training if repeat is None else repeat
+  drop_remainder = is_training if drop_remainder is None else drop_remainder
+  if seed is None:
+    seed = int(np.random.SeedSequence().entropy % (2**31))
+  num_classes, multi_label = info.num_classes, info.multi_label
+
+  decoders = {"frames": tfds.decode.SkipDecoding(),
+              "object_maps": tfds.decode.SkipDecoding()}
+  read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False,
+                                interleave_cycle_length=4 if is_training else 1)
+  ds = builder.as_dataset(split=split, shuffle_files=is_training, decoders=decoders,
+                          read_config=read_config)
+  if repeat:
+    ds = ds.repeat()
+  ds = ds.enumerate()
+
+  def select(index, example):
+    # Cheap stage: pick the clip's undecoded frames so the shuffle buffer holds T frames,
+    # not whole videos.
+    element_seed = tf.stack([tf.constant(seed, tf.int64), index])
+    video_frames = tf.shape(example["frames"])[0]
+    if is_training:
+      indices = train_clip_indices(video_frames, num_frames, frame_stride, element_seed)
+      if multi_label:
+        segments = example["segments"]
+        labels = clip_labels(segments["label"], segments["start"], segments["end"],
+                             indices, example["fps"], num_classes)
+      else:
+        labels = _video_labels(example, num_classes, multi_label)
+    else:
+      # [num_clips, T] -> [num_clips * T]
+      indices = tf.reshape(eval_clip_indices(video_frames, num_frames, frame_stride,
+                                             num_clips), [-1])
+      labels = _video_labels(example, num_classes, multi_label)
+    out = {"frames": tf.gather(example["frames"], indices), "labels": labels,
+           "seed": element_seed, "video_id": example["video_id"]}
+    if use_objects:
+      tf.debugging.assert_equal(tf.shape(example["object_maps"])[0], video_frames,
+                                message="object maps must match frames one to one")
+      out["maps"] = tf.gather(example["object_maps"], indices)
+    return out
+
+  def decode_train(element):
+    rgb, maps = augment_train_clip(
+        element["frames"], element.get("maps"), element["seed"], image_size, area_range,
+        aspect_ratio_range, random_flip)
+    features = {"rgb": rgb}
+    if maps is not None:
+      features["objects"] = maps
+    return features, element["labels"]
+
+  def decode_eval(element):
+    views = num_clips * num_crops
+    rgb = _short_side_resize(_decode_jpegs(element["frames"]), image_size, "bilinear")
+    # [crops, clips*T, S, S, 3] -> [crops, clips, T, S, S, 3] -> [clips*crops, T, S, S, 3]
+    rgb = tf.reshape(eval_views(rgb, image_size, num_crops),
+                     [num_crops, num_clips, num_frames, image_size, image_size, 3])
+    rgb = tf.reshape(tf.transpose(rgb, [1, 0, 2, 3, 4, 5]),
+                     [views, num_frames, image_size, image_size, 3])
+    features = {"rgb": rgb, "video_id": tf.fill([views], element["video_id"])}
+    if "maps" in element:
+      maps = _decode_pngs(element["maps"])[..., None]
+      maps = _short_side_resize(maps, image_size, "nearest")
+      maps = tf.reshape(eval_views(maps, image_size, num_crops),
+                        [num_crops, num_clips, num_frames, image_size, image_size])
+      features["objects"] = tf.reshape(tf.transpose(maps, [1, 0, 2, 3, 4]),
+                                       [views, num_frames, image_size, image_size])
+    labels = tf.tile(element["labels"][None], [views, 1])
+    return features, labels
+
+  ds = ds.map(select, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+  if is_training:
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(decode_train, num_parallel_calls=num_parallel_calls,
+                deterministic=deterministic)
+  else:
+    ds = ds.map(decode_eval, num_parallel_calls=num_parallel_calls,
+                deterministic=deterministic)
+    ds = ds.unbatch()
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+
+  def finish(features, labels):
+    features = dict(features)
+    features["rgb"] = preprocessing.normalize_frames(features["rgb"])
+    if "objects" in features and objects_format == OBJECTS_ONE_HOT:
+      features["objects"] = preprocessing.objects_one_hot(features["objects"])
+    return features, labels
+
+  ds = ds.map(finish, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+  ds = ds.prefetch(tf.data.AUTOTUNE)
+  options = tf.data.Options()
+  options.deterministic = deterministic
+  if private_threadpool_size:
+    options.threading.private_threadpool_size = private_threadpool_size
+  return ds.with_options(options)
+
