@@ -1,0 +1,179 @@
+"""SavedModel export for TF Serving (Keras 3 `ExportArchive`).
+
+`EXPORT_DIR/<version>/` holds:
+  saved_model.pb, variables/          signature `serving_default`:
+      frames  uint8 [None, T, H, W, 3]  (any H, W: resized in the graph)
+      objects uint8 [None, T, H, W]     ADE-20K class ids (object models only)
+    -> logits float32 [None, C], probabilities float32 [None, C]
+  assets/class_names.txt               one class name per line, in logit order
+                                       (also served by the `class_names` signature)
+  assets.extra/tf_serving_warmup_requests   PredictionLog records TF Serving replays at load
+
+Frames go through the evaluation pipeline's geometry (short side resized to S, centre S x S
+crop) and `official.data.preprocessing`, so served clips are treated like evaluation views.
+"""
+
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import model_pb2
+from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+
+from official.data import input_pipeline
+from official.data import preprocessing
+
+SIGNATURE = "serving_default"
+CLASS_NAMES_FILE = "class_names.txt"
+WARMUP_FILE = "tf_serving_warmup_requests"
+
+
+def _resize_and_center_crop(images, image_size, method):
+  """`[N, H, W, C]` -> `[N, S, S, C]` float32: short side to S, then the centre crop."""
+  shape = tf.cast(tf.shape(images)[1:3], tf.float32)
+  scale = image_size / tf.reduce_min(shape)
+  new_size = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), image_size)
+  resized = tf.image.resize(images, new_size, method=method)
+  return input_pipeline.eval_views(resized, image_size, num_crops=1)[0]
+
+
+def serving_fn(model, num_frames, image_size, uses_objects, score_activation=tf.nn.sigmoid):
+  """The serving computation: uint8 frames (and object ids) -> logits and probabilities."""
+
+  def frames_to_rgb(frames):
+    batch = tf.shape(frames)[0]
+    # [B, T, H, W, 3] -> [B*T, H, W, 3]
+    flat = tf.reshape(frames, tf.concat([[-1], tf.shape(frames)[2:]], axis=0))
+    flat = _resize_and_center_crop(flat, image_size, "bilinear")
+    # [B*T, S, S, 3] -> [B, T, S, S, 3]
+    rgb = tf.reshape(flat, [batch, num_frames, image_size, image_size, 3])
+    return preprocessing.normalize_frames(rgb)
+
+  def ids_to_objects(objects):
+    batch = tf.shape(objects)[0]
+    # [B, T, H, W] -> [B*T, H, W, 1]
+    flat = tf.reshape(objects, tf.concat([[-1], tf.shape(objects)[2:], [1]], axis=0))
+    flat = _resize_and_center_crop(flat, image_size, "nearest")
+    # [B*T, S, S, 1] -> [B, T, S, S]
+    ids = tf.reshape(tf.cast(flat, tf.uint8), [batch, num_frames, image_size, image_size])
+    return preprocessing.objects_one_hot(ids)
+
+  def outputs(inputs):
+    logits = tf.cast(model(inputs, training=False), tf.float32)
+    return {"logits": logits, "probabilities": score_activation(logits)}
+
+  if uses_objects:
+    def serve(frames, objects):
+      return outputs({"rgb": frames_to_rgb(frames), "objects": ids_to_objects(objects)})
+  else:
+    def serve(frames):
+      return outputs({"rgb": frames_to_rgb(frames)})
+  return serve
+
+
+def input_signature(num_frames, uses_objects):
+  signature = [tf.TensorSpec([None, num_frames, None, None, 3], tf.uint8, name="frames")]
+  if uses_objects:
+    signature.append(tf.TensorSpec([None, num_frames, None, None], tf.uint8, name="objects"))
+  return signature
+
+
+def warmup_inputs(num_frames, image_size, uses_objects, batch_size=1):
+  """A deterministic clip (a grey ramp; all-background object map) for warm-up requests."""
+  ramp = np.linspace(0, 255, num_frames * image_size * image_size * 3 * batch_size)
+  inputs = {"frames": ramp.astype(np.uint8).reshape(batch_size, num_frames, image_size,
+                                                   image_size, 3)}
+  if uses_objects:
+    inputs["objects"] = np.zeros((batch_size, num_frames, image_size, image_size), np.uint8)
+  return inputs
+
+
+def write_warmup_requests(saved_model_dir, inputs, model_name="assemblenet"):
+  """`assets.extra/tf_serving_warmup_requests`: one PredictRequest TF Serving replays when
+  it loads the model, so the first real request does not pay for graph warm-up."""
+  request = predict_pb2.PredictRequest(
+      model_spec=model_pb2.ModelSpec(name=model_name, signature_name=SIGNATURE))
+  for name, value in inputs.items():
+    request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+  log = prediction_log_pb2.PredictionLog(
+      predict_log=prediction_log_pb2.PredictLog(request=request))
+  extra = os.path.join(saved_model_dir, "assets.extra")
+  tf.io.gfile.makedirs(extra)
+  path = os.path.join(extra, WARMUP_FILE)
+  with tf.io.TFRecordWriter(path) as writer:
+    writer.write(log.SerializeToString())
+  return path
+
+
+def next_version(export_dir):
+  """A new integer version (seconds since the epoch, above any existing one): TF Serving
+  serves the largest."""
+  existing = [int(d) for d in tf.io.gfile.listdir(export_dir) if d.strip("/").isdigit()] \
+      if tf.io.gfile.isdir(export_dir) else []
+  return max([int(time.time())] + [v + 1 for v in existing])
+
+
+def export_saved_model(model, export_dir, class_names, *, num_frames, image_size,
+                       uses_objects, score_activation=tf.nn.sigmoid, version=None,
+                       warmup_batch_size=1):
+  """Writes the serving SavedModel of `model` to `export_dir/<version>/`.
+
+  Args:
+    model: the trained keras.Model (weights as they should be served, e.g. EMA).
+    export_dir: the TF Serving model base path.
+    class_names: names in logit order; stored as `assets/class_names.txt`.
+    num_frames, image_size: the model's clip length T and side S.
+    uses_objects: add the `objects` input.
+    score_activation: logits -> probabilities (sigmoid for multi-label, softmax otherwise).
+    version: integer version; default `next_version(export_dir)`.
+    warmup_batch_size: clips in the warm-up request.
+
+  Returns:
+    The versioned SavedModel directory.
+  """
+  class_names = [str(n) for n in class_names]
+  num_classes = model.output_shape[-1]
+  if len(class_names) != num_classes:
+    raise ValueError(f"Expected {num_classes} class names (the model's outputs). Received: "
+                     f"{len(class_names)}")
+  if any("\n" in n for n in class_names):
+    raise ValueError(f"Class names must not contain newlines. Received: {class_names}")
+  version = next_version(export_dir) if version is None else int(version)
+  path = os.path.join(export_dir, str(version))
+  if tf.io.gfile.exists(path):
+    raise FileExistsError(f"Export version {path} already exists.")
+
+  staging = os.path.join(export_dir, f".staging_{version}")
+  tf.io.gfile.makedirs(staging)
+  names_file = os.path.join(staging, CLASS_NAMES_FILE)
+  with tf.io.gfile.GFile(names_file, "w") as f:
+    f.write("".join(n + "\n" for n in class_names))
+  # A table initialised from the file makes the SavedModel copy it into assets/ and keeps
+  # the names reachable from the graph (the `class_names` signature).
+  table = tf.lookup.StaticHashTable(
+      tf.lookup.TextFileInitializer(names_file, tf.int64,
+                                    tf.lookup.TextFileIndex.LINE_NUMBER, tf.string,
+                                    tf.lookup.TextFileIndex.WHOLE_LINE), default_value="")
+
+  archive = keras.export.ExportArchive()
+  archive.track(model)
+  archive.track(table)
+  archive.add_endpoint(SIGNATURE,
+                       serving_fn(model, num_frames, image_size, uses_objects,
+                                  score_activation),
+                       input_signature=input_signature(num_frames, uses_objects))
+  archive.add_endpoint(
+      "class_names",
+      lambda: {"class_names": table.lookup(tf.range(num_classes, dtype=tf.int64))},
+      input_signature=[])
+  # Written aside and renamed, so TF Serving (polling export_dir) never sees half a model.
+  staged_model = os.path.join(staging, "model")
+  archive.write_out(staged_model, verbose=False)
+  write_warmup_requests(staged_model, warmup_inputs(num_frames, image_size, uses_objects,
+                                                    warmup_batch_size))
+  tf.io.gfile.rename(staged_model, path)
+  tf.io.gfile.rmtree(staging)
+  return path
