@@ -1,0 +1,177 @@
+import csv
+import json
+import os
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow_datasets as tfds
+
+from data_prep import charades
+from data_prep import skips
+from data_prep import video
+
+HEADER = ("id,subject,scene,quality,relevance,verified,script,objects,descriptions,"
+          "actions,length")
+
+
+def _write_csv(path, lines):
+  with open(path, "w", newline="") as f:
+    f.write(HEADER + "\n")
+    f.writelines(line + "\n" for line in lines)
+
+
+def _flat_video(path, value, num_frames, fps=24):
+  video.write_video(path, np.full((num_frames, 16, 24, 3), value, np.uint8), fps)
+
+
+def _maps_folder(root, video_id, num_frames):
+  # Map k holds the value k: stored maps reveal which source frame they came from.
+  folder = os.path.join(root, video_id)
+  os.makedirs(folder)
+  for k in range(num_frames):
+    Image.fromarray(np.full((8, 12), k, np.uint8)).save(
+        os.path.join(folder, f"{video_id}-{k + 1:06d}.png"))
+
+
+def make_release(root):
+  """A small Charades release with every kind of bad input the builder must survive."""
+  meta = os.path.join(root, "Charades")
+  videos = os.path.join(root, "Charades_v1_480")
+  frames = os.path.join(root, "Charades_v1_rgb", "T0001")
+  maps = os.path.join(root, "objects")
+  for d in (meta, videos, frames, maps):
+    os.makedirs(d)
+  with open(os.path.join(meta, "Charades_v1_classes.txt"), "w") as f:
+    f.writelines(f"c{i:03d} Class number {i}\n" for i in range(157))
+    f.write("c999 Not a class\n")
+  _write_csv(os.path.join(meta, "Charades_v1_train.csv"), [
+      'V0001,S1,Kitchen,6,7,Yes,"Holding a cup, then walking",cup;door,"A, B",'
+      '"c001 0.00 1.00;c005 0.50 2.00",2.50',
+      "V0002,S2,Hall,6,7,Yes,Short video,,,,1.25",  # Empty actions, 6 source frames.
+      "V0003,S3,Hall,6,7,Yes,Corrupt,,,c002 0.0 1.0,3.0",
+      "V0004,S4,Hall,6,7,Yes,No video,,,c003 0.0 1.0,3.0",
+      "V0005,S5,Hall,6,7,Yes,Unknown class,,,c157 0.0 1.0,3.0",
+      "V0006,S6,Hall,6,7,Yes,Bad time,,,c001 abc 1.0,3.0",
+      "V0007,S7",  # Too few fields.
+  ])
+  _write_csv(os.path.join(meta, "Charades_v1_test.csv"), [
+      "T0001,S8,Bedroom,6,7,Yes,JPEG frames,,,c156 0.10 0.20,0.33",
+      "V0001,S1,Kitchen,6,7,Yes,Duplicate,,,c001 0.0 1.0,2.5",
+      "T0002,S9,Bedroom,6,7,Yes,No object maps,,,c010 0.0 1.0,1.0",
+  ])
+  _flat_video(os.path.join(videos, "V0001.mp4"), 50, 30)
+  _flat_video(os.path.join(videos, "V0002.mp4"), 200, 6)
+  _flat_video(os.path.join(videos, "T0002.mp4"), 90, 12)
+  with open(os.path.join(videos, "V0003.mp4"), "wb") as f:
+    f.write(b"\x00\x00\x00\x18ftypmp42 truncated garbage")
+  for k in range(8):
+    Image.fromarray(np.full((16, 24, 3), 120, np.uint8)).save(
+        os.path.join(frames, f"T0001-{k + 1:06d}.jpg"), quality=95)
+  _maps_folder(maps, "V0001", 30)
+  _maps_folder(maps, "V0002", 6)
+  _maps_folder(maps, "T0001", 8)
+  return maps
+
+
+def _small_config():
+  return charades.CharadesConfig(name="small", fps=12.0, short_side=8,
+                                 description="157 classes, tiny frames")
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp("release"))
+  maps = make_release(root)
+  builder = charades.Charades(config=_small_config(), object_maps_dir=maps,
+                              data_dir=str(tmp_path_factory.mktemp("data")))
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=root))
+  examples = {split: {ex["video_id"].decode(): ex
+                      for ex in tfds.as_numpy(builder.as_dataset(split=split))}
+              for split in ("train", "test")}
+  return builder, examples
+
+
+@pytest.mark.slow
+def test_split_membership(prepared):
+  _, examples = prepared
+  assert sorted(examples["train"]) == ["V0001", "V0002"]
+  assert sorted(examples["test"]) == ["T0001"]
+
+
+@pytest.mark.slow
+def test_labels_segments_and_lengths(prepared):
+  _, examples = prepared
+  v1, v2, t1 = examples["train"]["V0001"], examples["train"]["V0002"], examples["test"]["T0001"]
+  np.testing.assert_array_equal(v1["labels"], [1, 5])
+  np.testing.assert_array_equal(v1["segments"]["label"], [1, 5])
+  np.testing.assert_allclose(v1["segments"]["start"], [0.0, 0.5])
+  np.testing.assert_allclose(v1["segments"]["end"], [1.0, 2.0])
+  assert v1["length"] == pytest.approx(2.5)
+  assert len(v2["labels"]) == 0 and len(v2["segments"]["label"]) == 0
+  assert v2["length"] == pytest.approx(1.25)
+  np.testing.assert_array_equal(t1["labels"], [156])
+
+
+@pytest.mark.slow
+def test_frames_resampled_resized_and_maps_follow_source_frames(prepared):
+  _, examples = prepared
+  v1, v2, t1 = examples["train"]["V0001"], examples["train"]["V0002"], examples["test"]["T0001"]
+  # 30 source frames at 24 fps -> 15 at 12 fps; 6 -> 3 (short, kept); 8 JPEGs -> 4.
+  assert (v1["num_frames"], v2["num_frames"], t1["num_frames"]) == (15, 3, 4)
+  assert v1["fps"] == 12.0 and t1["fps"] == 12.0
+  assert v1["frames"].shape == (15, 8, 12, 3) and t1["frames"].shape == (4, 8, 12, 3)
+  np.testing.assert_allclose(v1["frames"].mean(axis=(1, 2, 3)), 50, atol=3)
+  np.testing.assert_allclose(t1["frames"].mean(axis=(1, 2, 3)), 120, atol=3)
+  # Stored frame k is source frame 2k, whose map holds the value 2k (resized to 8x12).
+  assert v1["object_maps"].shape == (15, 8, 12, 1)
+  np.testing.assert_array_equal(v1["object_maps"][:, 3, 5, 0], np.arange(0, 30, 2))
+  np.testing.assert_array_equal(t1["object_maps"][:, 0, 0, 0], [0, 2, 4, 6])
+
+
+@pytest.mark.slow
+def test_skip_summary_counts_and_json(prepared):
+  builder, _ = prepared
+  summary = skips.read_summary(builder.data_path)
+  assert summary["by_reason"] == {
+      "corrupt_video": 1, "duplicate_id": 1, "malformed_row": 2, "missing_object_maps": 1,
+      "missing_video": 1, "unknown_class": 2}
+  assert summary["total_skipped"] == 8
+  files = {r: [f["path"] for f in v] for r, v in summary["files"].items()}
+  assert files["corrupt_video"][0].endswith("V0003.mp4")
+  assert files["missing_object_maps"][0].endswith("T0002.mp4")
+  assert files["unknown_class"][1].endswith("Charades_v1_train.csv:6")
+  assert builder.info.metadata["class_names"][156] == "Class number 156"
+  assert builder.info.metadata["object_maps"] == "directory"
+  with open(os.path.join(builder.data_dir, "skip_summary.json")) as f:
+    assert json.load(f) == summary
+
+
+def test_read_split_csv_parses_by_header_with_quoted_commas(tmp_path):
+  path = tmp_path / "split.csv"
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["length", "id", "actions", "script"])  # Columns in another order.
+    writer.writerow(["3.5", "AB12C", "c003 0.5 1.5; c001 1.0 9.0", "a, b, and c"])
+    writer.writerow(["", "XY", "", "no length"])
+    writer.writerow(["2", "", "c001 0 1", "no id"])
+    writer.writerow(["2", "Z1", "c001 2 1", "end before start"])
+    writer.writerow(["2", "Z2", "c001 0 1", "extra", "field"])
+  report = skips.SkipReport("test")
+  rows = charades.read_split_csv(str(path), {"c001": 1, "c003": 3}, report)
+  assert [(r["id"], r["segments"], r["length"]) for r in rows] == [
+      ("AB12C", [(3, 0.5, 1.5), (1, 1.0, 9.0)], 3.5), ("XY", [], None)]
+  assert report.as_dict()["by_reason"] == {"malformed_row": 3}
+
+
+def test_nothing_usable_is_a_clear_error(tmp_path):
+  meta = tmp_path / "Charades"
+  meta.mkdir()
+  for split in ("train", "test"):
+    _write_csv(meta / f"Charades_v1_{split}.csv", [f"{split}1,S,K,6,7,Yes,x,,,,1.0"])
+  builder = charades.Charades(config=_small_config(), data_dir=str(tmp_path / "data"))
+  with pytest.raises(ValueError, match="Nothing usable"):
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path)))
+  assert not list((tmp_path / "data").glob("charades/small/1.0.0/*.tfrecord*"))

@@ -1,0 +1,80 @@
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+from data_prep import object_maps
+
+
+def _expected_ids(frames):
+  # The toy segmenter's rule: class id = red // 2 (0..127), on 2x2-downsampled frames.
+  return (frames[:, ::2, ::2, 0] // 2).astype(np.uint8)
+
+
+class _ScoresSegmenter(tf.Module):
+  """uint8 [B, H, W, 3] -> scores [B, H/2, W/2, 151] peaking at red // 2."""
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+  def __call__(self, frames):
+    ids = tf.cast(frames[:, ::2, ::2, 0], tf.int32) // 2
+    return {"scores": tf.one_hot(ids, 151) * 5.0 - 1.0}
+
+
+class _IdsSegmenter(tf.Module):
+  """Plain callable returning integer ids at full resolution (no signature)."""
+
+  def __init__(self, offset):
+    super().__init__()
+    self.offset = offset
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+  def __call__(self, frames):
+    return tf.cast(frames[..., 1], tf.int64) + self.offset
+
+
+def _frames(num=7, height=8, width=12, seed=0):
+  return np.random.default_rng(seed).integers(0, 256, (num, height, width, 3)).astype(np.uint8)
+
+
+def test_segmenter_signature_scores_are_argmaxed_upsampled_and_batched(tmp_path):
+  module = _ScoresSegmenter()
+  tf.saved_model.save(module, str(tmp_path), signatures=module.__call__)
+  frames = _frames()
+  low_res = _expected_ids(frames)
+  expected = np.repeat(np.repeat(low_res, 2, axis=1), 2, axis=2)  # Nearest upsampling.
+  for batch_size in (1, 3, 16):
+    maps = object_maps.Segmenter(str(tmp_path), batch_size=batch_size)(frames)
+    assert maps.dtype == np.uint8
+    np.testing.assert_array_equal(maps, expected)
+
+
+def test_segmenter_plain_callable_returning_ids(tmp_path):
+  tf.saved_model.save(_IdsSegmenter(offset=0), str(tmp_path / "ok"))
+  frames = _frames() // 2  # Green channel < 128, a valid id.
+  np.testing.assert_array_equal(object_maps.Segmenter(str(tmp_path / "ok"), 4)(frames),
+                                frames[..., 1])
+  tf.saved_model.save(_IdsSegmenter(offset=100), str(tmp_path / "bad"))
+  with pytest.raises(ValueError, match="0..150"):
+    object_maps.Segmenter(str(tmp_path / "bad"), 4)(frames)
+
+
+def test_ids_from_output_150_way_scores_shift_by_one():
+  scores = tf.one_hot([[[0, 149], [3, 7]]], 150)
+  np.testing.assert_array_equal(object_maps.ids_from_output(scores, 2, 2),
+                                [[[1, 150], [4, 8]]])
+  with pytest.raises(ValueError, match="scores"):
+    object_maps.ids_from_output(tf.zeros([1, 2, 2, 10]), 2, 2)
+
+
+def test_load_map_folder_maps_source_frames_proportionally(tmp_path):
+  # 4 maps for a video of 8 source frames: source frame i takes map i * 4 // 8.
+  for k in range(4):
+    Image.fromarray(np.full((4, 6), 10 + k, np.uint8)).save(tmp_path / f"v-{k + 1:06d}.png")
+  maps = object_maps.load_map_folder(tmp_path, [0, 3, 4, 7], 8, height=8, width=12)
+  assert maps.shape == (4, 8, 12)
+  np.testing.assert_array_equal(maps[:, 0, 0], [10, 11, 12, 13])
+  with pytest.raises(FileNotFoundError):
+    object_maps.load_map_folder(tmp_path / "absent", [0], 1, 8, 12)
+  Image.fromarray(np.full((4, 6), 200, np.uint8)).save(tmp_path / "v-000005.png")
+  with pytest.raises(ValueError, match="0..150"):
+    object_maps.load_map_folder(tmp_path, [4], 5, 4, 6)
