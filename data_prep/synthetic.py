@@ -87,13 +87,15 @@ def sample_video(rng, video_id, height, width, fps, min_frames, max_frames):
                       bottom=float(rng.uniform(0.62, 0.97) * height))
     if k < num_moving:
       length = int(rng.integers(min(8, num_frames), num_frames + 1))
-      obj.start = int(rng.integers(0, num_frames - length + 1))
-      obj.end = obj.start + length - 1
       obj.motion = int(rng.integers(len(MOTIONS)))
       if MOTIONS[obj.motion] == "jumps":
         obj.speed = float(rng.uniform(0.15, 0.25) * height)
-        obj.period = int(rng.integers(6, 11))
-      else:
+        obj.period = min(int(rng.integers(6, 11)), length - 1)
+        # Whole jumps only: the object lands where it took off when the segment ends.
+        length = 1 + obj.period * ((length - 1) // obj.period)
+      obj.start = int(rng.integers(0, num_frames - length + 1))
+      obj.end = obj.start + length - 1
+      if MOTIONS[obj.motion] != "jumps":
         travel = float(rng.uniform(0.3, 0.6) * (width - obj_w))
         obj.speed = travel / max(1, length - 1)
         # Start where the whole slide stays inside the frame.
