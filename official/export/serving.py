@@ -159,7 +159,8 @@ def export_saved_model(model, export_dir, class_names, *, num_frames, image_size
                                     tf.lookup.TextFileIndex.WHOLE_LINE), default_value="")
 
   archive = keras.export.ExportArchive()
-  archive.track(model)
+  # The endpoint's variables are tracked automatically; tracking the model object itself
+  # would also serialise its Python attributes, which SavedModel does not need.
   archive.track(table)
   archive.add_endpoint(SIGNATURE,
                        serving_fn(model, num_frames, image_size, uses_objects,

@@ -41,7 +41,7 @@ def use_sync_batch_norm(model):
   Keras 3's layer reads `synchronized` at call time, so this works on a built model.
   """
   count = 0
-  for layer in model._flatten_layers(include_self=False, recursive=True):  # pylint: disable=protected-access
+  for layer in model._flatten_layers(include_self=False, recursive=True):
     if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized:
       layer.synchronized = True
       count += 1
@@ -121,7 +121,7 @@ class Trainer:
 
   # Checkpoints -------------------------------------------------------------------------
 
-  def _checkpoint(self):
+  def checkpoint(self):
     items = {"model": self.model, "optimizer": self.optimizer, "step": self.step}
     if self.ema is not None:
       items["ema"] = self.ema
@@ -144,7 +144,7 @@ class Trainer:
 
   def restore(self, checkpoint_path):
     """Restores model, step and EMA (not the optimiser's slots) for evaluation or export."""
-    status = self._checkpoint().read(checkpoint_path)
+    status = self.checkpoint().read(checkpoint_path)
     status.expect_partial()
     status.assert_existing_objects_matched()
     logging.info("Restored %s (step %d).", checkpoint_path, int(self.step.numpy()))
@@ -212,7 +212,7 @@ class Trainer:
 
   # Loops ---------------------------------------------------------------------------------
 
-  def _summary_writer(self, name):
+  def summary_writer(self, name):
     if not self.is_chief:
       return tf.summary.create_noop_writer()
     return tf.summary.create_file_writer(os.path.join(self.model_dir, name))
@@ -233,7 +233,7 @@ class Trainer:
     Raises:
       NonFiniteLossError: on a NaN or infinite loss; the last good checkpoint stays.
     """
-    checkpoint = self._checkpoint()
+    checkpoint = self.checkpoint()
     manager = self._manager(checkpoint)
     latest = tf.train.latest_checkpoint(self.model_dir)
     if latest:
@@ -252,7 +252,7 @@ class Trainer:
     if self._train_step_fn is None:
       self._train_step_fn = self._build_train_step()
 
-    writer = self._summary_writer("train")
+    writer = self.summary_writer("train")
     start_step = step
     window = _new_window()
     timed_steps, timed_seconds = 0, 0.0
