@@ -1,0 +1,249 @@
+import itertools
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from data_prep import prepare
+from data_prep import synthetic
+from official.data import input_pipeline as ip
+from official.data import preprocessing
+
+H, W = 32, 48  # Synthetic frame size of the end-to-end fixture.
+
+
+def test_train_clip_indices_stride_range_and_looping():
+  starts = set()
+  for s in range(50):
+    idx = ip.train_clip_indices(100, 4, 3, tf.constant([s, 7])).numpy()
+    np.testing.assert_array_equal(np.diff(idx), [3, 3, 3])
+    assert 0 <= idx[0] <= 90
+    starts.add(idx[0])
+  assert len(starts) > 20
+  # Shorter than the clip: start at 0 and loop.
+  np.testing.assert_array_equal(ip.train_clip_indices(5, 8, 1, tf.constant([1, 2])),
+                                [0, 1, 2, 3, 4, 0, 1, 2])
+  np.testing.assert_array_equal(ip.train_clip_indices(5, 3, 2, tf.constant([1, 2])),
+                                [0, 2, 4])
+
+
+def test_eval_clip_indices_evenly_spaced_and_looping():
+  np.testing.assert_array_equal(ip.eval_clip_indices(20, 4, 2, 3),
+                                [[0, 2, 4, 6], [6, 8, 10, 12], [13, 15, 17, 19]])
+  np.testing.assert_array_equal(ip.eval_clip_indices(20, 4, 2, 1), [[6, 8, 10, 12]])
+  np.testing.assert_array_equal(ip.eval_clip_indices(3, 4, 1, 2),
+                                [[0, 1, 2, 0], [0, 1, 2, 0]])
+
+
+def test_clip_labels_hand_computed():
+  # fps 2: frames 4..7 cover [2.0, 4.0) s.
+  labels = ip.clip_labels(tf.constant([0, 1, 2, 3, 1]),
+                          tf.constant([0.0, 1.0, 3.9, 4.0, 9.0]),
+                          tf.constant([2.0, 2.5, 8.0, 5.0, 9.5]),
+                          tf.constant([4, 5, 6, 7]), 2.0, 5)
+  # [0, 2] touches the clip only at 2.0 (no overlap); [4, 5] starts at its end.
+  np.testing.assert_array_equal(labels, [0, 1, 1, 0, 0])
+
+
+def test_clip_labels_equal_union_of_overlapping_segments():
+  rng = np.random.default_rng(0)
+  for _ in range(200):
+    n = int(rng.integers(0, 6))
+    labels = rng.integers(0, 7, n)
+    starts = rng.uniform(0, 10, n).astype(np.float32)
+    ends = (starts + rng.uniform(0, 4, n)).astype(np.float32)
+    fps = float(rng.choice([6.0, 12.0, 24.0]))
+    first, stride = int(rng.integers(0, 100)), int(rng.integers(1, 4))
+    indices = first + stride * np.arange(8)
+    t0, t1 = first / fps, (indices[-1] + 1) / fps
+    expected = np.zeros(7)
+    for label, s, e in zip(labels, starts, ends):
+      if s < np.float32(t1) and e > np.float32(t0):
+        expected[label] = 1
+    got = ip.clip_labels(tf.constant(labels, tf.int64), starts, ends, indices, fps, 7)
+    np.testing.assert_array_equal(got, expected)
+
+
+PALETTE = np.array([[20, 20, 20], [230, 30, 30], [30, 220, 40], [40, 40, 230],
+                    [230, 230, 40], [200, 200, 200]], np.uint8)
+
+
+def _block_clip(num_frames=3, height=48, width=64, block=8, seed=0):
+  """Frames of uniform 8x8 blocks and the object map made from the frames themselves."""
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(0, len(PALETTE), (num_frames, height // block, width // block))
+  ids = np.repeat(np.repeat(ids, block, axis=1), block, axis=2).astype(np.uint8)
+  frames = PALETTE[ids]
+  maps = np.argmin(  # Segment each pixel to its nearest palette colour.
+      ((frames[..., None, :].astype(int) - PALETTE.astype(int)) ** 2).sum(-1), axis=-1)
+  # 4:4:4 chroma keeps the saturated block colours within a few levels through JPEG.
+  encoded = tf.stack([tf.io.encode_jpeg(f, quality=100, chroma_downsampling=False)
+                      for f in frames])
+  encoded_maps = tf.stack([tf.io.encode_png(m[..., None].astype(np.uint8)) for m in maps])
+  return encoded, encoded_maps
+
+
+def _segment(rgb):
+  # Each pixel to its nearest palette colour: the object map the RGB itself implies.
+  return np.argmin(((rgb[..., None, :] - PALETTE.astype(float)) ** 2).sum(-1), axis=-1)
+
+
+def _interior(maps):
+  # Pixels whose 3x3 neighbourhood in the map holds one id (away from block edges).
+  padded = np.pad(maps, ((0, 0), (1, 1), (1, 1)), mode="edge")
+  same = np.ones(maps.shape, bool)
+  for dy, dx in itertools.product(range(3), range(3)):
+    same &= padded[:, dy:dy + maps.shape[1], dx:dx + maps.shape[2]] == maps
+  return same
+
+
+def test_augmentation_keeps_rgb_and_object_maps_aligned():
+  # Bilinear RGB and nearest-neighbour maps differ only where blocks meet, so the RGB's
+  # own segmentation equals the augmented map almost everywhere, and exactly away from
+  # block edges; misaligned maps fail both (next test).
+  encoded, encoded_maps = _block_clip()
+  flips = set()
+  for s in range(12):
+    seed = tf.constant([s, 1], tf.int64)
+    rgb, maps = ip.augment_train_clip(encoded, encoded_maps, seed, 40)
+    rgb, maps = rgb.numpy(), maps.numpy()
+    assert rgb.shape == (3, 40, 40, 3) and maps.shape == (3, 40, 40)
+    segmented = _segment(rgb)
+    assert (segmented == maps).mean() > 0.97
+    interior = _interior(maps)
+    assert interior.mean() > 0.3
+    np.testing.assert_array_equal(segmented[interior], maps[interior])
+    # The flip decision is shared: the flipped output mirrors the unflipped one exactly.
+    rgb_nf, maps_nf = ip.augment_train_clip(encoded, encoded_maps, seed, 40,
+                                            random_flip=False)
+    flipped = not np.array_equal(maps, maps_nf.numpy())
+    flips.add(flipped)
+    if flipped:
+      np.testing.assert_array_equal(maps, maps_nf.numpy()[:, :, ::-1])
+      np.testing.assert_array_equal(rgb, rgb_nf.numpy()[:, :, ::-1])
+  assert flips == {True, False}
+
+
+def test_misaligned_maps_are_detected_by_the_alignment_check():
+  # The check above is sharp: maps off by a flip or by two pixels fail it.
+  encoded, encoded_maps = _block_clip()
+  rgb, maps = ip.augment_train_clip(encoded, encoded_maps, tf.constant([0, 1], tf.int64), 40,
+                                    random_flip=False)
+  segmented, maps = _segment(rgb.numpy()), maps.numpy()
+  for wrong in (maps[:, :, ::-1], np.roll(maps, 2, axis=2)):
+    assert (segmented == wrong).mean() < 0.9
+    interior = _interior(wrong)
+    assert (segmented[interior] != wrong[interior]).mean() > 0.1
+
+
+def test_augmentation_same_eagerly_and_in_dataset_map():
+  encoded, encoded_maps = _block_clip()
+  seed = tf.constant([5, 9], tf.int64)
+  eager = ip.augment_train_clip(encoded, encoded_maps, seed, 24)
+  mapped = next(iter(tf.data.Dataset.from_tensors((encoded, encoded_maps, seed)).map(
+      lambda f, m, s: ip.augment_train_clip(f, m, s, 24))))
+  for a, b in zip(eager, mapped):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_eval_views_crop_along_the_long_side():
+  # Pixel value = its column (wide image) or row (tall image).
+  wide = tf.broadcast_to(tf.range(10)[None, None, :, None], [1, 4, 10, 1])
+  views = ip.eval_views(wide, 4, 3).numpy()
+  np.testing.assert_array_equal(views[:, 0, 0, :, 0], [[0, 1, 2, 3], [3, 4, 5, 6],
+                                                       [6, 7, 8, 9]])
+  tall = tf.broadcast_to(tf.range(8)[None, :, None, None], [1, 8, 4, 1])
+  views = ip.eval_views(tall, 4, 1).numpy()
+  np.testing.assert_array_equal(views[0, 0, :, 0, 0], [2, 3, 4, 5])
+
+
+@pytest.fixture(scope="module")
+def synthetic_data(tmp_path_factory):
+  release = str(tmp_path_factory.mktemp("release"))
+  synthetic.generate(release, seed=1, num_train=4, num_test=2, height=H, width=W,
+                     min_frames=12, max_frames=20)
+  data_dir = str(tmp_path_factory.mktemp("data"))
+  prepare.prepare("charades/synthetic", release, data_dir,
+                  object_maps_dir=f"{release}/Charades_v1_objects")
+  raw = {split: {ex["video_id"].decode(): ex for ex in tfds.as_numpy(
+      ip.load_builder("charades/synthetic", data_dir).as_dataset(split=split))}
+         for split in ("train", "test")}
+  return data_dir, raw
+
+
+@pytest.mark.slow
+def test_dataset_info(synthetic_data):
+  info = ip.dataset_info("charades/synthetic", synthetic_data[0])
+  assert (info.num_classes, info.class_names) == (12, synthetic.CLASSES)
+  assert info.split_sizes == {"train": 4, "test": 2}
+  assert info.multi_label and info.has_object_maps
+
+
+@pytest.mark.slow
+def test_eval_views_are_exact_crops_of_the_sampled_frames(synthetic_data):
+  data_dir, raw = synthetic_data
+  ds = ip.build_dataset("charades/synthetic", "test", data_dir, is_training=False,
+                        batch_size=4, num_frames=5, frame_stride=2, image_size=H,
+                        use_objects=True, num_clips=2, num_crops=3)
+  views = {}
+  for features, labels in ds:
+    for i, video_id in enumerate(features["video_id"].numpy()):
+      views.setdefault(video_id.decode(), []).append(
+          (features["rgb"][i].numpy(), features["objects"][i].numpy(), labels[i].numpy()))
+  assert sorted(views) == sorted(raw["test"])
+  for video_id, got in views.items():
+    ex = raw["test"][video_id]
+    clips = ip.eval_clip_indices(ex["num_frames"], 5, 2, 2).numpy()
+    assert len(got) == 6
+    for (rgb, objects, labels), (c, k) in zip(got, itertools.product(range(2), range(3))):
+      left = [0, 8, 16][k]  # W - H = 16: left, centre and right crops.
+      frames = ex["frames"][clips[c], :, left:left + H]
+      np.testing.assert_allclose(rgb, preprocessing.normalize_frames(frames), atol=1e-6)
+      np.testing.assert_array_equal(objects.argmax(-1),
+                                    ex["object_maps"][clips[c], :, left:left + H, 0])
+      np.testing.assert_array_equal(objects.sum(-1), 1.0)
+      np.testing.assert_array_equal(labels, np.isin(np.arange(12), ex["labels"]))
+
+
+@pytest.mark.slow
+def test_train_clips_deterministic_labels_and_object_formats(synthetic_data):
+  data_dir, raw = synthetic_data
+  args = dict(dataset_name="charades/synthetic", split="train", data_dir=data_dir,
+              batch_size=2, num_frames=6, image_size=24, use_objects=True, seed=3,
+              deterministic=True, shuffle_buffer=4)
+  first = list(ip.build_dataset(**args).take(3))
+  second = list(ip.build_dataset(**args).take(3))
+  ids = list(ip.build_dataset(objects_format="ids", **args).take(3))
+  all_labels = np.zeros(12)
+  for (f1, l1), (f2, l2), (f3, _) in zip(first, second, ids):
+    np.testing.assert_array_equal(f1["rgb"], f2["rgb"])
+    np.testing.assert_array_equal(l1, l2)
+    assert f1["rgb"].shape == (2, 6, 24, 24, 3) and f1["objects"].shape == (2, 6, 24, 24, 151)
+    assert -1.0 <= f1["rgb"].numpy().min() and f1["rgb"].numpy().max() <= 1.0
+    assert f3["objects"].dtype == tf.uint8
+    np.testing.assert_array_equal(f1["objects"].numpy().argmax(-1), f3["objects"])
+    # Background ids (wall 1 / floor 4) are always in view.
+    assert set(np.unique(f3["objects"])) & {1, 4}
+    all_labels += l1.numpy().sum(0)
+  # Clips that cover the whole (looped) video carry every label of the video.
+  whole = ip.build_dataset(**dict(args, num_frames=40, batch_size=4, use_objects=False))
+  features, labels = next(iter(whole))
+  expected = sorted(tuple(np.isin(np.arange(12), ex["labels"]).astype(float))
+                    for ex in raw["train"].values())
+  assert sorted(tuple(l) for l in labels.numpy()) == expected
+  assert "objects" not in features and "video_id" not in features
+
+
+@pytest.mark.slow
+def test_objects_requested_without_object_maps_is_an_error(tmp_path):
+  release = str(tmp_path / "release")
+  synthetic.generate(release, seed=2, num_train=1, num_test=1, height=H, width=W,
+                     min_frames=8, max_frames=8, write_object_maps=False)
+  prepare.prepare("charades/synthetic", release, str(tmp_path / "data"))
+  with pytest.raises(ValueError, match="without object maps"):
+    ip.build_dataset("charades/synthetic", "train", str(tmp_path / "data"), use_objects=True)
+  with pytest.raises(ValueError, match="objects_format"):
+    ip.build_dataset("charades/synthetic", "train", str(tmp_path / "data"),
+                     objects_format="scores")
