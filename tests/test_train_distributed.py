@@ -1,0 +1,109 @@
+"""Distributed training and resumption, each run in fresh processes (logical devices and
+worker clusters must be set up before TensorFlow initialises; kill -9 needs a process)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "tests", "stand_in_training.py")
+
+
+def _env(**extra):
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+  env.pop("TF_CONFIG", None)
+  env.update(extra)
+  return env
+
+
+def _train(tmp_path, name, *args, env=None):
+  out = tmp_path / f"{name}.npz"
+  subprocess.run([sys.executable, SCRIPT, f"--model_dir={tmp_path / name}", f"--out={out}",
+                  *args], check=True, env=env or _env(), timeout=240, cwd=ROOT)
+  return dict(np.load(out))
+
+
+def _assert_same_weights(a, b, atol):
+  assert sorted(a) == sorted(b)
+  for key in a:
+    np.testing.assert_allclose(a[key], b[key], rtol=0, atol=atol, err_msg=key)
+
+
+@pytest.mark.slow
+def test_mirrored_two_cpus_equals_one_device_with_same_global_batch(tmp_path):
+  one = _train(tmp_path, "one", "--strategy=one_device", "--steps=2", "--batch=8", "--ema")
+  two = _train(tmp_path, "two", "--strategy=mirrored", "--devices=2", "--steps=2",
+               "--batch=8", "--ema")
+  # Training moved the weights (so equality is not trivial) ...
+  assert np.abs(one["bn/beta"]).max() > 1e-3
+  assert np.abs(one["bn/moving_mean"]).max() > 1e-5
+  # ... identically, up to float32 summation order: gradients summed over replicas, batch
+  # norm statistics synchronised over the global batch, EMA updated once per step.
+  _assert_same_weights(one, two, atol=1e-7)
+
+
+def _free_ports(n):
+  sockets = [socket.socket() for _ in range(n)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+@pytest.mark.slow
+def test_multi_worker_mirrored_two_processes(tmp_path):
+  ports = _free_ports(2)
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  procs = []
+  for index in range(2):
+    tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+    procs.append(subprocess.Popen(
+        [sys.executable, SCRIPT, "--strategy=multi_worker", "--steps=3", "--batch=8",
+         f"--model_dir={tmp_path / 'mw'}", f"--out={tmp_path / 'mw.npz'}"],
+        env=_env(TF_CONFIG=tf_config), cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True))
+  outputs = [p.communicate(timeout=240)[0] for p in procs]
+  for p, out in zip(procs, outputs):
+    assert p.returncode == 0, out[-3000:]
+    assert "replicas=2 step=3" in out
+  # Only the chief keeps checkpoints; the other worker's scratch copy is gone.
+  assert sorted(f for f in os.listdir(tmp_path / "mw") if f.startswith("ckpt-3")) == [
+      "ckpt-3.data-00000-of-00001", "ckpt-3.index"]
+  assert not [f for f in os.listdir(tmp_path / "mw") if f.startswith(".worker")]
+  # Two workers x one CPU replica = one device with the same global batch.
+  single = _train(tmp_path, "single", "--strategy=one_device", "--steps=3", "--batch=8")
+  _assert_same_weights(single, dict(np.load(tmp_path / "mw.npz")), atol=1e-7)
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path):
+  args = ["--strategy=one_device", "--steps=60", "--batch=4", "--checkpoint_interval=10",
+          "--delay=0.05", "--ema"]
+  model_dir = tmp_path / "resumed"
+  proc = subprocess.Popen([sys.executable, SCRIPT, f"--model_dir={model_dir}",
+                           f"--out={tmp_path / 'resumed.npz'}", *args],
+                          env=_env(), cwd=ROOT)
+  deadline = time.time() + 120
+  while not (model_dir / "ckpt-20.index").exists():
+    assert proc.poll() is None, "training ended before it could be killed"
+    assert time.time() < deadline
+    time.sleep(0.05)
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL
+  assert not (tmp_path / "resumed.npz").exists()
+  killed_at = max(int(f[5:-6]) for f in os.listdir(model_dir) if f.endswith(".index"))
+  assert 20 <= killed_at < 60
+
+  resumed = _train(tmp_path, "resumed", *args)  # The same command again.
+  uninterrupted = _train(tmp_path, "uninterrupted", *args)
+  _assert_same_weights(uninterrupted, resumed, atol=0)
