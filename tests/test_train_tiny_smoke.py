@@ -1,0 +1,140 @@
+"""The CI end-to-end test: `gin/experiments/tiny_smoke.gin` through the command line —
+train_and_eval, then export, then the export served in a fresh process (tf.saved_model.load
+and saved_model_cli) against the Keras model restored from the same checkpoint."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIN = os.path.join(ROOT, "gin", "experiments", "tiny_smoke.gin")
+
+
+def _env():
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+  env.pop("TF_CONFIG", None)
+  return env
+
+
+def _cli(*args, check=True):
+  return subprocess.run([sys.executable, "-m", "official.train", *args], cwd=ROOT,
+                        env=_env(), capture_output=True, text=True, timeout=300,
+                        check=check)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  model_dir = tmp_path_factory.mktemp("tiny_smoke")
+  start = time.time()
+  _cli("--mode=train_and_eval", f"--model_dir={model_dir}", f"--gin_file={GIN}")
+  _cli("--mode=export", f"--model_dir={model_dir}", f"--gin_file={GIN}")
+  return model_dir, time.time() - start
+
+
+@pytest.mark.slow
+def test_tiny_smoke_trains_evaluates_and_exports(smoke_run):
+  model_dir, seconds = smoke_run
+  print(f"tiny_smoke train_and_eval + export: {seconds:.1f} s")
+  for name in ("config.gin", "operative_config.gin", "flags.txt", "versions.json",
+               "ckpt-12.index", "ckpt-6.index"):
+    assert (model_dir / name).exists(), name
+  assert "Experiment.train_steps = 12" in (model_dir / "operative_config.gin").read_text()
+  assert "--gin_file=" in (model_dir / "flags.txt").read_text()
+  metrics = json.loads((model_dir / "eval" / "metrics.json").read_text())
+  assert metrics["step"] == 12 and metrics["num_videos"] == 8
+  assert metrics["view_protocol"]["views_per_video"] == 2
+  assert 0.0 < metrics["map"] <= 1.0
+  best = json.loads((model_dir / "best" / "best.json").read_text())
+  assert (best["step"], best["metric"], best["value"]) == (12, "map", metrics["map"])
+  # The per-video file re-scores to the same number offline; the submission has 8 lines of
+  # id + 12 scores.
+  from official.evaluation import writers  # pylint: disable=g-import-not-at-top
+  assert writers.rescore(str(model_dir / "eval" / "per_video_scores.jsonl"), "map") == {
+      "map": metrics["map"]}
+  lines = (model_dir / "eval" / "charades_submission.txt").read_text().splitlines()
+  assert len(lines) == 8 and all(len(line.split()) == 13 for line in lines)
+  # Rerunning the finished command resumes at step 12 and has nothing left to do.
+  out = _cli("--mode=train", f"--model_dir={model_dir}", f"--gin_file={GIN}")
+  assert "Resuming from" in out.stderr and "ckpt-12" in out.stderr
+
+
+_VERIFY = r"""
+import sys, json, numpy as np, tensorflow as tf, gin
+from official import train
+from official.training import experiment, strategies
+export_path, model_dir, gin_file = sys.argv[1:4]
+train.parse_gin([gin_file], [])
+runner = experiment.Runner(experiment.Experiment(), model_dir,
+                           strategies.build_strategy("one_device"))
+runner.trainer.restore(tf.train.latest_checkpoint(model_dir))
+clip = np.random.default_rng(7).integers(0, 256, (2, 4, 32, 32, 3)).astype(np.uint8)
+np.save(model_dir + "/clip.npy", clip)
+keras_probs = tf.sigmoid(runner.model({"rgb": clip.astype(np.float32) / 127.5 - 1.0},
+                                      training=False)).numpy()
+served = tf.saved_model.load(export_path).signatures["serving_default"](
+    frames=tf.constant(clip))
+names = tf.saved_model.load(export_path).signatures["class_names"]()["class_names"]
+print(json.dumps({"keras": keras_probs.tolist(),
+                  "served": served["probabilities"].numpy().tolist(),
+                  "names": [n.decode() for n in names.numpy()]}))
+"""
+
+
+@pytest.mark.slow
+def test_export_round_trip_in_fresh_process(smoke_run, tmp_path):
+  model_dir, _ = smoke_run
+  versions = os.listdir(model_dir / "export")
+  assert len(versions) == 1 and versions[0].isdigit()
+  export_path = str(model_dir / "export" / versions[0])
+  assert sorted(os.listdir(export_path)) == ["assets", "assets.extra", "fingerprint.pb",
+                                             "saved_model.pb", "variables"]
+  out = subprocess.run([sys.executable, "-c", _VERIFY, export_path, str(model_dir), GIN],
+                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300,
+                       check=True)
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  np.testing.assert_allclose(result["served"], result["keras"], rtol=0, atol=1e-6)
+  from data_prep import synthetic  # pylint: disable=g-import-not-at-top
+  assert result["names"] == list(synthetic.CLASSES)
+  assert (model_dir / "export" / versions[0] / "assets" / "class_names.txt").read_text() \
+      == "".join(n + "\n" for n in synthetic.CLASSES)
+
+  cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+  show = subprocess.run([cli, "show", "--dir", export_path, "--tag_set", "serve",
+                         "--signature_def", "serving_default"], env=_env(),
+                        capture_output=True, text=True, timeout=120, check=True).stdout
+  assert "inputs['frames'] tensor_info:\n      dtype: DT_UINT8\n      shape: (-1, 4, -1, -1, 3)" \
+      in show
+  assert "outputs['probabilities']" in show and "outputs['logits']" in show
+  run = subprocess.run([cli, "run", "--dir", export_path, "--tag_set", "serve",
+                        "--signature_def", "serving_default", "--inputs",
+                        f"frames={model_dir / 'clip.npy'}", "--outdir", str(tmp_path)],
+                       env=_env(), capture_output=True, text=True, timeout=120, check=True)
+  del run
+  np.testing.assert_allclose(np.load(tmp_path / "probabilities.npy"), result["keras"],
+                             rtol=0, atol=1e-6)
+
+  # The warm-up request is a PredictionLog TF Serving can replay.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=g-import-not-at-top
+  records = list(tf.data.TFRecordDataset(
+      os.path.join(export_path, "assets.extra", "tf_serving_warmup_requests")))
+  log = prediction_log_pb2.PredictionLog.FromString(records[0].numpy())
+  request = log.predict_log.request
+  assert request.model_spec.signature_name == "serving_default"
+  assert tf.make_ndarray(request.inputs["frames"]).shape == (1, 4, 32, 32, 3)
+
+
+@pytest.mark.slow
+def test_bad_checkpoint_and_empty_model_dir_give_clear_errors(tmp_path):
+  out = _cli("--mode=export", f"--model_dir={tmp_path}", f"--gin_file={GIN}", check=False)
+  assert out.returncode == 1
+  assert f"No checkpoint in model_dir {tmp_path}" in out.stderr
+  out = _cli("--mode=eval", f"--model_dir={tmp_path}", f"--gin_file={GIN}",
+             f"--checkpoint={tmp_path}/ckpt-7", check=False)
+  assert out.returncode == 1
+  assert f"--checkpoint={tmp_path}/ckpt-7 is not a checkpoint" in out.stderr
