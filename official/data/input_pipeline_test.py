@@ -148,6 +148,13 @@ def test_augmentation_same_eagerly_and_in_dataset_map():
     np.testing.assert_array_equal(a, b)
 
 
+def test_nearest_resize_equals_tf_image_resize_nearest():
+  maps = tf.constant(np.random.default_rng(0).integers(0, 151, (2, 19, 29)), tf.uint8)
+  for size in (7, 19, 40):
+    expected = tf.image.resize(maps[..., None], [size, size], method="nearest")[..., 0]
+    np.testing.assert_array_equal(ip.nearest_resize(maps, size), expected)
+
+
 def test_eval_views_crop_along_the_long_side():
   # Pixel value = its column (wide image) or row (tall image).
   wide = tf.broadcast_to(tf.range(10)[None, None, :, None], [1, 4, 10, 1])
