@@ -1,0 +1,125 @@
+"""(2+1)D building pieces in the (N*T)HWC layout.
+
+The backbone keeps video tensors as `[N*T, H, W, C]` so that every spatial layer is a plain
+Conv2D over a large batch of frames. Only the temporal convolution needs the frames of a
+clip next to each other: it views the tensor as `[N, T, H*W, C]` and convolves with a
+`(k, 1)` kernel, which is exactly a `(k, 1, 1)` Conv3D over `[N, T, H, W, C]` (AssembleNet,
+ICLR 2020, Sec. 3 and Appendix A).
+"""
+
+import keras
+import tensorflow as tf
+
+# Authors' choices for every conv and batch norm of the backbone.
+BATCH_NORM_MOMENTUM = 0.99
+BATCH_NORM_EPSILON = 1e-5
+
+
+def conv_initializer():
+  """He-style fan-in initialiser the authors use for every convolution."""
+  return keras.initializers.VarianceScaling(
+      scale=1.0, mode="fan_in", distribution="truncated_normal")
+
+
+def batch_norm(name, zero_init=False):
+  """BatchNormalization with the authors' momentum/epsilon; `zero_init` zeroes gamma."""
+  return keras.layers.BatchNormalization(
+      momentum=BATCH_NORM_MOMENTUM,
+      epsilon=BATCH_NORM_EPSILON,
+      gamma_initializer="zeros" if zero_init else "ones",
+      name=name)
+
+
+def spatial_conv(filters, kernel_size, strides, name):
+  """Conv2D without bias; strided convs expect `fixed_padding` to be applied first."""
+  return keras.layers.Conv2D(
+      filters,
+      kernel_size,
+      strides=strides,
+      padding="same" if strides == 1 else "valid",
+      use_bias=False,
+      kernel_initializer=conv_initializer(),
+      name=name)
+
+
+def fixed_padding(inputs, kernel_size, strides):
+  """Pads H and W by `(k-1)//2` before and the rest after when `strides > 1`.
+
+  A strided conv then runs VALID, so the sampling grid does not depend on whether the input
+  size is even or odd (TF's SAME would pad only after for even sizes).
+  """
+  if strides == 1 or kernel_size == 1:
+    return inputs
+  pad_total = kernel_size - 1
+  pad_before = pad_total // 2
+  pad_after = pad_total - pad_before
+  return tf.pad(inputs, [[0, 0], [pad_before, pad_after], [pad_before, pad_after], [0, 0]])
+
+
+@keras.saving.register_keras_serializable(package="assemblenet")
+class TemporalConv(keras.layers.Layer):
+  """1-D temporal convolution (the "+1" of (2+1)D) on `[N*T, H, W, C]` frames.
+
+  Computed as a `(k, 1)` Conv2D over the `[N, T, H*W, C]` view, zero padded in time so T is
+  kept ('SAME'), with an optional temporal dilation. Taps that fall outside the clip for
+  every output frame (`|offset| >= num_frames`, e.g. dilation 8 on 8 frames) only ever see
+  padding; they are skipped at run time, which changes nothing numerically.
+
+  Args:
+    filters: output channels.
+    kernel_size: temporal kernel length k.
+    num_frames: frames per clip T (the layer regroups the N*T batch into clips).
+    temporal_dilation: spacing between taps, in frames.
+
+  Shapes: `[N*T, H, W, C]` -> `[N*T, H, W, filters]`. The kernel has shape
+  `[k, 1, C, filters]`, i.e. the weights of a `(k, 1, 1)` Conv3D without the middle axis.
+  """
+
+  def __init__(self, filters, kernel_size, num_frames, temporal_dilation=1, **kwargs):
+    super().__init__(**kwargs)
+    for arg_name, value in (("filters", filters), ("kernel_size", kernel_size),
+                            ("num_frames", num_frames),
+                            ("temporal_dilation", temporal_dilation)):
+      if not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{arg_name}` must be a positive int. Received: {value}")
+    self.filters = filters
+    self.kernel_size = kernel_size
+    self.num_frames = num_frames
+    self.temporal_dilation = temporal_dilation
+    center = (kernel_size - 1) // 2
+    offsets = [(j - center) * temporal_dilation for j in range(kernel_size)]
+    live = [j for j, offset in enumerate(offsets) if abs(offset) < num_frames]
+    self._first_tap, self._last_tap = live[0], live[-1]
+    # SAME padding of the full dilated kernel, minus what the skipped taps would need.
+    self._pad_before = (center - self._first_tap) * temporal_dilation
+    self._pad_after = (self._last_tap - center) * temporal_dilation
+
+  def build(self, input_shape):
+    self.kernel = self.add_weight(
+        name="kernel",
+        shape=(self.kernel_size, 1, input_shape[-1], self.filters),
+        initializer=conv_initializer())
+
+  def call(self, inputs):
+    _, height, width, channels = inputs.shape
+    # [N*T, H, W, C] -> [N, T, H*W, C]
+    x = tf.reshape(inputs, [-1, self.num_frames, height * width, channels])
+    x = tf.pad(x, [[0, 0], [self._pad_before, self._pad_after], [0, 0], [0, 0]])
+    kernel = tf.cast(self.kernel[self._first_tap:self._last_tap + 1], self.compute_dtype)
+    dilation = self.temporal_dilation if self._last_tap > self._first_tap else 1
+    x = tf.nn.conv2d(x, kernel, strides=1, padding="VALID", dilations=[1, dilation, 1, 1])
+    # [N, T, H*W, F] -> [N*T, H, W, F]
+    return tf.reshape(x, [-1, height, width, self.filters])
+
+  def compute_output_shape(self, input_shape):
+    return tuple(input_shape[:-1]) + (self.filters,)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        "filters": self.filters,
+        "kernel_size": self.kernel_size,
+        "num_frames": self.num_frames,
+        "temporal_dilation": self.temporal_dilation,
+    })
+    return config

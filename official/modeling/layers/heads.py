@@ -1,0 +1,85 @@
+"""Classification head over the final (level-3) nodes."""
+
+import math
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="assemblenet")
+class ClassificationHead(keras.layers.Layer):
+  """Averages the final nodes' pooled features and classifies the clip.
+
+  Default (the authors' head): mean over frames of each final node's per-frame spatial
+  mean, mean over the final nodes, `Dense(num_classes)` (N(0, 0.01) kernel, zero bias).
+  With `max_pool_predictions` the Dense runs per frame and frames are pooled with a soft
+  max over time: `sum_t softmax_t(logits_t / sqrt(T)) * logits_t` (AssembleNet code's
+  `max_pool_preditions` option). `dropout_rate > 0` adds dropout before the Dense; the
+  authors' head has none.
+
+  Args:
+    num_classes: number of output logits.
+    num_frames: frames per clip T.
+    max_pool_predictions: soft temporal max-pooling of per-frame logits.
+    dropout_rate: dropout before the classifier, in [0, 1).
+
+  Call arguments:
+    inputs: list of per-frame feature vectors `[N*T, C]`, one per final node (same C).
+
+  Shapes: returns logits `[N, num_classes]`.
+  """
+
+  def __init__(self,
+               num_classes,
+               num_frames,
+               max_pool_predictions=False,
+               dropout_rate=0.0,
+               **kwargs):
+    super().__init__(**kwargs)
+    if not 0.0 <= dropout_rate < 1.0:
+      raise ValueError(f"`dropout_rate` must be in [0, 1). Received: {dropout_rate}")
+    self.num_classes = num_classes
+    self.num_frames = num_frames
+    self.max_pool_predictions = max_pool_predictions
+    self.dropout_rate = dropout_rate
+    self.dropout = keras.layers.Dropout(dropout_rate, name="dropout") if dropout_rate else None
+    self.classifier = keras.layers.Dense(
+        num_classes,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+        name="classifier")
+
+  def build(self, inputs_shape):
+    widths = {shape[-1] for shape in inputs_shape}
+    if len(widths) != 1:
+      raise ValueError(
+          f"All final nodes must have the same width to be averaged. Received: {widths}")
+    self.classifier.build((None, widths.pop()))
+
+  def call(self, inputs, training=None):
+    # M x [N*T, C] -> [N*T, C]: mean over the final nodes.
+    features = tf.add_n(list(inputs)) / len(inputs) if len(inputs) > 1 else inputs[0]
+    # [N*T, C] -> [N, T, C]
+    features = tf.reshape(features, [-1, self.num_frames, features.shape[-1]])
+    if not self.max_pool_predictions:
+      features = tf.reduce_mean(features, axis=1)
+    if self.dropout is not None:
+      features = self.dropout(features, training=training)
+    logits = self.classifier(features)
+    if self.max_pool_predictions:
+      # [N, T, K] -> [N, K]: softmax over time with temperature sqrt(T).
+      attention = tf.nn.softmax(logits / math.sqrt(self.num_frames), axis=1)
+      logits = tf.reduce_sum(attention * logits, axis=1)
+    return logits
+
+  def compute_output_shape(self, inputs_shape):
+    return (None, self.num_classes)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        "num_classes": self.num_classes,
+        "num_frames": self.num_frames,
+        "max_pool_predictions": self.max_pool_predictions,
+        "dropout_rate": self.dropout_rate,
+    })
+    return config

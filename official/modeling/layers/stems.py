@@ -1,0 +1,166 @@
+"""Input stems: RGB, optical flow and object segmentation (AssembleNet++, Sec. 3).
+
+Each stem takes a clip `[N, T, H, W, C]` and returns frames `[N*T, H/4, W/4, C']`, the
+layout every later node works in.
+"""
+
+import keras
+import tensorflow as tf
+
+from official.modeling.layers import conv_2plus1d
+
+
+def _check_frames(layer, inputs):
+  if inputs.shape.rank != 5:
+    raise ValueError(
+        f"{layer.name} expects a clip [N, T, H, W, C]. Received: shape {inputs.shape}")
+  frames = inputs.shape[1]
+  if frames is not None and frames != layer.num_frames:
+    raise ValueError(
+        f"{layer.name} was built for num_frames={layer.num_frames}, but the clip has "
+        f"{frames} frames. Received: shape {inputs.shape}")
+
+
+def _clip_to_frames(inputs):
+  _, _, height, width, channels = inputs.shape
+  # [N, T, H, W, C] -> [N*T, H, W, C]
+  return tf.reshape(inputs, [-1, height, width, channels])
+
+
+def _quarter(size, first_stride, second_stride):
+  """Output size after two SAME-style downsamplings (ceil division each time)."""
+  if size is None:
+    return None
+  size = -(-size // first_stride)
+  return -(-size // second_stride)
+
+
+@keras.saving.register_keras_serializable(package="assemblenet")
+class RGBStem(keras.layers.Layer):
+  """RGB stem: 7x7/2 conv, BN, ReLU, temporal conv (k=5), BN, ReLU, 3x3/2 max-pool.
+
+  Args:
+    filters: output channels (`128 // number_of_stems` in the paper's networks).
+    num_frames: frames per clip T.
+    temporal_dilation: dilation of the temporal conv (the stem node's second entry).
+
+  Shapes: `[N, T, H, W, 3]` -> `[N*T, H/4, W/4, filters]` (224 -> 56).
+  """
+
+  def __init__(self, filters, num_frames, temporal_dilation=1, **kwargs):
+    super().__init__(**kwargs)
+    self.filters = filters
+    self.num_frames = num_frames
+    self.temporal_dilation = temporal_dilation
+    self.conv_spatial = conv_2plus1d.spatial_conv(filters, 7, 2, name="conv_spatial")
+    self.bn_spatial = conv_2plus1d.batch_norm("bn_spatial")
+    self.conv_temporal = conv_2plus1d.TemporalConv(
+        filters, 5, num_frames, temporal_dilation, name="conv_temporal")
+    self.bn_temporal = conv_2plus1d.batch_norm("bn_temporal")
+    self.max_pool = keras.layers.MaxPooling2D(3, 2, padding="same", name="max_pool")
+
+  def build(self, input_shape):
+    _, _, height, width, channels = input_shape
+    padded = (None, None if height is None else height + 6,
+              None if width is None else width + 6, channels)
+    self.conv_spatial.build(padded)
+    shape = self.conv_spatial.compute_output_shape(padded)
+    self.bn_spatial.build(shape)
+    self.conv_temporal.build(shape)
+    self.bn_temporal.build(shape)
+
+  def call(self, inputs, training=None):
+    _check_frames(self, inputs)
+    x = conv_2plus1d.fixed_padding(_clip_to_frames(inputs), 7, 2)
+    x = tf.nn.relu(self.bn_spatial(self.conv_spatial(x), training=training))
+    x = tf.nn.relu(self.bn_temporal(self.conv_temporal(x), training=training))
+    return self.max_pool(x)
+
+  def compute_output_shape(self, input_shape):
+    _, _, height, width, _ = input_shape
+    return (None, _quarter(height, 2, 2), _quarter(width, 2, 2), self.filters)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({
+        "filters": self.filters,
+        "num_frames": self.num_frames,
+        "temporal_dilation": self.temporal_dilation,
+    })
+    return config
+
+
+@keras.saving.register_keras_serializable(package="assemblenet")
+class FlowStem(keras.layers.Layer):
+  """Optical-flow stem: 7x7/2 conv, BN, ReLU, 2x2/2 max-pool (no temporal conv).
+
+  The authors' flow stem ignores its node's temporal dilation; so does this layer.
+
+  Args:
+    filters: output channels.
+    num_frames: frames per clip T.
+
+  Shapes: flow `[N, T, H, W, 2]` -> `[N*T, H/4, W/4, filters]`.
+  """
+
+  def __init__(self, filters, num_frames, **kwargs):
+    super().__init__(**kwargs)
+    self.filters = filters
+    self.num_frames = num_frames
+    self.conv_spatial = conv_2plus1d.spatial_conv(filters, 7, 2, name="conv_spatial")
+    self.bn_spatial = conv_2plus1d.batch_norm("bn_spatial")
+    self.max_pool = keras.layers.MaxPooling2D(2, 2, padding="same", name="max_pool")
+
+  def build(self, input_shape):
+    _, _, height, width, channels = input_shape
+    padded = (None, None if height is None else height + 6,
+              None if width is None else width + 6, channels)
+    self.conv_spatial.build(padded)
+    self.bn_spatial.build(self.conv_spatial.compute_output_shape(padded))
+
+  def call(self, inputs, training=None):
+    _check_frames(self, inputs)
+    x = conv_2plus1d.fixed_padding(_clip_to_frames(inputs), 7, 2)
+    x = tf.nn.relu(self.bn_spatial(self.conv_spatial(x), training=training))
+    return self.max_pool(x)
+
+  def compute_output_shape(self, input_shape):
+    _, _, height, width, _ = input_shape
+    return (None, _quarter(height, 2, 2), _quarter(width, 2, 2), self.filters)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({"filters": self.filters, "num_frames": self.num_frames})
+    return config
+
+
+@keras.saving.register_keras_serializable(package="assemblenet")
+class ObjectStem(keras.layers.Layer):
+  """Object stem: a 4x4/4 max-pool of per-frame object-class maps; no learned weights.
+
+  AssembleNet++ (Sec. 3.1) feeds ADE-20K segmentation scores (150 classes + "other") as a
+  151-channel map; a one-hot map of class ids works the same way.
+
+  Args:
+    num_frames: frames per clip T.
+
+  Shapes: `[N, T, H, W, K]` -> `[N*T, H/4, W/4, K]`.
+  """
+
+  def __init__(self, num_frames, **kwargs):
+    super().__init__(**kwargs)
+    self.num_frames = num_frames
+    self.max_pool = keras.layers.MaxPooling2D(4, 4, padding="same", name="max_pool")
+
+  def call(self, inputs):
+    _check_frames(self, inputs)
+    return self.max_pool(_clip_to_frames(inputs))
+
+  def compute_output_shape(self, input_shape):
+    _, _, height, width, channels = input_shape
+    return (None, _quarter(height, 4, 1), _quarter(width, 4, 1), channels)
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({"num_frames": self.num_frames})
+    return config

@@ -1,0 +1,325 @@
+"""AssembleNet structures: typed node specs and the paper's searched networks.
+
+A structure is a list of nodes in topological order. Stems read the inputs; every block
+node is a group of (2+1)D bottleneck blocks fed by a weighted sum of earlier nodes. The
+authors write a structure as nested lists (google-research `assemblenet/model_structures.py`):
+a stem is `[stem_type, temporal_dilation]`, a block
+`[level, [input indices], filters, temporal_dilation, spatial_stride, 0]`, and the searched
+edge weights are a node-aligned list with `[]` for stems and single-input nodes and
+`[[w_1, ..., w_k]]` (post-sigmoid, in input order) otherwise. `Structure.from_list` reads
+that form and `to_list` writes it back.
+"""
+
+import dataclasses
+from typing import Optional, Sequence, Union
+
+RGB = -1
+FLOW = -2
+OBJECT = -3
+STEM_TYPES = {RGB: "rgb", FLOW: "flow", OBJECT: "object"}
+
+# Bottleneck blocks per node, by network depth and node level 0..3 (AssembleNet, App. A).
+BLOCKS_PER_LEVEL = {
+    26: (2, 2, 2, 2),
+    38: (2, 4, 4, 2),
+    50: (3, 4, 6, 3),
+    68: (3, 4, 12, 3),
+    77: (3, 4, 15, 3),
+    101: (3, 4, 23, 3),
+}
+NUM_LEVELS = 4
+
+
+def _positive_int(value, what):
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ValueError(f"{what} must be a positive int. Received: {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class StemSpec:
+  """An input stem: `stem_type` RGB (-1), FLOW (-2) or OBJECT (-3)."""
+  stem_type: int
+  temporal_dilation: int = 1
+
+  def __post_init__(self):
+    if self.stem_type not in STEM_TYPES:
+      raise ValueError(
+          f"Unknown stem type; expected one of {sorted(STEM_TYPES)} "
+          f"({', '.join(STEM_TYPES.values())}). Received: {self.stem_type!r}")
+    _positive_int(self.temporal_dilation, "A stem's temporal_dilation")
+
+  @property
+  def kind(self):
+    return STEM_TYPES[self.stem_type]
+
+  def to_list(self):
+    return [self.stem_type, self.temporal_dilation]
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSpec:
+  """A block node: `level` 0..3, input node indices, bottleneck `filters` and strides."""
+  level: int
+  inputs: tuple
+  filters: int
+  temporal_dilation: int = 1
+  spatial_stride: int = 1
+
+  def __post_init__(self):
+    object.__setattr__(self, "inputs", tuple(self.inputs))
+    if self.level not in range(NUM_LEVELS):
+      raise ValueError(f"A block's level must be in 0..3. Received: {self.level!r}")
+    if not self.inputs:
+      raise ValueError(f"A block needs at least one input. Received: {self.inputs}")
+    if len(set(self.inputs)) != len(self.inputs):
+      raise ValueError(f"A block's inputs must be distinct. Received: {self.inputs}")
+    _positive_int(self.filters, "A block's filters")
+    _positive_int(self.temporal_dilation, "A block's temporal_dilation")
+    _positive_int(self.spatial_stride, "A block's spatial_stride")
+
+  @property
+  def output_channels(self):
+    return 4 * self.filters
+
+  def to_list(self):
+    return [self.level, list(self.inputs), self.filters, self.temporal_dilation,
+            self.spatial_stride, 0]
+
+
+NodeSpec = Union[StemSpec, BlockSpec]
+
+
+@dataclasses.dataclass(frozen=True)
+class Structure:
+  """A validated AssembleNet graph, with its searched edge weights when known.
+
+  Attributes:
+    nodes: stems and blocks in topological order. Stems come first and block levels never
+      decrease along the list (every published structure has this form, and
+      peer-attention relies on it: a node's candidate peers are all earlier-level nodes).
+    edge_weights: `None`, or one tuple per node: `()` for stems and single-input nodes,
+      else the post-sigmoid weight of each input, in input order, each in (0, 1).
+    name: a label for logs and configs.
+    depth: the network depth the structure was published with (`None` if unknown); a
+      model built with `depth=None` uses it (and 50 when unknown).
+  """
+  nodes: tuple
+  edge_weights: Optional[tuple] = None
+  name: str = "custom"
+  depth: Optional[int] = None
+
+  def __post_init__(self):
+    object.__setattr__(self, "nodes", tuple(self.nodes))
+    if not self.nodes:
+      raise ValueError("A structure needs at least one node. Received: []")
+    seen_block = False
+    last_level = 0
+    for index, node in enumerate(self.nodes):
+      if isinstance(node, StemSpec):
+        if seen_block:
+          raise ValueError(
+              f"Stems must come before blocks; node {index} is a stem after a block. "
+              f"Received: {node}")
+        continue
+      if not isinstance(node, BlockSpec):
+        raise ValueError(f"Node {index} is not a StemSpec or BlockSpec. Received: {node!r}")
+      if not seen_block and index == 0:
+        raise ValueError("A structure must start with at least one stem. Received: "
+                         f"node 0 = {node}")
+      seen_block = True
+      for source in node.inputs:
+        if not isinstance(source, int) or not 0 <= source < index:
+          raise ValueError(
+              f"Node {index} has input {source!r}, which is not an earlier node index "
+              f"(0 <= input < {index}). Received: inputs {list(node.inputs)}")
+      if node.level < last_level:
+        raise ValueError(
+            f"Block levels must not decrease along the structure; node {index} has level "
+            f"{node.level} after level {last_level}. Received: {node}")
+      last_level = node.level
+    if not any(isinstance(n, BlockSpec) and n.level == NUM_LEVELS - 1 for n in self.nodes):
+      raise ValueError("A structure needs at least one level-3 block for the head. "
+                       f"Received levels: {[getattr(n, 'level', None) for n in self.nodes]}")
+    if self.edge_weights is not None:
+      object.__setattr__(self, "edge_weights", self._check_edge_weights(self.edge_weights))
+    if self.depth is not None and self.depth not in BLOCKS_PER_LEVEL:
+      raise ValueError(
+          f"`depth` must be one of {sorted(BLOCKS_PER_LEVEL)}. Received: {self.depth!r}")
+
+  def _check_edge_weights(self, edge_weights):
+    edge_weights = tuple(edge_weights)
+    if len(edge_weights) != len(self.nodes):
+      raise ValueError(
+          f"Expected one edge-weight entry per node ({len(self.nodes)}). "
+          f"Received: {len(edge_weights)} entries")
+    checked = []
+    for index, (node, weights) in enumerate(zip(self.nodes, edge_weights)):
+      weights = _flatten_node_weights(weights)
+      fused = isinstance(node, BlockSpec) and len(node.inputs) > 1
+      expected = len(node.inputs) if fused else 0
+      if len(weights) != expected:
+        raise ValueError(
+            f"Node {index} needs {expected} edge weights (one per input of a multi-input "
+            f"block, none otherwise). Received: {list(weights)}")
+      for w in weights:
+        if not 0.0 < w < 1.0:
+          raise ValueError(
+              f"Node {index}: edge weights are post-sigmoid values in (0, 1). "
+              f"Received: {list(weights)}")
+      checked.append(weights)
+    return tuple(checked)
+
+  @classmethod
+  def from_list(cls, nodes, edge_weights=None, name="custom", depth=None):
+    """Builds a structure from the authors' nested-list form (see the module docstring)."""
+    specs = []
+    for index, node in enumerate(nodes):
+      node = list(node)
+      if not node:
+        raise ValueError(f"Node {index} is empty. Received: {node}")
+      if node[0] < 0:
+        if len(node) != 2:
+          raise ValueError(
+              f"Stem node {index} must be [stem_type, temporal_dilation]. Received: {node}")
+        specs.append(StemSpec(node[0], node[1]))
+      else:
+        if len(node) not in (5, 6):
+          raise ValueError(
+              f"Block node {index} must be [level, [inputs], filters, temporal_dilation, "
+              f"spatial_stride, 0]. Received: {node}")
+        specs.append(BlockSpec(node[0], tuple(node[1]), node[2], node[3], node[4]))
+    return cls(tuple(specs), edge_weights, name, depth)
+
+  def to_list(self):
+    return [node.to_list() for node in self.nodes]
+
+  def edge_weights_list(self):
+    """Edge weights in the authors' form (`[]` / `[[w...]]` per node), or `None`."""
+    if self.edge_weights is None:
+      return None
+    return [[list(w)] if w else [] for w in self.edge_weights]
+
+  def node_edge_weights(self, index):
+    """The searched weights of node `index` as a list (empty if none), or `None`."""
+    if self.edge_weights is None:
+      return None
+    return list(self.edge_weights[index])
+
+  @property
+  def blocks(self):
+    """`(index, BlockSpec)` pairs in order."""
+    return [(i, n) for i, n in enumerate(self.nodes) if isinstance(n, BlockSpec)]
+
+  @property
+  def stems(self):
+    """`(index, StemSpec)` pairs in order."""
+    return [(i, n) for i, n in enumerate(self.nodes) if isinstance(n, StemSpec)]
+
+  def has_stem(self, stem_type):
+    return any(n.stem_type == stem_type for _, n in self.stems)
+
+  @property
+  def final_nodes(self):
+    """Indices of the level-3 blocks, which feed the head."""
+    return [i for i, n in self.blocks if n.level == NUM_LEVELS - 1]
+
+  def level(self, index):
+    """Level of node `index`; stems have their (negative) stem type as level."""
+    node = self.nodes[index]
+    return node.stem_type if isinstance(node, StemSpec) else node.level
+
+
+def _flatten_node_weights(weights):
+  """`[]`, `[[w...]]` (authors) or `[w...]` -> a tuple of floats."""
+  weights = list(weights)
+  if len(weights) == 1 and isinstance(weights[0], (list, tuple)):
+    weights = list(weights[0])
+  for w in weights:
+    if isinstance(w, (list, tuple)):
+      raise ValueError(f"Edge weights of a node must be [] or [[w, ...]]. Received: {weights}")
+  return tuple(float(w) for w in weights)
+
+
+# AssembleNet-50, found by evolution on Moments in Time (AssembleNet paper, Fig. 4), with
+# its learned connection weights.
+_ASN50_NODES = [
+    [-1, 4], [-1, 4], [-2, 1], [-2, 1],
+    [0, [1], 32, 1, 1, 0], [0, [0], 32, 4, 1, 0], [0, [0, 1, 2, 3], 32, 1, 1, 0],
+    [0, [2, 3], 32, 2, 1, 0],
+    [1, [0, 4, 5, 6, 7], 64, 2, 2, 0], [1, [0, 2, 4, 7], 64, 1, 2, 0],
+    [1, [0, 5, 7], 64, 4, 2, 0], [1, [0, 5], 64, 1, 2, 0],
+    [2, [4, 8, 10, 11], 256, 1, 2, 0], [2, [8, 9], 256, 4, 2, 0],
+    [3, [12, 13], 512, 2, 2, 0],
+]
+_ASN_WEIGHTS = [
+    [], [], [], [], [], [],
+    [[0.13810564577579498, 0.8465337157249451, 0.3072969317436218, 0.2867436408996582]],
+    [[0.5846117734909058, 0.6066334843635559]],
+    [[0.16382087767124176, 0.8852924704551697, 0.4039595425128937, 0.6823437809944153,
+      0.5331538319587708]],
+    [[0.028569204732775688, 0.10333596915006638, 0.7517264485359192, 0.9260114431381226]],
+    [[0.28832191228866577, 0.7627848982810974, 0.404977947473526]],
+    [[0.23474831879138947, 0.7841425538063049]],
+    [[0.27616503834724426, 0.9514784812927246, 0.6568767428398132, 0.9547983407974243]],
+    [[0.5047007203102112, 0.8876819610595703]],
+    [[0.9892204403877258, 0.8454614877700806]],
+]
+# AssembleNet-101 uses the same graph with narrower level-2/3 nodes.
+_ASN101_NODES = [list(node) for node in _ASN50_NODES]
+_ASN101_NODES[12] = [2, [4, 8, 10, 11], 192, 1, 2, 0]
+_ASN101_NODES[13] = [2, [8, 9], 192, 4, 2, 0]
+_ASN101_NODES[14] = [3, [12, 13], 256, 2, 2, 0]
+
+# AssembleNet++-50, found on Charades (AssembleNet++ paper); node 4 is the object stem.
+_FULL_ASNP50_NODES = [
+    [-1, 2], [-1, 4], [-2, 2], [-2, 1], [-3, 4],
+    [0, [0, 1, 2, 3, 4], 32, 1, 1, 0], [0, [0, 1, 4], 32, 4, 1, 0],
+    [0, [2, 3, 4], 32, 8, 1, 0], [0, [2, 3, 4], 32, 1, 1, 0],
+    [1, [0, 1, 2, 4, 5, 6, 7, 8], 64, 4, 2, 0], [1, [2, 3, 4, 7, 8], 64, 1, 2, 0],
+    [1, [0, 4, 5, 6, 7], 128, 8, 2, 0],
+    [2, [4, 11], 256, 8, 2, 0], [2, [2, 3, 4, 5, 6, 7, 8, 10, 11], 256, 4, 2, 0],
+    [3, [12, 13], 512, 2, 2, 0],
+]
+_FULL_ASNP50_WEIGHTS = [
+    [], [], [], [], [],
+    [[0.6143830418586731, 0.7111759185791016, 0.19351491332054138, 0.1701001077890396,
+      0.7178536653518677]],
+    [[0.5755624771118164, 0.5644599795341492, 0.7128658294677734]],
+    [[0.26563042402267456, 0.3033692538738251, 0.8244096636772156]],
+    [[0.07013848423957825, 0.07905343919992447, 0.8767927885055542]],
+    [[0.5008697509765625, 0.5020178556442261, 0.49819135665893555, 0.5015180706977844,
+      0.4987695813179016, 0.4990265369415283, 0.499239057302475, 0.4974501430988312]],
+    [[0.47034338116645813, 0.4694305658340454, 0.767791748046875, 0.5539310574531555,
+      0.4520096182823181]],
+    [[0.2769702076911926, 0.8116549253463745, 0.597356915473938, 0.6585626602172852,
+      0.5915306210517883]],
+    [[0.501274824142456, 0.5016682147979736]],
+    [[0.0866393893957138, 0.08469288796186447, 0.9739039540290833, 0.058271341025829315,
+      0.08397126197814941, 0.10285478830337524, 0.18506969511508942, 0.23874442279338837,
+      0.9188644886016846]],
+    [[0.4174623489379883, 0.5844835638999939]],
+]
+
+ASN50 = Structure.from_list(_ASN50_NODES, _ASN_WEIGHTS, name="asn50", depth=50)
+ASN101 = Structure.from_list(_ASN101_NODES, _ASN_WEIGHTS, name="asn101", depth=101)
+FULL_ASNP50 = Structure.from_list(_FULL_ASNP50_NODES, _FULL_ASNP50_WEIGHTS,
+                                  name="full_asnp50", depth=50)
+
+NAMED_STRUCTURES = {s.name: s for s in (ASN50, ASN101, FULL_ASNP50)}
+
+
+def get_structure(structure: Union[str, Structure, Sequence]) -> Structure:
+  """A `Structure` from a name ('asn50', 'asn101', 'full_asnp50'), a `Structure`, or the
+  authors' nested-list form (without edge weights)."""
+  if isinstance(structure, Structure):
+    return structure
+  if isinstance(structure, str):
+    if structure not in NAMED_STRUCTURES:
+      raise ValueError(
+          f"Unknown structure name; expected one of {sorted(NAMED_STRUCTURES)}. "
+          f"Received: {structure!r}")
+    return NAMED_STRUCTURES[structure]
+  if isinstance(structure, (list, tuple)):
+    return Structure.from_list(structure)
+  raise ValueError(
+      f"`structure` must be a name, a Structure or a node list. Received: {structure!r}")
