@@ -60,10 +60,13 @@ def fixed_padding(inputs, kernel_size, strides):
 class TemporalConv(keras.layers.Layer):
   """1-D temporal convolution (the "+1" of (2+1)D) on `[N*T, H, W, C]` frames.
 
-  Computed as a `(k, 1)` Conv2D over the `[N, T, H*W, C]` view, zero padded in time so T is
-  kept ('SAME'), with an optional temporal dilation. Taps that fall outside the clip for
-  every output frame (`|offset| >= num_frames`, e.g. dilation 8 on 8 frames) only ever see
-  padding; they are skipped at run time, which changes nothing numerically.
+  Equal to a `(k, 1)` Conv2D over the `[N, T, H*W, C]` view (a `(k, 1, 1)` Conv3D), zero
+  padded in time so T is kept ('SAME'), with an optional temporal dilation. It is computed
+  as one `[N*T*H*W, C] x [C, k*filters]` matmul followed by shifted sums over time: as
+  fast as the conv on CPU, and unlike TF's CPU conv kernels it can back-propagate through
+  a dilation. Taps that fall outside the clip for every output frame
+  (`|offset| >= num_frames`, e.g. dilation 8 on 8 frames) only ever see padding; they are
+  skipped, which changes nothing numerically.
 
   Args:
     filters: output channels.
@@ -102,14 +105,25 @@ class TemporalConv(keras.layers.Layer):
 
   def call(self, inputs):
     _, height, width, channels = inputs.shape
-    # [N*T, H, W, C] -> [N, T, H*W, C]
-    x = tf.reshape(inputs, [-1, self.num_frames, height * width, channels])
-    x = tf.pad(x, [[0, 0], [self._pad_before, self._pad_after], [0, 0], [0, 0]])
+    taps = self._last_tap - self._first_tap + 1
     kernel = tf.cast(self.kernel[self._first_tap:self._last_tap + 1], self.compute_dtype)
-    dilation = self.temporal_dilation if self._last_tap > self._first_tap else 1
-    x = tf.nn.conv2d(x, kernel, strides=1, padding="VALID", dilations=[1, dilation, 1, 1])
-    # [N, T, H*W, F] -> [N*T, H, W, F]
-    return tf.reshape(x, [-1, height, width, self.filters])
+    # [taps, 1, C, F] -> [C, taps*F]: one matmul computes every tap's contribution.
+    kernel = tf.reshape(tf.transpose(kernel[:, 0], [1, 0, 2]), [channels, taps * self.filters])
+    # [N*T, H, W, C] -> [N*T*H*W, C] -> [N*T*H*W, taps*F]
+    per_tap = tf.matmul(tf.reshape(inputs, [-1, channels]), kernel)
+    if taps > 1:
+      # [N*T*H*W, taps*F] -> [N, T, H*W, taps, F], zero padded in time.
+      per_tap = tf.reshape(per_tap,
+                           [-1, self.num_frames, height * width, taps, self.filters])
+      per_tap = tf.pad(per_tap, [[0, 0], [self._pad_before, self._pad_after], [0, 0],
+                                 [0, 0], [0, 0]])
+      # Output frame t takes tap j from (padded) frame t + j*dilation.
+      step = self.temporal_dilation
+      per_tap = tf.add_n([
+          per_tap[:, j * step:j * step + self.num_frames, :, j] for j in range(taps)
+      ])
+    # -> [N*T, H, W, F]
+    return tf.reshape(per_tap, [-1, height, width, self.filters])
 
   def compute_output_shape(self, input_shape):
     return tuple(input_shape[:-1]) + (self.filters,)

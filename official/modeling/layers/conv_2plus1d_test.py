@@ -1,0 +1,106 @@
+"""Tests for the (N*T)HWC temporal convolution and the fixed-padding helpers."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from official.modeling.layers import conv_2plus1d
+
+
+def _conv3d_reference(clip, kernel, dilation):
+  """A `(k, 1, 1)` Conv3D on `[N, T, H, W, C]` with the same weights, SAME padding.
+
+  The dilation is expressed the way the authors did: zeros inserted between the taps of an
+  undilated kernel, so the reference does not rely on the dilation path under test.
+  """
+  k, _, c, f = kernel.shape
+  dilated = np.zeros(((k - 1) * dilation + 1, 1, 1, c, f), np.float32)
+  dilated[::dilation, 0, 0] = kernel[:, 0]
+  return tf.nn.conv3d(clip, dilated, strides=[1] * 5, padding="SAME").numpy()
+
+
+@pytest.mark.parametrize("kernel_size,dilation,frames", [
+    (3, 1, 4), (3, 2, 4), (5, 1, 6), (5, 4, 4), (3, 4, 8), (3, 8, 8), (5, 2, 3),
+])
+def test_temporal_conv_equals_conv3d(kernel_size, dilation, frames):
+  rng = np.random.default_rng(0)
+  clip = rng.normal(size=(2, frames, 3, 5, 4)).astype(np.float32)
+  layer = conv_2plus1d.TemporalConv(6, kernel_size, frames, dilation)
+  out = layer(clip.reshape(2 * frames, 3, 5, 4)).numpy()
+  expected = _conv3d_reference(clip, layer.kernel.numpy(), dilation)
+  np.testing.assert_allclose(out, expected.reshape(2 * frames, 3, 5, 6), atol=1e-5)
+
+
+def test_temporal_conv_ones_kernel_counts_frames_in_window():
+  # 3 frames, kernel 3, ones everywhere: the edge frames see 2 frames, the middle one 3.
+  layer = conv_2plus1d.TemporalConv(1, 3, 3)
+  layer.build((None, 2, 2, 4))
+  layer.kernel.assign(np.ones((3, 1, 4, 1), np.float32))
+  out = layer(np.ones((3, 2, 2, 4), np.float32)).numpy()
+  np.testing.assert_array_equal(out[:, 0, 0, 0], [8.0, 12.0, 8.0])
+
+
+def test_temporal_conv_gradient_through_dilation_matches_conv3d():
+  rng = np.random.default_rng(1)
+  clip = rng.normal(size=(1, 4, 2, 2, 3)).astype(np.float32)
+  layer = conv_2plus1d.TemporalConv(2, 3, 4, temporal_dilation=2)
+  layer.build((None, 2, 2, 3))
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(layer(clip.reshape(4, 2, 2, 3)) ** 2)
+  grad = tape.gradient(loss, layer.kernel).numpy()
+  kernel = tf.Variable(layer.kernel.numpy())
+  with tf.GradientTape() as tape:
+    dilated = tf.stack([kernel[0], tf.zeros_like(kernel[0]), kernel[1],
+                        tf.zeros_like(kernel[0]), kernel[2]])[:, :, None]
+    loss = tf.reduce_sum(tf.nn.conv3d(clip, dilated, [1] * 5, "SAME") ** 2)
+  np.testing.assert_allclose(grad, tape.gradient(loss, kernel).numpy(), rtol=1e-5)
+
+
+def test_dead_taps_are_skipped_but_kept_as_weights():
+  layer = conv_2plus1d.TemporalConv(2, 5, 4, temporal_dilation=4)
+  layer.build((None, 1, 1, 3))
+  assert layer.kernel.shape == (5, 1, 3, 2)
+  assert (layer._first_tap, layer._last_tap) == (2, 2)  # pylint: disable=protected-access
+
+
+def test_fixed_padding_strided_conv_grid():
+  # 4x4 input of ones, 3x3 ones kernel, stride 2: pad 1 before and after, VALID. The
+  # output pixel (0, 0) covers the top-left corner (4 ones), (1, 1) a full 3x3 window.
+  conv = conv_2plus1d.spatial_conv(1, 3, 2, name="conv")
+  x = conv_2plus1d.fixed_padding(np.ones((1, 4, 4, 1), np.float32), 3, 2)
+  conv.build(x.shape)
+  conv.kernel.assign(np.ones((3, 3, 1, 1), np.float32))
+  np.testing.assert_array_equal(conv(x).numpy()[0, :, :, 0], [[4.0, 6.0], [6.0, 9.0]])
+
+
+def test_fixed_padding_is_identity_for_stride_one():
+  x = np.ones((1, 3, 3, 1), np.float32)
+  assert conv_2plus1d.fixed_padding(x, 7, 1) is x
+
+
+def test_batch_norm_settings():
+  bn = conv_2plus1d.batch_norm("bn", zero_init=True)
+  bn.build((None, 3))
+  assert bn.momentum == 0.99 and bn.epsilon == 1e-5
+  np.testing.assert_array_equal(bn.gamma.numpy(), np.zeros(3))
+
+
+def test_serialization_round_trip():
+  layer = conv_2plus1d.TemporalConv(3, 3, 2, temporal_dilation=2, name="conv_temporal")
+  x = np.random.default_rng(2).normal(size=(4, 2, 2, 5)).astype(np.float32)
+  expected = layer(x).numpy()
+  clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+  clone.set_weights(layer.get_weights())
+  assert clone.get_config() == layer.get_config()
+  np.testing.assert_array_equal(clone(x).numpy(), expected)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"filters": 0, "kernel_size": 3, "num_frames": 4},
+    {"filters": 2, "kernel_size": 3, "num_frames": 0},
+    {"filters": 2, "kernel_size": 3, "num_frames": 4, "temporal_dilation": 0},
+])
+def test_bad_arguments(kwargs):
+  with pytest.raises(ValueError, match="positive int"):
+    conv_2plus1d.TemporalConv(**kwargs)

@@ -1,0 +1,89 @@
+"""Tests for the RGB, flow and object stems."""
+
+import keras
+import numpy as np
+import pytest
+
+from official.modeling.layers import stems
+
+
+def _clip(shape, seed=0):
+  return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+def test_rgb_stem_layers_and_shape():
+  stem = stems.RGBStem(4, num_frames=3, temporal_dilation=2)
+  out = stem(_clip((2, 3, 16, 16, 3)), training=False)
+  assert out.shape == (6, 4, 4, 4)
+  assert stem.conv_spatial.kernel.shape == (7, 7, 3, 4)
+  assert stem.conv_spatial.strides == (2, 2)
+  assert stem.conv_temporal.kernel.shape == (5, 1, 4, 4)
+  assert stem.conv_temporal.temporal_dilation == 2
+  assert stem.count_params() == 7 * 7 * 3 * 4 + 4 * 4 + 5 * 4 * 4 + 4 * 4
+
+
+def test_rgb_stem_matches_its_parts():
+  # 7x7/2 conv with explicit (3, 3) padding, BN, ReLU, temporal conv, BN, ReLU, 3x3/2 pool.
+  stem = stems.RGBStem(2, num_frames=2)
+  clip = _clip((1, 2, 8, 8, 3))
+  out = stem(clip, training=False).numpy()
+  frames = np.pad(clip.reshape(2, 8, 8, 3), [[0, 0], [3, 3], [3, 3], [0, 0]])
+  kernel = stem.conv_spatial.kernel.numpy()
+  x = np.zeros((2, 4, 4, 2), np.float32)
+  for i in range(4):
+    for j in range(4):
+      x[:, i, j] = np.einsum("nhwc,hwcf->nf", frames[:, 2 * i:2 * i + 7, 2 * j:2 * j + 7],
+                             kernel)
+  bn = 1.0 / np.sqrt(1.0 + 1e-5)
+  x = np.maximum(x * bn, 0.0)
+  t = stem.conv_temporal.kernel.numpy()[:, 0]  # [5, C, F]; centre tap is index 2
+  y = np.stack([x[0] @ t[2] + x[1] @ t[3], x[0] @ t[1] + x[1] @ t[2]])
+  y = np.maximum(y * bn, 0.0)
+  # 3x3/2 SAME max-pool of 4x4 (TF pads 0 before, 1 after): windows start at 0 and 2.
+  pooled = np.zeros((2, 2, 2, 2), np.float32)
+  for i in range(2):
+    for j in range(2):
+      pooled[:, i, j] = y[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(1, 2))
+  np.testing.assert_allclose(out, pooled, atol=1e-4)
+
+
+def test_flow_stem_shape_and_weights():
+  stem = stems.FlowStem(5, num_frames=2)
+  out = stem(_clip((1, 2, 16, 16, 2)), training=False)
+  assert out.shape == (2, 4, 4, 5)
+  assert [w.shape for w in stem.trainable_weights] == [(7, 7, 2, 5), (5,), (5,)]
+
+
+def test_object_stem_is_a_4x4_max_pool():
+  stem = stems.ObjectStem(num_frames=2)
+  objects = np.zeros((1, 2, 8, 8, 3), np.float32)
+  objects[0, 0, 5, 6, 1] = 1.0   # lands in pooled cell (1, 1), frame 0
+  objects[0, 1, 0, 3, 2] = 0.7   # cell (0, 0), frame 1
+  out = stem(objects).numpy()
+  expected = np.zeros((2, 2, 2, 3), np.float32)
+  expected[0, 1, 1, 1] = 1.0
+  expected[1, 0, 0, 2] = 0.7
+  np.testing.assert_array_equal(out, expected)
+  assert not stem.weights
+
+
+@pytest.mark.parametrize("stem", [
+    stems.RGBStem(2, num_frames=3), stems.FlowStem(2, num_frames=3),
+    stems.ObjectStem(num_frames=3),
+])
+def test_wrong_frame_count_is_rejected(stem):
+  with pytest.raises(ValueError, match="num_frames=3, but the clip has 4 frames"):
+    stem(np.zeros((1, 4, 8, 8, 3), np.float32))
+
+
+@pytest.mark.parametrize("stem", [
+    stems.RGBStem(3, num_frames=2, temporal_dilation=2, name="node_0_rgb_stem"),
+    stems.FlowStem(3, num_frames=2, name="node_2_flow_stem"),
+])
+def test_serialization_round_trip(stem):
+  clip = _clip((1, 2, 8, 8, 3))
+  expected = stem(clip, training=False).numpy()
+  clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(stem))
+  clone.set_weights(stem.get_weights())
+  assert clone.get_config() == stem.get_config()
+  np.testing.assert_array_equal(clone(clip, training=False).numpy(), expected)
