@@ -43,7 +43,7 @@ def _connect_to_tpu(tpu, timeout_s):
   return result["resolver"]
 
 
-def build_strategy(name, tpu=None, tpu_timeout_s=30.0):
+def build_strategy(name, tpu=None, tpu_timeout_s=10.0):
   """Returns the `tf.distribute.Strategy` called `name` (one of `STRATEGIES`).
 
   Args:

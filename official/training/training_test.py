@@ -1,0 +1,161 @@
+"""Unit tests of the trainer library: schedules, optimiser weight decay, losses, strategies,
+checkpoint resolution, NaN stop, gin errors."""
+
+import math
+import os
+import subprocess
+import sys
+import time
+
+import gin
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from official.training import checkpointing
+from official.training import losses
+from official.training import optimization
+from official.training import strategies
+from official.training import trainer as trainer_lib
+
+
+def test_warmup_then_cosine_values():
+  schedule = optimization.build_learning_rate(12, base_learning_rate=0.4, schedule="cosine",
+                                              warmup_steps=2)
+  assert float(schedule(0)) == 0.0
+  assert float(schedule(1)) == pytest.approx(0.2)
+  assert float(schedule(2)) == pytest.approx(0.4)
+  assert float(schedule(7)) == pytest.approx(0.4 * 0.5 * (1 + math.cos(math.pi * 5 / 10)))
+  assert float(schedule(12)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_exponential_and_constant_schedules():
+  schedule = optimization.build_learning_rate(100, base_learning_rate=1.0,
+                                              schedule="exponential", decay_steps=10,
+                                              decay_rate=0.5, staircase=True)
+  assert float(schedule(25)) == 0.25
+  schedule = optimization.build_learning_rate(100, base_learning_rate=0.3,
+                                              schedule="constant")
+  assert float(schedule(77)) == pytest.approx(0.3)
+  with pytest.raises(ValueError, match="Received: 'linear'"):
+    optimization.build_learning_rate(10, base_learning_rate=1.0, schedule="linear")
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_weight_decay_really_applies_and_skips_excluded(name):
+  kernel = keras.Variable(np.full((2,), 2.0, np.float32), name="kernel")
+  gamma = keras.Variable(np.full((2,), 2.0, np.float32), name="gamma")
+  optimizer = optimization.build_optimizer(0.1, name=name, weight_decay=0.5)
+  optimizer.apply_gradients([(tf.zeros(2), kernel), (tf.zeros(2), gamma)])
+  # Zero gradient: only the decoupled decay moves the kernel, w -= lr * wd * w.
+  np.testing.assert_allclose(kernel.numpy(), [1.9, 1.9], rtol=1e-6)
+  np.testing.assert_array_equal(gamma.numpy(), [2.0, 2.0])
+
+
+def test_nesterov_and_unknown_optimizer():
+  assert optimization.build_optimizer(0.1, name="sgd", nesterov=True).nesterov
+  with pytest.raises(ValueError, match="Received: 'adam'"):
+    optimization.build_optimizer(0.1, name="adam")
+
+
+def test_losses_match_hand_computation():
+  logits = tf.constant([[0.0, 2.0]])
+  sigmoid = losses.build_loss("sigmoid_cross_entropy")(tf.constant([[1.0, 0.0]]), logits)
+  expected = (math.log(2.0) + math.log(1 + math.exp(2.0))) / 2
+  assert float(sigmoid[0]) == pytest.approx(expected, rel=1e-6)
+  smooth = losses.build_loss("softmax_cross_entropy", label_smoothing=0.2)(
+      tf.constant([[1.0, 0.0]]), logits)
+  log_p = np.log(np.exp([0.0, 2.0]) / np.exp([0.0, 2.0]).sum())
+  assert float(smooth[0]) == pytest.approx(-(0.9 * log_p[0] + 0.1 * log_p[1]), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_tpu_without_reachable_tpu_fails_fast_with_clear_message(tmp_path):
+  # A fresh process: the abandoned connection attempt keeps TensorFlow's context locked.
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  start = time.time()
+  out = subprocess.run(
+      [sys.executable, "-m", "official.train", "--mode=train", f"--model_dir={tmp_path}",
+       "--strategy=tpu", "--tpu=grpc://127.0.0.1:9",
+       f"--gin_file={root}/gin/experiments/tiny_smoke.gin"],
+      cwd=root, env=dict(os.environ, PYTHONPATH=root), capture_output=True, text=True,
+      timeout=120)
+  assert out.returncode == 1
+  assert ("error: No TPU reachable at --tpu='grpc://127.0.0.1:9' within 10 s. Check the "
+          "TPU name or grpc:// address and that the TPU is up.") in out.stderr
+  assert time.time() - start < 60
+
+
+def test_unknown_strategy():
+  with pytest.raises(ValueError, match="Received: 'gpu'"):
+    strategies.build_strategy("gpu")
+
+
+def test_resolve_checkpoint_errors(tmp_path):
+  with pytest.raises(FileNotFoundError, match=f"No checkpoint in model_dir {tmp_path}"):
+    checkpointing.resolve_checkpoint(str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="ckpt-3.index does not exist"):
+    checkpointing.resolve_checkpoint(str(tmp_path), str(tmp_path / "ckpt-3"))
+  with pytest.raises(FileNotFoundError, match="directory without any checkpoint"):
+    checkpointing.resolve_checkpoint(str(tmp_path), str(tmp_path))
+  path = tf.train.Checkpoint(v=tf.Variable(1.0)).save(str(tmp_path / "ckpt"))
+  assert checkpointing.resolve_checkpoint(str(tmp_path)) == path
+  assert checkpointing.resolve_checkpoint("unused", str(tmp_path)) == path
+
+
+def _tiny_trainer(model_dir, learning_rate, steps):
+  strategy = strategies.build_strategy("one_device")
+  with strategy.scope():
+    rgb = keras.Input((1, 2, 2, 3), name="rgb")
+    model = keras.Model({"rgb": rgb}, keras.layers.Dense(2)(keras.layers.Flatten()(rgb)))
+    optimizer = optimization.build_optimizer(learning_rate, name="sgd", momentum=0.0)
+  return trainer_lib.Trainer(strategy, model, optimizer, losses.build_loss(),
+                             str(model_dir), global_batch_size=2, train_steps=steps,
+                             checkpoint_interval=2, log_interval=1)
+
+
+def _dataset(scale=1.0):
+  x = np.ones((2, 1, 2, 2, 3), np.float32) * scale
+  return tf.data.Dataset.from_tensors(({"rgb": x}, np.ones((2, 2), np.float32))).repeat()
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+  trainer = _tiny_trainer(tmp_path, 0.1, 10)
+  x = np.ones((6, 2, 1, 2, 2, 3), np.float32)
+  x[4] = np.nan  # The 5th batch poisons the loss.
+  dataset = tf.data.Dataset.from_tensor_slices(({"rgb": x}, np.ones((6, 2, 2), np.float32)))
+  with pytest.raises(trainer_lib.NonFiniteLossError,
+                     match=r"Loss is nan at step 5: training stopped. The last good "
+                           r"checkpoint is .*ckpt-4;"):
+    trainer.train(dataset)
+  assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-4")
+  restored = _tiny_trainer(tmp_path, 0.1, 10)
+  assert restored.restore(tf.train.latest_checkpoint(str(tmp_path))) == 4
+  assert all(np.all(np.isfinite(w.numpy())) for w in restored.model.weights)
+
+
+def test_missing_model_input_is_named(tmp_path):
+  trainer = _tiny_trainer(tmp_path, 0.1, 1)
+  trainer.input_keys = ("rgb", "objects")
+  with pytest.raises(ValueError, match=r"lacks \['objects'\]"):
+    trainer.train(_dataset())
+
+
+def test_video_ids_survive_the_int_encoding():
+  ids = ["Drink.Fromcup_p17_r02_v09_c01", "46GP8", "é"]
+  codes = trainer_lib.encode_video_ids(tf.constant(ids)).numpy()
+  assert codes.shape == (3, trainer_lib.MAX_VIDEO_ID_LENGTH)
+  assert trainer_lib.decode_video_ids(codes) == ids
+
+
+def test_unknown_gin_binding_is_an_error_naming_it():
+  from official import train  # pylint: disable=g-import-not-at-top
+  try:
+    with pytest.raises(ValueError, match="Experiment.train_stepz"):
+      train.parse_gin([], ["Experiment.train_stepz = 3"])
+    gin.clear_config()
+    with pytest.raises(ValueError, match="No configurable matching 'Experimnt'"):
+      train.parse_gin([], ["Experimnt.train_steps = 3"])
+  finally:
+    gin.clear_config()
