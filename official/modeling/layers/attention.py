@@ -8,11 +8,12 @@ import keras
 import tensorflow as tf
 
 
-def _dense(units, name):
+def _dense(units, name, dtype):
   return keras.layers.Dense(
       units,
       kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
-      name=name)
+      name=name,
+      dtype=dtype)
 
 
 @keras.saving.register_keras_serializable(package="assemblenet")
@@ -40,7 +41,7 @@ class PeerAttention(keras.layers.Layer):
         initializer=keras.initializers.TruncatedNormal(stddev=0.01),
         dtype="float32",
         autocast=False)  # The softmax stays in float32 under mixed precision.
-    self.attention_dense = _dense(inputs_shape[-1], "attention_dense")
+    self.attention_dense = _dense(inputs_shape[-1], "attention_dense", self.dtype_policy)
     self.attention_dense.build((None, peers_shape[-1]))
 
   def peer_weights(self):
@@ -70,7 +71,7 @@ class SelfAttention(keras.layers.Layer):
   """
 
   def build(self, input_shape):
-    self.attention_dense = _dense(input_shape[-1], "attention_dense")
+    self.attention_dense = _dense(input_shape[-1], "attention_dense", self.dtype_policy)
     self.attention_dense.build((None, input_shape[-1]))
 
   def call(self, inputs):

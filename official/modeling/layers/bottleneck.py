@@ -51,22 +51,25 @@ class BottleneckBlock(keras.layers.Layer):
     self.use_projection = use_projection
     self.temporal_first = temporal_first
 
+    dtype = self.dtype_policy
     if use_projection:
       self.conv_shortcut = conv_2plus1d.spatial_conv(
-          4 * filters, 1, spatial_strides, name="conv_shortcut")
-      self.bn_shortcut = conv_2plus1d.batch_norm("bn_shortcut")
+          4 * filters, 1, spatial_strides, name="conv_shortcut", dtype=dtype)
+      self.bn_shortcut = conv_2plus1d.batch_norm("bn_shortcut", dtype=dtype)
     if temporal_first:
       self.conv_reduce = conv_2plus1d.TemporalConv(
-          filters, 3, num_frames, temporal_dilation, name="conv_temporal")
-      self.bn_reduce = conv_2plus1d.batch_norm("bn_temporal")
+          filters, 3, num_frames, temporal_dilation, name="conv_temporal", dtype=dtype)
+      self.bn_reduce = conv_2plus1d.batch_norm("bn_temporal", dtype=dtype)
     else:
-      self.conv_reduce = conv_2plus1d.spatial_conv(filters, 1, 1, name="conv_pointwise")
-      self.bn_reduce = conv_2plus1d.batch_norm("bn_pointwise")
+      self.conv_reduce = conv_2plus1d.spatial_conv(
+          filters, 1, 1, name="conv_pointwise", dtype=dtype)
+      self.bn_reduce = conv_2plus1d.batch_norm("bn_pointwise", dtype=dtype)
     self.conv_spatial = conv_2plus1d.spatial_conv(
-        inter_filters, 3, spatial_strides, name="conv_spatial")
-    self.bn_spatial = conv_2plus1d.batch_norm("bn_spatial")
-    self.conv_expand = conv_2plus1d.spatial_conv(4 * filters, 1, 1, name="conv_expand")
-    self.bn_expand = conv_2plus1d.batch_norm("bn_expand", zero_init=True)
+        inter_filters, 3, spatial_strides, name="conv_spatial", dtype=dtype)
+    self.bn_spatial = conv_2plus1d.batch_norm("bn_spatial", dtype=dtype)
+    self.conv_expand = conv_2plus1d.spatial_conv(
+        4 * filters, 1, 1, name="conv_expand", dtype=dtype)
+    self.bn_expand = conv_2plus1d.batch_norm("bn_expand", zero_init=True, dtype=dtype)
 
   def build(self, input_shape):
     if not self.use_projection and input_shape[-1] != 4 * self.filters:
@@ -168,7 +171,8 @@ class BlockGroup(keras.layers.Layer):
             temporal_dilation=temporal_dilation,
             use_projection=index == 0,
             temporal_first=index % 2 == 1,
-            name=f"block_{index}") for index in range(num_blocks)
+            name=f"block_{index}",
+            dtype=self.dtype_policy) for index in range(num_blocks)
     ]
 
   def build(self, input_shape):

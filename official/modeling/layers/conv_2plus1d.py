@@ -21,16 +21,17 @@ def conv_initializer():
       scale=1.0, mode="fan_in", distribution="truncated_normal")
 
 
-def batch_norm(name, zero_init=False):
+def batch_norm(name, zero_init=False, dtype=None):
   """BatchNormalization with the authors' momentum/epsilon; `zero_init` zeroes gamma."""
   return keras.layers.BatchNormalization(
       momentum=BATCH_NORM_MOMENTUM,
       epsilon=BATCH_NORM_EPSILON,
       gamma_initializer="zeros" if zero_init else "ones",
-      name=name)
+      name=name,
+      dtype=dtype)
 
 
-def spatial_conv(filters, kernel_size, strides, name):
+def spatial_conv(filters, kernel_size, strides, name, dtype=None):
   """Conv2D without bias; strided convs expect `fixed_padding` to be applied first."""
   return keras.layers.Conv2D(
       filters,
@@ -39,7 +40,8 @@ def spatial_conv(filters, kernel_size, strides, name):
       padding="same" if strides == 1 else "valid",
       use_bias=False,
       kernel_initializer=conv_initializer(),
-      name=name)
+      name=name,
+      dtype=dtype)
 
 
 def fixed_padding(inputs, kernel_size, strides):

@@ -117,17 +117,18 @@ class WeightedFusion(keras.layers.Layer):
         dense = keras.layers.Dense(
             peer_units,
             kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
-            name=f"peer_dense_{k}")
+            name=f"peer_dense_{k}",
+            dtype=self.dtype_policy)
         dense.build(shape)
         self.peer_denses.append(dense)
       stacked_peers = (None, len(peers_shape), peer_units)
     self.attentions = []
     for j, shape in enumerate(inputs_shape):
       if self.attention_mode == "peer":
-        layer = attention.PeerAttention(name=f"peer_attention_{j}")
+        layer = attention.PeerAttention(name=f"peer_attention_{j}", dtype=self.dtype_policy)
         layer.build(shape, stacked_peers)
       elif self.attention_mode == "self":
-        layer = attention.SelfAttention(name=f"self_attention_{j}")
+        layer = attention.SelfAttention(name=f"self_attention_{j}", dtype=self.dtype_policy)
         layer.build(shape)
       else:
         break
@@ -142,7 +143,8 @@ class WeightedFusion(keras.layers.Layer):
     if self.num_inputs > 1:
       for width in self._groups:
         if width != self._width:
-          conv = conv_2plus1d.spatial_conv(self._width, 1, 1, name=f"project_{width}")
+          conv = conv_2plus1d.spatial_conv(
+              self._width, 1, 1, name=f"project_{width}", dtype=self.dtype_policy)
           conv.build((None, None, None, width))
           self._projection_of_width[width] = len(self.projections)
           self.projections.append(conv)

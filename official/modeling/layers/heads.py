@@ -42,11 +42,15 @@ class ClassificationHead(keras.layers.Layer):
     self.num_frames = num_frames
     self.max_pool_predictions = max_pool_predictions
     self.dropout_rate = dropout_rate
-    self.dropout = keras.layers.Dropout(dropout_rate, name="dropout") if dropout_rate else None
+    self.dropout = None
+    if dropout_rate:
+      self.dropout = keras.layers.Dropout(dropout_rate, name="dropout",
+                                          dtype=self.dtype_policy)
     self.classifier = keras.layers.Dense(
         num_classes,
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
-        name="classifier")
+        name="classifier",
+        dtype=self.dtype_policy)
 
   def build(self, inputs_shape):
     widths = {shape[-1] for shape in inputs_shape}

@@ -52,12 +52,15 @@ class RGBStem(keras.layers.Layer):
     self.filters = filters
     self.num_frames = num_frames
     self.temporal_dilation = temporal_dilation
-    self.conv_spatial = conv_2plus1d.spatial_conv(filters, 7, 2, name="conv_spatial")
-    self.bn_spatial = conv_2plus1d.batch_norm("bn_spatial")
+    dtype = self.dtype_policy
+    self.conv_spatial = conv_2plus1d.spatial_conv(
+        filters, 7, 2, name="conv_spatial", dtype=dtype)
+    self.bn_spatial = conv_2plus1d.batch_norm("bn_spatial", dtype=dtype)
     self.conv_temporal = conv_2plus1d.TemporalConv(
-        filters, 5, num_frames, temporal_dilation, name="conv_temporal")
-    self.bn_temporal = conv_2plus1d.batch_norm("bn_temporal")
-    self.max_pool = keras.layers.MaxPooling2D(3, 2, padding="same", name="max_pool")
+        filters, 5, num_frames, temporal_dilation, name="conv_temporal", dtype=dtype)
+    self.bn_temporal = conv_2plus1d.batch_norm("bn_temporal", dtype=dtype)
+    self.max_pool = keras.layers.MaxPooling2D(
+        3, 2, padding="same", name="max_pool", dtype=dtype)
 
   def build(self, input_shape):
     _, _, height, width, channels = input_shape
@@ -107,9 +110,12 @@ class FlowStem(keras.layers.Layer):
     super().__init__(**kwargs)
     self.filters = filters
     self.num_frames = num_frames
-    self.conv_spatial = conv_2plus1d.spatial_conv(filters, 7, 2, name="conv_spatial")
-    self.bn_spatial = conv_2plus1d.batch_norm("bn_spatial")
-    self.max_pool = keras.layers.MaxPooling2D(2, 2, padding="same", name="max_pool")
+    dtype = self.dtype_policy
+    self.conv_spatial = conv_2plus1d.spatial_conv(
+        filters, 7, 2, name="conv_spatial", dtype=dtype)
+    self.bn_spatial = conv_2plus1d.batch_norm("bn_spatial", dtype=dtype)
+    self.max_pool = keras.layers.MaxPooling2D(
+        2, 2, padding="same", name="max_pool", dtype=dtype)
 
   def build(self, input_shape):
     _, _, height, width, channels = input_shape
@@ -150,7 +156,8 @@ class ObjectStem(keras.layers.Layer):
   def __init__(self, num_frames, **kwargs):
     super().__init__(**kwargs)
     self.num_frames = num_frames
-    self.max_pool = keras.layers.MaxPooling2D(4, 4, padding="same", name="max_pool")
+    self.max_pool = keras.layers.MaxPooling2D(
+        4, 4, padding="same", name="max_pool", dtype=self.dtype_policy)
 
   def call(self, inputs):
     _check_frames(self, inputs)
