@@ -13,7 +13,6 @@ from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
 from official.evaluation import metrics as metrics_lib
 
@@ -366,13 +365,8 @@ def _new_window():
 
 
 def write_scalar(name, value, step):
-  """A TensorBoard scalar through `tf.summary.write` (TensorBoard itself, which
-  `tf.summary.scalar` imports, is not a dependency): the tensor plus the scalars plugin
-  metadata that TensorBoard's own `scalar` writes."""
-  metadata = summary_pb2.SummaryMetadata(
-      plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
-  return tf.summary.write(name, tf.constant(value, tf.float32), step=step,
-                          metadata=metadata)
+  """A TensorBoard scalar (a float32 record under `name` at `step`)."""
+  return tf.summary.scalar(name, tf.constant(value, tf.float32), step=step)
 
 
 def _format_eta(seconds):
