@@ -93,7 +93,9 @@ def model_info(model):
 
 def main(argv):
   del argv
-  gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_param)
+  # Experiment files also bind the data pipeline and the trainer; only the model matters
+  # here, so bindings of configurables this tool does not import are skipped.
+  gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_param, skip_unknown=True)
   model = builders.build_model()
   print(json.dumps(model_info(model), sort_keys=True))
   sys.stdout.flush()
