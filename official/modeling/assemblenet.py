@@ -223,6 +223,7 @@ class AssembleNet(keras.Model):
         edge_weights=resolved,
         max_pool_predictions=max_pool_predictions,
         dropout_rate=dropout_rate)
+    kwargs.setdefault("name", "assemblenet")  # not Keras' auto-numbered name
     super().__init__(inputs=inputs, outputs=logits, **kwargs)
     self.structure = spec
     self.edge_weights = resolved

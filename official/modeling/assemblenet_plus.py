@@ -86,6 +86,7 @@ class AssembleNetPlus(keras.Model):
         num_object_classes=num_object_classes,
         max_pool_predictions=max_pool_predictions,
         dropout_rate=dropout_rate)
+    kwargs.setdefault("name", "assemblenet_plus")  # not Keras' auto-numbered name
     super().__init__(inputs=inputs, outputs=logits, **kwargs)
     self.structure = spec
     self.edge_weights = resolved
