@@ -2,7 +2,7 @@
 
 Gin files pick a network with `build_model.*` bindings; structures are Python objects
 exposed as gin constants (`%structures.ASN50`, `%structures.ASN101`,
-`%structures.FULL_ASNP50`) or named by string ('asn50', ...).
+`%structures.FULL_ASNP50`, `%structures.DEMO_ASNP`) or named by string ('asn50', ...).
 """
 
 import gin
@@ -17,6 +17,7 @@ MODEL_TYPES = ("assemblenet", "assemblenet_plus")
 gin.constant("structures.ASN50", structures.ASN50)
 gin.constant("structures.ASN101", structures.ASN101)
 gin.constant("structures.FULL_ASNP50", structures.FULL_ASNP50)
+gin.constant("structures.DEMO_ASNP", structures.DEMO_ASNP)
 
 
 @gin.configurable

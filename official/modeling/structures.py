@@ -305,12 +305,27 @@ ASN101 = Structure.from_list(_ASN101_NODES, _ASN_WEIGHTS, name="asn101", depth=1
 FULL_ASNP50 = Structure.from_list(_FULL_ASNP50_NODES, _FULL_ASNP50_WEIGHTS,
                                   name="full_asnp50", depth=50)
 
-NAMED_STRUCTURES = {s.name: s for s in (ASN50, ASN101, FULL_ASNP50)}
+# A miniature AssembleNet++ for the CPU demo and the ablations on the synthetic dataset
+# (gin/experiments/demo_synthetic.gin, official/tools/ablate.py); not from the papers. It
+# keeps every code path of `full_asnp50` at a fraction of the cost: one RGB, one flow and
+# one object stem (node 2), one or two nodes per level, multi-input weighted connections,
+# the object stem feeding every node up to level 2, and temporal dilations 1 / 2 / 4. No
+# searched weights: the demo learns them (edge_weights=None). Use it at depth 26.
+_DEMO_ASNP_NODES = [
+    [-1, 1], [-2, 1], [-3, 1],
+    [0, [0, 1, 2], 8, 1, 1, 0], [0, [0, 2], 8, 2, 1, 0],
+    [1, [0, 1, 2, 3, 4], 16, 2, 2, 0],
+    [2, [2, 3, 5], 32, 4, 2, 0],
+    [3, [5, 6], 64, 1, 2, 0],
+]
+DEMO_ASNP = Structure.from_list(_DEMO_ASNP_NODES, name="demo_asnp", depth=26)
+
+NAMED_STRUCTURES = {s.name: s for s in (ASN50, ASN101, FULL_ASNP50, DEMO_ASNP)}
 
 
 def get_structure(structure: Union[str, Structure, Sequence]) -> Structure:
-  """A `Structure` from a name ('asn50', 'asn101', 'full_asnp50'), a `Structure`, or the
-  authors' nested-list form (without edge weights)."""
+  """A `Structure` from a name ('asn50', 'asn101', 'full_asnp50', 'demo_asnp'), a
+  `Structure`, or the authors' nested-list form (without edge weights)."""
   if isinstance(structure, Structure):
     return structure
   if isinstance(structure, str):
