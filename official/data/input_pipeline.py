@@ -234,7 +234,8 @@ def nearest_resize(maps, image_size):
   return tf.gather(tf.gather(maps, rows, axis=1), cols, axis=2)
 
 
-def _short_side_resize(images, image_size, method):
+def short_side_resize(images, image_size, method):
+  """Resizes `[N, H, W, C]` so the short side is `image_size` (shared with serving)."""
   # [N, H, W, C] -> [N, H', W', C] with min(H', W') = image_size
   shape = tf.cast(tf.shape(images)[1:3], tf.float32)
   scale = image_size / tf.reduce_min(shape)
@@ -404,7 +405,7 @@ def build_dataset(dataset_name=gin.REQUIRED,
 
   def decode_eval(element):
     views = num_clips * num_crops
-    rgb = _short_side_resize(_decode_jpegs(element["frames"]), image_size, "bilinear")
+    rgb = short_side_resize(_decode_jpegs(element["frames"]), image_size, "bilinear")
     # [crops, clips*T, S, S, 3] -> [crops, clips, T, S, S, 3] -> [clips*crops, T, S, S, 3]
     rgb = tf.reshape(eval_views(rgb, image_size, num_crops),
                      [num_crops, num_clips, num_frames, image_size, image_size, 3])
@@ -414,7 +415,7 @@ def build_dataset(dataset_name=gin.REQUIRED,
                 "video_id": tf.fill([views], element["video_id"])}
     if "maps" in element:
       maps = _decode_pngs(element["maps"])[..., None]
-      maps = _short_side_resize(maps, image_size, "nearest")
+      maps = short_side_resize(maps, image_size, "nearest")
       maps = tf.reshape(eval_views(maps, image_size, num_crops),
                         [num_crops, num_clips, num_frames, image_size, image_size])
       features["objects"] = tf.reshape(tf.transpose(maps, [1, 0, 2, 3, 4]),

@@ -32,11 +32,9 @@ WARMUP_FILE = "tf_serving_warmup_requests"
 
 
 def _resize_and_center_crop(images, image_size, method):
-  """`[N, H, W, C]` -> `[N, S, S, C]` float32: short side to S, then the centre crop."""
-  shape = tf.cast(tf.shape(images)[1:3], tf.float32)
-  scale = image_size / tf.reduce_min(shape)
-  new_size = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), image_size)
-  resized = tf.image.resize(images, new_size, method=method)
+  """`[N, H, W, C]` -> `[N, S, S, C]` float32: the evaluation pipeline's geometry with one
+  (centre) crop."""
+  resized = input_pipeline.short_side_resize(images, image_size, method)
   return input_pipeline.eval_views(resized, image_size, num_crops=1)[0]
 
 

@@ -146,6 +146,8 @@ class Runner:
   def _dataset(self, is_training):
     self._prepare_data()
     kwargs = {} if self.data_dir is None else {"data_dir": self.data_dir}
+    if uses_object_input(self.model):
+      kwargs["objects_format"] = "ids"  # one-hot on the device (Trainer._model_inputs)
     scope = "train" if is_training else "eval"
     with gin.config_scope(scope):
       return self.exp.dataset_fn(

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from official.data import preprocessing
 from official.evaluation import metrics as metrics_lib
 
 # Video ids travel through the distributed evaluation step as int32 code points (strings
@@ -158,13 +159,22 @@ class Trainer:
                        f"lacks {missing}. Received features: {sorted(features)}")
     return {k: features[k] for k in self.input_keys}
 
+  @staticmethod
+  def _model_inputs(features):
+    """Object class ids travel through tf.data as uint8 and become the model's 151-channel
+    one-hot here, on the device: the float32 one-hot of one 32x224x224 clip is ~1 GB."""
+    objects = features.get("objects")
+    if objects is None or not objects.dtype.is_integer:
+      return features
+    return dict(features, objects=preprocessing.objects_one_hot(objects))
+
   def _build_train_step(self):
     model, optimizer = self.model, self.optimizer
     scale_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
     def loss_and_grads(features, labels):
       with tf.GradientTape() as tape:
-        logits = model(features, training=True)
+        logits = model(self._model_inputs(features), training=True)
         per_example = self.loss_fn(labels, logits)
         loss = tf.nn.compute_average_loss(per_example,
                                           global_batch_size=self.global_batch_size)
@@ -198,7 +208,7 @@ class Trainer:
     model = self.model
 
     def replica_step(features, labels):
-      logits = model(self._select_inputs(features), training=False)
+      logits = model(self._model_inputs(self._select_inputs(features)), training=False)
       return (self.score_activation(tf.cast(logits, tf.float32)),
               tf.cast(labels, tf.float32), features[_ID_CODES])
 
