@@ -11,7 +11,6 @@ import re
 from typing import Optional
 
 from absl import logging
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -19,6 +18,7 @@ from data_prep import features as features_lib
 from data_prep import skips
 from data_prep import synthetic
 from data_prep import video as video_lib
+from data_prep import video_builder
 
 NUM_CLASSES = 157
 RGB_RELEASE_FPS = 24.0  # Charades_v1_rgb frames.
@@ -137,7 +137,7 @@ def read_split_csv(path, code_to_label, report):
   return rows
 
 
-class Charades(tfds.core.GeneratorBasedBuilder):
+class Charades(video_builder.VideoBuilder):
   """Charades videos with multi-label action segments and optional object maps.
 
   Args (besides the tfds ones):
@@ -157,19 +157,6 @@ class Charades(tfds.core.GeneratorBasedBuilder):
                      class_descriptions=tuple(synthetic.CLASSES)),
   ]
   DEFAULT_CONFIG_NAME = "full"
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls):
-    # TFDS 4.9.10 derives this via `importlib_resources`, a package Python 3.11 lacks.
-    return epath.Path(__file__)
-
-  def __init__(self, *, segmenter=None, object_maps_dir=None, segmenter_batch_size=16,
-               **kwargs):
-    self._object_source = features_lib.ObjectMapSource(segmenter, object_maps_dir,
-                                                       segmenter_batch_size)
-    super().__init__(**kwargs)
-    self.skip_report = skips.SkipReport(self.info.full_name)
 
   @property
   def num_classes(self):
@@ -243,22 +230,17 @@ class Charades(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, rows):
     config = self.builder_config
     for row in rows:
-      try:
-        if row["source"].endswith(".mp4"):
-          decoded = video_lib.read_video(row["source"], config.fps, config.short_side)
-        else:
-          decoded = video_lib.read_frame_folder(row["source"], RGB_RELEASE_FPS, config.fps,
-                                                config.short_side)
-        frames, source_indices, num_source, source_fps = decoded
-        fps = features_lib.stored_fps(config.fps, source_fps)
-        example = features_lib.encode_video(frames, source_indices, num_source, fps,
-                                            row["id"], self._object_source)
-      except video_lib.VideoReadError as e:
-        self.skip_report.skip(skips.CORRUPT_VIDEO, row["source"], str(e))
+      if row["source"].endswith(".mp4"):
+        read_fn = lambda row=row: video_lib.read_video(row["source"], config.fps,
+                                                       config.short_side)
+      else:
+        read_fn = lambda row=row: video_lib.read_frame_folder(
+            row["source"], RGB_RELEASE_FPS, config.fps, config.short_side)
+      encoded = self._encode_or_skip(row["source"], row["id"], read_fn)
+      if encoded is None:
         continue
-      except features_lib.MissingObjectMaps as e:
-        self.skip_report.skip(skips.MISSING_OBJECT_MAPS, row["source"], str(e))
-        continue
+      example, (frames, _, num_source, source_fps) = encoded
+      fps = features_lib.stored_fps(config.fps, source_fps)
       length = row["length"]
       if length is None:
         length = num_source / source_fps if source_fps else len(frames) / fps
@@ -269,11 +251,3 @@ class Charades(tfds.core.GeneratorBasedBuilder):
           "length": np.float32(length),
       })
       yield row["id"], example
-
-  def _download_and_prepare(self, dl_manager, download_config):
-    super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
-    if not sum(split.num_examples for split in self.info.splits.values()):
-      raise ValueError(f"Nothing usable in manual_dir {dl_manager.manual_dir}: every video "
-                       f"was skipped.\n{self.skip_report.format()}")
-    self.skip_report.write(self.data_dir)  # The temporary dir, renamed on success.
-    logging.info("%s", self.skip_report.format())

@@ -9,14 +9,13 @@ import os
 import re
 from typing import Optional
 
-from absl import logging
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
 from data_prep import features as features_lib
 from data_prep import skips
 from data_prep import video as video_lib
+from data_prep import video_builder
 
 CS_CLASSES = (
     "Cook.Cleandishes", "Cook.Cleanup", "Cook.Cut", "Cook.Stir", "Cook.Usestove",
@@ -61,7 +60,7 @@ def parse_file_name(name):
   return match.group(1), int(match.group(2)), int(match.group(5))
 
 
-class ToyotaSmarthome(tfds.core.GeneratorBasedBuilder):
+class ToyotaSmarthome(video_builder.VideoBuilder):
   """Toyota Smarthome trimmed clips, one activity label each, optional object maps.
 
   Args (besides the tfds ones): segmenter, object_maps_dir, segmenter_batch_size as for
@@ -83,19 +82,6 @@ class ToyotaSmarthome(tfds.core.GeneratorBasedBuilder):
                       classes=CV_CLASSES, split_by="camera", train=(1, 3, 4, 6, 7),
                       validation=(5,), test=(2,)),
   ]
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls):
-    # TFDS 4.9.10 derives this via `importlib_resources`, a package Python 3.11 lacks.
-    return epath.Path(__file__)
-
-  def __init__(self, *, segmenter=None, object_maps_dir=None, segmenter_batch_size=16,
-               **kwargs):
-    self._object_source = features_lib.ObjectMapSource(segmenter, object_maps_dir,
-                                                       segmenter_batch_size)
-    super().__init__(**kwargs)
-    self.skip_report = skips.SkipReport(self.info.full_name)
 
   def _info(self):
     features = features_lib.video_features()
@@ -167,27 +153,13 @@ class ToyotaSmarthome(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, clips):
     config = self.builder_config
     for clip in clips:
-      try:
-        frames, source_indices, num_source, source_fps = video_lib.read_video(
-            clip["source"], config.fps, config.short_side)
-        example = features_lib.encode_video(
-            frames, source_indices, num_source,
-            features_lib.stored_fps(config.fps, source_fps), clip["id"],
-            self._object_source)
-      except video_lib.VideoReadError as e:
-        self.skip_report.skip(skips.CORRUPT_VIDEO, clip["source"], str(e))
+      encoded = self._encode_or_skip(
+          clip["source"], clip["id"],
+          lambda clip=clip: video_lib.read_video(clip["source"], config.fps,
+                                                 config.short_side))
+      if encoded is None:
         continue
-      except features_lib.MissingObjectMaps as e:
-        self.skip_report.skip(skips.MISSING_OBJECT_MAPS, clip["source"], str(e))
-        continue
+      example, _ = encoded
       example.update({"label": clip["label"], "subject": np.int32(clip["subject"]),
                       "camera": np.int32(clip["camera"])})
       yield clip["id"], example
-
-  def _download_and_prepare(self, dl_manager, download_config):
-    super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
-    if not sum(split.num_examples for split in self.info.splits.values()):
-      raise ValueError(f"Nothing usable in manual_dir {dl_manager.manual_dir}: every clip "
-                       f"was skipped.\n{self.skip_report.format()}")
-    self.skip_report.write(self.data_dir)  # The temporary dir, renamed on success.
-    logging.info("%s", self.skip_report.format())
