@@ -136,6 +136,27 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 @pytest.mark.slow
+def test_tf_saved_model_round_trip(tmp_path):
+  # Regression: WeightedFusion kept a dict with int keys (width -> members), which
+  # tf.train tracking wraps and tf.saved_model.save refuses to write.
+  model = _tiny()
+  _wake_residual_branches(model)
+  inputs = _inputs()
+  expected = model(inputs, training=False).numpy()
+  tf.saved_model.save(model, str(tmp_path / "bare"))
+  serve = tf.function(
+      lambda rgb, objects: {"logits": model({"rgb": rgb, "objects": objects})},
+      input_signature=[tf.TensorSpec([None, 3, 16, 16, 3], tf.float32),
+                       tf.TensorSpec([None, 3, 16, 16, NUM_OBJECTS], tf.float32)])
+  tf.saved_model.save(model, str(tmp_path / "served"), signatures={"serving_default": serve})
+  loaded = tf.saved_model.load(str(tmp_path / "served"))
+  logits = loaded.signatures["serving_default"](
+      rgb=tf.constant(inputs["rgb"]), objects=tf.constant(inputs["objects"]))["logits"]
+  # A traced graph may order float reductions differently from eager: rounding only.
+  np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.slow
 def test_xla_and_mixed_precision():
   model = _tiny()
   _wake_residual_branches(model)

@@ -135,19 +135,24 @@ class WeightedFusion(keras.layers.Layer):
       self.attentions.append(layer)
 
     # Same-width connections are summed first, so one projection serves the whole group.
-    self._groups = {}
+    # Groups are kept as a tuple of (width, member indices, projection index or None):
+    # immutable, so neither Keras nor tf.train tracking wraps it (a tracked dict with int
+    # keys cannot be written to a SavedModel).
+    members_of_width = {}
     for j, width in enumerate(widths):
-      self._groups.setdefault(width, []).append(j)
+      members_of_width.setdefault(width, []).append(j)
     self.projections = []
-    self._projection_of_width = {}
-    if self.num_inputs > 1:
-      for width in self._groups:
-        if width != self._width:
-          conv = conv_2plus1d.spatial_conv(
-              self._width, 1, 1, name=f"project_{width}", dtype=self.dtype_policy)
-          conv.build((None, None, None, width))
-          self._projection_of_width[width] = len(self.projections)
-          self.projections.append(conv)
+    groups = []
+    for width, members in members_of_width.items():
+      projection = None
+      if self.num_inputs > 1 and width != self._width:
+        conv = conv_2plus1d.spatial_conv(
+            self._width, 1, 1, name=f"project_{width}", dtype=self.dtype_policy)
+        conv.build((None, None, None, width))
+        projection = len(self.projections)
+        self.projections.append(conv)
+      groups.append((width, tuple(members), projection))
+    self._groups = tuple(groups)
 
   def edge_weight_values(self):
     """The post-sigmoid edge weights, `[num_inputs]` (empty for a single connection)."""
@@ -182,10 +187,10 @@ class WeightedFusion(keras.layers.Layer):
       gated.append(gate(j, weights[j] * x))
 
     outputs = []
-    for width, members in self._groups.items():
+    for _, members, projection in self._groups:
       group = tf.add_n([gated[j] for j in members])
-      if width in self._projection_of_width:
-        group = self.projections[self._projection_of_width[width]](group)
+      if projection is not None:
+        group = self.projections[projection](group)
       outputs.append(group)
     return tf.add_n(outputs)
 
