@@ -98,13 +98,14 @@ class BottleneckBlock(keras.layers.Layer):
     return (shape[0], grow(shape[1]), grow(shape[2]), shape[3])
 
   def call(self, inputs, training=None):
+    conv_bn = conv_2plus1d.conv_batch_norm  # BN folded into the conv in inference
     shortcut = inputs
     if self.use_projection:
-      shortcut = self.bn_shortcut(self.conv_shortcut(inputs), training=training)
-    x = tf.nn.relu(self.bn_reduce(self.conv_reduce(inputs), training=training))
+      shortcut = conv_bn(self.conv_shortcut, self.bn_shortcut, inputs, training)
+    x = tf.nn.relu(conv_bn(self.conv_reduce, self.bn_reduce, inputs, training))
     x = conv_2plus1d.fixed_padding(x, 3, self.spatial_strides)
-    x = tf.nn.relu(self.bn_spatial(self.conv_spatial(x), training=training))
-    x = self.bn_expand(self.conv_expand(x), training=training)
+    x = tf.nn.relu(conv_bn(self.conv_spatial, self.bn_spatial, x, training))
+    x = conv_bn(self.conv_expand, self.bn_expand, x, training)
     return tf.nn.relu(x + shortcut)
 
   def compute_output_shape(self, input_shape):

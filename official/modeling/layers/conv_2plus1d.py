@@ -44,6 +44,38 @@ def spatial_conv(filters, kernel_size, strides, name, dtype=None):
       dtype=dtype)
 
 
+def conv_batch_norm(conv, bn, inputs, training=None):
+  """`bn(conv(inputs))`; in inference the batch norm is folded into the convolution.
+
+  With `training` true this is exactly the two Keras layers. Otherwise BN is an affine map
+  per output channel, `y * s + b` with `s = gamma / sqrt(moving_variance + epsilon)` and
+  `b = beta - moving_mean * s`, so it is applied as the convolution with kernel `k * s`
+  plus the bias `b`: one pass over the output instead of three, and TF's remapper fuses
+  the conv with the bias add (and a following ReLU) into one kernel. Equal to the
+  unfolded layers up to float rounding (`conv_2plus1d_test` checks both).
+
+  Args:
+    conv: a built `spatial_conv` (Conv2D without bias) or `TemporalConv`.
+    bn: the built `BatchNormalization` that follows it.
+    inputs: the conv's input `[N*T, H, W, C]`.
+    training: the Keras training flag.
+  """
+  if training:
+    return bn(conv(inputs), training=training)
+  # Folded in float32 (a variable read may be autocast to a 16-bit compute dtype here).
+  f32 = lambda variable: tf.cast(variable, tf.float32)
+  scale = f32(bn.gamma) * tf.math.rsqrt(f32(bn.moving_variance) + bn.epsilon)
+  bias = f32(bn.beta) - f32(bn.moving_mean) * scale
+  # The kernel's last axis is the output channel for Conv2D and TemporalConv alike.
+  kernel = tf.cast(f32(conv.kernel) * scale, conv.compute_dtype)
+  if isinstance(conv, TemporalConv):
+    outputs = conv.convolve(inputs, kernel)
+  else:
+    outputs = tf.nn.conv2d(inputs, kernel, strides=conv.strides,
+                           padding=conv.padding.upper())
+  return tf.nn.bias_add(outputs, tf.cast(bias, outputs.dtype))
+
+
 def fixed_padding(inputs, kernel_size, strides):
   """Pads H and W by `(k-1)//2` before and the rest after when `strides > 1`.
 
@@ -106,9 +138,13 @@ class TemporalConv(keras.layers.Layer):
         initializer=conv_initializer())
 
   def call(self, inputs):
+    return self.convolve(inputs, tf.cast(self.kernel, self.compute_dtype))
+
+  def convolve(self, inputs, kernel):
+    """The convolution with a given `[k, 1, C, filters]` kernel (e.g. a BN-folded one)."""
     _, height, width, channels = inputs.shape
     taps = self._last_tap - self._first_tap + 1
-    kernel = tf.cast(self.kernel[self._first_tap:self._last_tap + 1], self.compute_dtype)
+    kernel = kernel[self._first_tap:self._last_tap + 1]
     # [taps, 1, C, F] -> [C, taps*F]: one matmul computes every tap's contribution.
     kernel = tf.reshape(tf.transpose(kernel[:, 0], [1, 0, 2]), [channels, taps * self.filters])
     # [N*T, H, W, C] -> [N*T*H*W, C] -> [N*T*H*W, taps*F]

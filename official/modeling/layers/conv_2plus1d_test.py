@@ -104,3 +104,41 @@ def test_serialization_round_trip():
 def test_bad_arguments(kwargs):
   with pytest.raises(ValueError, match="positive int"):
     conv_2plus1d.TemporalConv(**kwargs)
+
+
+def _random_batch_norm(channels, rng, input_shape):
+  bn = conv_2plus1d.batch_norm("bn")
+  bn.build(input_shape)
+  bn.set_weights([rng.uniform(0.5, 2.0, channels).astype(np.float32),   # gamma
+                  rng.normal(size=channels).astype(np.float32),         # beta
+                  rng.normal(size=channels).astype(np.float32),         # moving mean
+                  rng.uniform(0.1, 3.0, channels).astype(np.float32)])  # moving variance
+  return bn
+
+
+@pytest.mark.parametrize("kernel_size,strides", [(1, 1), (3, 1), (3, 2), (1, 2), (7, 2)])
+def test_folded_conv_batch_norm_equals_conv_then_batch_norm(kernel_size, strides):
+  rng = np.random.default_rng(1)
+  frames = rng.normal(size=(4, 9, 9, 5)).astype(np.float32)
+  conv = conv_2plus1d.spatial_conv(6, kernel_size, strides, "conv")
+  conv.build(frames.shape)
+  bn = _random_batch_norm(6, rng, conv.compute_output_shape(frames.shape))
+  reference = bn(conv(frames), training=False).numpy()
+  folded = conv_2plus1d.conv_batch_norm(conv, bn, frames, training=False).numpy()
+  np.testing.assert_allclose(folded, reference, rtol=1e-5, atol=1e-5)
+  # In training the batch statistics are used: exactly the two layers.
+  np.testing.assert_array_equal(
+      conv_2plus1d.conv_batch_norm(conv, bn, frames, training=True).numpy(),
+      bn(conv(frames), training=True).numpy())
+
+
+@pytest.mark.parametrize("kernel_size,dilation", [(3, 1), (3, 2), (5, 4)])
+def test_folded_temporal_conv_batch_norm_equals_conv_then_batch_norm(kernel_size, dilation):
+  rng = np.random.default_rng(2)
+  frames = rng.normal(size=(2 * 4, 3, 5, 4)).astype(np.float32)
+  conv = conv_2plus1d.TemporalConv(6, kernel_size, 4, dilation)
+  conv.build(frames.shape)
+  bn = _random_batch_norm(6, rng, (8, 3, 5, 6))
+  reference = bn(conv(frames), training=False).numpy()
+  folded = conv_2plus1d.conv_batch_norm(conv, bn, frames, training=False).numpy()
+  np.testing.assert_allclose(folded, reference, rtol=1e-5, atol=1e-5)

@@ -75,8 +75,9 @@ class RGBStem(keras.layers.Layer):
   def call(self, inputs, training=None):
     _check_frames(self, inputs)
     x = conv_2plus1d.fixed_padding(_clip_to_frames(inputs), 7, 2)
-    x = tf.nn.relu(self.bn_spatial(self.conv_spatial(x), training=training))
-    x = tf.nn.relu(self.bn_temporal(self.conv_temporal(x), training=training))
+    conv_bn = conv_2plus1d.conv_batch_norm  # BN folded into the conv in inference
+    x = tf.nn.relu(conv_bn(self.conv_spatial, self.bn_spatial, x, training))
+    x = tf.nn.relu(conv_bn(self.conv_temporal, self.bn_temporal, x, training))
     return self.max_pool(x)
 
   def compute_output_shape(self, input_shape):
@@ -127,7 +128,8 @@ class FlowStem(keras.layers.Layer):
   def call(self, inputs, training=None):
     _check_frames(self, inputs)
     x = conv_2plus1d.fixed_padding(_clip_to_frames(inputs), 7, 2)
-    x = tf.nn.relu(self.bn_spatial(self.conv_spatial(x), training=training))
+    x = tf.nn.relu(
+        conv_2plus1d.conv_batch_norm(self.conv_spatial, self.bn_spatial, x, training))
     return self.max_pool(x)
 
   def compute_output_shape(self, input_shape):
