@@ -57,8 +57,16 @@ def count_multiply_adds(graph):
     elif op.type == "Einsum":
       total += _einsum_multiply_adds(op)
     elif op.type in ("StatefulPartitionedCall", "PartitionedCall"):
-      raise ValueError("Nested functions are not inlined; cannot count FLOPs.")
+      # A nested tf.function (e.g. an XLA-compiled part of a layer): count its body.
+      total += count_multiply_adds(_function_graph(graph, op.get_attr("f").name))
   return total
+
+
+def _function_graph(graph, name):
+  function = graph._get_function(name)  # pylint: disable=protected-access
+  if function is None:
+    raise ValueError(f"Nested function {name!r} not found; cannot count FLOPs.")
+  return function.graph
 
 
 def _einsum_multiply_adds(op):

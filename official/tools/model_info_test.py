@@ -35,6 +35,12 @@ def test_einsum_multiply_adds():
   assert model_info.count_multiply_adds(graph) == 2 * 3 * 5
 
 
+def test_nested_functions_are_counted():
+  inner = tf.function(lambda x: tf.matmul(x, tf.ones([3, 7])), jit_compile=True)
+  graph = _graph(lambda x: inner(x) + 1.0, [2, 3])
+  assert model_info.count_multiply_adds(graph) == 2 * 3 * 7
+
+
 @pytest.fixture
 def run_main(capsys):
   def run(argv):

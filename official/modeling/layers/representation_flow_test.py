@@ -138,6 +138,15 @@ def test_inside_xla():
   np.testing.assert_allclose(compiled(clip).numpy(), layer(clip).numpy(), atol=1e-4)
 
 
+def test_compiled_iterations_equal_op_by_op_iterations():
+  clip = _clip((2, 4, 12, 10, 3), seed=3)
+  compiled = representation_flow.RepresentationFlow(num_iterations=20)
+  op_by_op = representation_flow.RepresentationFlow(num_iterations=20, jit_compile=False)
+  assert compiled.jit_compile and compiled.get_config()["jit_compile"]
+  np.testing.assert_allclose(compiled(clip).numpy(), op_by_op(clip).numpy(),
+                             rtol=1e-4, atol=1e-4)
+
+
 def test_needs_two_frames():
   with pytest.raises(ValueError, match="at least 2 frames"):
     representation_flow.RepresentationFlow()(np.zeros((1, 1, 4, 4, 3), np.float32))
