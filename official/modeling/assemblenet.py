@@ -61,12 +61,14 @@ def assemble_network(inputs,
                      attention_mode=None,
                      num_object_classes=151,
                      max_pool_predictions=False,
-                     dropout_rate=0.0):
+                     dropout_rate=0.0,
+                     object_input="one_hot"):
   """Builds the AssembleNet/AssembleNet++ graph on symbolic inputs; returns the logits.
 
   Args:
     inputs: dict of `keras.Input`s: 'rgb' `[N, T, H, W, 3]`, and 'objects'
-      `[N, T, H, W, num_object_classes]` when the structure has an object stem.
+      `[N, T, H, W, num_object_classes]` (or ids `[N, T, H, W]`) when the structure has
+      an object stem.
     structure: a validated `structures.Structure`.
     depth: network depth, a key of `structures.BLOCKS_PER_LEVEL`.
     num_frames: frames per clip T.
@@ -76,6 +78,7 @@ def assemble_network(inputs,
     num_object_classes: channels of the object map.
     max_pool_predictions: soft temporal max-pooling of per-frame logits in the head.
     dropout_rate: dropout before the classifier.
+    object_input: 'one_hot' or 'ids', the form of the 'objects' input (`stems.ObjectStem`).
   """
   blocks_per_level = structures.BLOCKS_PER_LEVEL[depth]
   stem_filters = STEM_TOTAL_FILTERS // len(structure.stems)
@@ -104,8 +107,9 @@ def assemble_network(inputs,
       elif node.stem_type == structures.FLOW:
         stream = stems.FlowStem(stem_filters, num_frames, name=f"{prefix}_flow_stem")(flow)
       else:
-        stream = stems.ObjectStem(num_frames, name=f"{prefix}_object_stem")(
-            inputs[OBJECTS_KEY])
+        stream = stems.ObjectStem(
+            num_frames, object_input, num_object_classes,
+            name=f"{prefix}_object_stem")(inputs[OBJECTS_KEY])
       streams.append(stream)
       continue
 

@@ -10,6 +10,7 @@ import keras
 from official.modeling import assemblenet
 from official.modeling import structures
 from official.modeling.layers import fusion
+from official.modeling.layers import stems
 
 
 @keras.saving.register_keras_serializable(package="assemblenet")
@@ -29,11 +30,16 @@ class AssembleNetPlus(keras.Model):
     use_object_input: the model takes an 'objects' input; requires an object stem in the
       structure, and a structure with an object stem requires it.
     num_object_classes: channels of the object map (ADE-20K 150 classes + 1).
+    object_input: 'one_hot' (float maps `[N, T, H, W, num_object_classes]`, one-hot or
+      scores) or 'ids' (uint8 class-id maps `[N, T, H, W]`, as the input pipeline's
+      `objects_format='ids'`; the stem pools their one-hot without materialising it, which
+      gives the same network output as feeding the one-hot maps).
     max_pool_predictions: soft temporal max-pooling of per-frame logits.
     dropout_rate: dropout before the classifier (0 in the paper).
 
   Inputs: {'rgb': float32 `[N, T, H, W, 3]` in [-1, 1], 'objects' (object models only):
-  float32 `[N, T, H, W, num_object_classes]` one-hot or scores}. Output: float32 logits
+  float32 `[N, T, H, W, num_object_classes]` one-hot or scores, or with
+  object_input='ids' uint8 `[N, T, H, W]`}. Output: float32 logits
   `[N, num_classes]`.
   """
 
@@ -49,6 +55,7 @@ class AssembleNetPlus(keras.Model):
                num_object_classes=151,
                max_pool_predictions=False,
                dropout_rate=0.0,
+               object_input="one_hot",
                **kwargs):
     spec = structures.get_structure(structure)
     if attention_mode not in fusion.ATTENTION_MODES:
@@ -75,7 +82,13 @@ class AssembleNetPlus(keras.Model):
     assemblenet.check_common_arguments(spec, depth, num_frames, image_size, num_classes)
     resolved = assemblenet.resolve_edge_weights(spec, edge_weights)
     inputs = {assemblenet.RGB_KEY: assemblenet.rgb_input(num_frames, image_size)}
-    if use_object_input:
+    if object_input not in stems.OBJECT_INPUTS:
+      raise ValueError(
+          f"`object_input` must be one of {stems.OBJECT_INPUTS}. Received: {object_input!r}")
+    if use_object_input and object_input == "ids":
+      inputs[assemblenet.OBJECTS_KEY] = keras.Input(
+          (num_frames, image_size, image_size), dtype="uint8", name=assemblenet.OBJECTS_KEY)
+    elif use_object_input:
       inputs[assemblenet.OBJECTS_KEY] = keras.Input(
           (num_frames, image_size, image_size, num_object_classes),
           name=assemblenet.OBJECTS_KEY)
@@ -85,7 +98,8 @@ class AssembleNetPlus(keras.Model):
         attention_mode=attention_mode,
         num_object_classes=num_object_classes,
         max_pool_predictions=max_pool_predictions,
-        dropout_rate=dropout_rate)
+        dropout_rate=dropout_rate,
+        object_input=object_input)
     kwargs.setdefault("name", "assemblenet_plus")  # not Keras' auto-numbered name
     super().__init__(inputs=inputs, outputs=logits, **kwargs)
     self.structure = spec
@@ -99,6 +113,7 @@ class AssembleNetPlus(keras.Model):
     self.num_object_classes = num_object_classes
     self.max_pool_predictions = max_pool_predictions
     self.dropout_rate = dropout_rate
+    self.object_input = object_input
 
   def get_config(self):
     return {
@@ -117,6 +132,7 @@ class AssembleNetPlus(keras.Model):
         "num_object_classes": self.num_object_classes,
         "max_pool_predictions": self.max_pool_predictions,
         "dropout_rate": self.dropout_rate,
+        "object_input": self.object_input,
     }
 
   @classmethod

@@ -156,6 +156,23 @@ def test_tf_saved_model_round_trip(tmp_path):
   np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-6, atol=1e-8)
 
 
+def test_object_ids_input_equals_one_hot_input():
+  model = _tiny()
+  _wake_residual_branches(model)
+  ids_model = _tiny(object_input="ids")
+  ids_model.set_weights(model.get_weights())
+  assert ids_model.input["objects"].shape == (None, 3, 16, 16)
+  assert ids_model.input["objects"].dtype == "uint8"
+  assert ids_model.get_config()["object_input"] == "ids"
+  rng = np.random.default_rng(5)
+  ids = rng.integers(0, NUM_OBJECTS, (2, 3, 16, 16)).astype(np.uint8)
+  inputs = _inputs()
+  one_hot = dict(inputs, objects=np.eye(NUM_OBJECTS, dtype=np.float32)[ids])
+  np.testing.assert_array_equal(
+      ids_model(dict(inputs, objects=ids), training=False).numpy(),
+      model(one_hot, training=False).numpy())
+
+
 @pytest.mark.slow
 def test_xla_and_mixed_precision():
   model = _tiny()
@@ -183,6 +200,7 @@ def test_xla_and_mixed_precision():
     ({"num_frames": 1}, "at least 2"),
     ({"num_frames": 0}, "num_frames"),
     ({"num_object_classes": 0}, "num_object_classes"),
+    ({"object_input": "scores"}, "object_input"),
 ])
 def test_bad_arguments(kwargs, message):
   with pytest.raises(ValueError, match=message):

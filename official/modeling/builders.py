@@ -34,7 +34,8 @@ def build_model(structure="asn50",
                 max_pool_predictions=False,
                 dropout_rate=0.0,
                 variant=None,
-                name=None):
+                name=None,
+                object_input="one_hot"):
   """Builds an AssembleNet or AssembleNet++ classifier.
 
   Args:
@@ -57,11 +58,14 @@ def build_model(structure="asn50",
     dropout_rate: dropout before the classifier (0 = none, as the authors).
     variant: alias of `model_type`.
     name: Keras model name (default: the class's).
+    object_input: 'one_hot' (float32 maps) or 'ids' (uint8 class ids `[B, T, H, W]`, as
+      the input pipeline's `objects_format='ids'` yields: same outputs, no 151-channel
+      float input); only for object models.
 
   Returns:
     A `keras.Model` taking {'rgb': float32 `[B, T, H, W, 3]`, 'objects' (object models
-    only): float32 `[B, T, H, W, num_object_classes]`} and returning float32 logits
-    `[B, num_classes]`.
+    only): float32 `[B, T, H, W, num_object_classes]`, or uint8 `[B, T, H, W]` with
+    object_input='ids'} and returning float32 logits `[B, num_classes]`.
   """
   if variant is not None:
     if model_type not in (variant, "assemblenet"):
@@ -81,6 +85,10 @@ def build_model(structure="asn50",
       raise ValueError(
           "AssembleNet (v1) has no object input; use model_type='assemblenet_plus'. "
           "Received: use_object_input=True")
+    if object_input != "one_hot":
+      raise ValueError(
+          "AssembleNet (v1) has no object input; use model_type='assemblenet_plus'. "
+          f"Received: object_input={object_input!r}")
     return assemblenet.AssembleNet(
         structure=structure,
         edge_weights=edge_weights,
@@ -103,6 +111,7 @@ def build_model(structure="asn50",
       num_object_classes=num_object_classes,
       max_pool_predictions=max_pool_predictions,
       dropout_rate=dropout_rate,
+      object_input=object_input,
       **kwargs)
 
 

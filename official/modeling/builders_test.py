@@ -52,6 +52,14 @@ def test_gin_builds_an_object_model():
   assert model.get_layer("node_3_fusion").attention_mode == "peer"
 
 
+def test_object_ids_input():
+  model = builders.build_model(TINY, edge_weights=None, model_type="assemblenet_plus",
+                               attention_mode="peer", use_object_input=True,
+                               num_object_classes=5, object_input="ids", **SMALL)
+  assert builders.model_inputs_spec(model) == {
+      "rgb": ((2, 16, 16, 3), "float32"), "objects": ((2, 16, 16), "uint8")}
+
+
 def test_plain_assemblenet_defaults():
   model = builders.build_model(
       [[-1, 1], [-2, 1], [3, [0, 1], 2, 1, 2, 0]], edge_weights=None, **SMALL)
@@ -74,6 +82,7 @@ def test_variant_is_an_alias_of_model_type():
     ({"model_type": "assemblenet3"}, "model_type"),
     ({"attention_mode": "peer"}, "AssembleNet \\(v1\\) has no attention"),
     ({"use_object_input": True}, "AssembleNet \\(v1\\) has no object input"),
+    ({"object_input": "ids"}, "AssembleNet \\(v1\\) has no object input"),
     ({"model_type": "assemblenet_plus", "attention_mode": "None"}, "attention_mode"),
     ({"model_type": "assemblenet_plus", "use_object_input": True}, "has no object stem"),
     ({"structure": "full_asnp50"}, "object stem"),

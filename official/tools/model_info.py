@@ -83,7 +83,7 @@ def _einsum_multiply_adds(op):
 def model_info(model):
   """The JSON-able summary of a built model (batch of one clip for the FLOPs)."""
   specs = {
-      key: tf.TensorSpec([1] + list(tensor.shape[1:]), tf.float32)
+      key: tf.TensorSpec([1] + list(tensor.shape[1:]), tensor.dtype)
       for key, tensor in model.input.items()
   }
   function = tf.function(lambda inputs: model(inputs, training=False))

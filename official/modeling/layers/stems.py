@@ -142,34 +142,79 @@ class FlowStem(keras.layers.Layer):
     return config
 
 
+OBJECT_INPUTS = ("one_hot", "ids")
+
+
 @keras.saving.register_keras_serializable(package="assemblenet")
 class ObjectStem(keras.layers.Layer):
   """Object stem: a 4x4/4 max-pool of per-frame object-class maps; no learned weights.
 
   AssembleNet++ (Sec. 3.1) feeds ADE-20K segmentation scores (150 classes + "other") as a
-  151-channel map; a one-hot map of class ids works the same way.
+  151-channel map; a one-hot map of class ids works the same way. With
+  `object_input='ids'` the stem takes the class-id maps themselves and computes the
+  pooled one-hot directly at the output size: channel k of a 4x4 window is 1 when any of
+  its 16 pixels has id k. That equals the max-pool of the one-hot map exactly, without
+  the full-size float one-hot (8 x 224 x 224 x 151 floats are 242 MB per clip).
 
   Args:
     num_frames: frames per clip T.
+    object_input: 'one_hot' (float maps `[N, T, H, W, K]`: one-hot or scores) or 'ids'
+      (integer maps `[N, T, H, W]`; ids outside [0, num_classes) count as no class).
+    num_classes: K, the number of object classes; needed with 'ids'.
 
-  Shapes: `[N, T, H, W, K]` -> `[N*T, H/4, W/4, K]`.
+  Shapes: `[N, T, H, W, K]` (or ids `[N, T, H, W]`) -> `[N*T, H/4, W/4, K]`.
   """
 
-  def __init__(self, num_frames, **kwargs):
+  def __init__(self, num_frames, object_input="one_hot", num_classes=None, **kwargs):
     super().__init__(**kwargs)
+    if object_input not in OBJECT_INPUTS:
+      raise ValueError(
+          f"`object_input` must be one of {OBJECT_INPUTS}. Received: {object_input!r}")
+    if object_input == "ids" and (not isinstance(num_classes, int) or num_classes < 1):
+      raise ValueError(
+          f"`num_classes` must be a positive int for object_input='ids'. "
+          f"Received: {num_classes!r}")
     self.num_frames = num_frames
+    self.object_input = object_input
+    self.num_classes = num_classes
     self.max_pool = keras.layers.MaxPooling2D(
         4, 4, padding="same", name="max_pool", dtype=self.dtype_policy)
 
   def call(self, inputs):
-    _check_frames(self, inputs)
-    return self.max_pool(_clip_to_frames(inputs))
+    if self.object_input == "one_hot":
+      _check_frames(self, inputs)
+      return self.max_pool(_clip_to_frames(inputs))
+    if inputs.shape.rank != 4:
+      raise ValueError(
+          f"{self.name} expects class ids [N, T, H, W]. Received: shape {inputs.shape}")
+    _check_frames(self, inputs[..., None])
+    _, _, height, width = inputs.shape
+    out_height, out_width = -(-height // 4), -(-width // 4)
+    # Pad as the SAME max-pool does, with an id that one-hot encodes to no class.
+    pad_h, pad_w = 4 * out_height - height, 4 * out_width - width
+    ids = tf.cast(tf.reshape(inputs, [-1, height, width]), tf.int32)
+    ids = tf.pad(ids, [[0, 0], [pad_h // 2, pad_h - pad_h // 2],
+                       [pad_w // 2, pad_w - pad_w // 2]], constant_values=self.num_classes)
+    # [N*T, 4h, 4w] -> [N*T, h, 4, w, 4] -> [N*T, h, w, 16]: the 16 ids of each window.
+    ids = tf.reshape(ids, [-1, out_height, 4, out_width, 4])
+    ids = tf.reshape(tf.transpose(ids, [0, 1, 3, 2, 4]), [-1, out_height, out_width, 16])
+    # [N*T, h, w, 16] -> [N*T, h, w, 16, K] (bytes) -> [N*T, h, w, K]
+    present = tf.reduce_max(tf.one_hot(ids, self.num_classes, dtype=tf.uint8), axis=-2)
+    return tf.cast(present, self.compute_dtype)
 
   def compute_output_shape(self, input_shape):
-    _, _, height, width, channels = input_shape
+    if self.object_input == "ids":
+      _, _, height, width = input_shape
+      channels = self.num_classes
+    else:
+      _, _, height, width, channels = input_shape
     return (None, _quarter(height, 4, 1), _quarter(width, 4, 1), channels)
 
   def get_config(self):
     config = super().get_config()
-    config.update({"num_frames": self.num_frames})
+    config.update({
+        "num_frames": self.num_frames,
+        "object_input": self.object_input,
+        "num_classes": self.num_classes,
+    })
     return config
