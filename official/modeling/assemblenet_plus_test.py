@@ -192,6 +192,33 @@ def test_xla_and_mixed_precision():
   np.testing.assert_allclose(logits.numpy(), expected, atol=2e-2)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("object_input", ["one_hot", "ids"])
+def test_bfloat16_probabilities_within_0_02_of_float32(object_input):
+  model = _tiny(object_input=object_input)
+  _wake_residual_branches(model)
+  # A large classifier, so probabilities spread over (0, 1) instead of all being ~0.5;
+  # zero-mean columns, so the features' common offset does not saturate every logit.
+  classifier = model.get_layer("head").classifier
+  kernel = np.random.default_rng(7).normal(0.0, 30.0, classifier.kernel.shape)
+  classifier.kernel.assign((kernel - kernel.mean(axis=0)).astype(np.float32))
+  keras.mixed_precision.set_global_policy("mixed_bfloat16")
+  try:
+    half = _tiny(object_input=object_input)
+  finally:
+    keras.mixed_precision.set_global_policy("float32")
+  half.set_weights(model.get_weights())
+  inputs = _inputs(seed=6)
+  if object_input == "ids":
+    inputs["objects"] = np.argmax(inputs["objects"], axis=-1).astype(np.uint8)
+  expected = tf.sigmoid(model(inputs, training=False)).numpy()
+  assert expected.max() - expected.min() > 0.3, expected
+  probabilities = tf.sigmoid(half(inputs, training=False))
+  assert probabilities.dtype == tf.float32
+  assert half.get_layer("node_5_blocks").compute_dtype == "bfloat16"
+  np.testing.assert_allclose(probabilities.numpy(), expected, atol=0.02)
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"attention_mode": "None"}, "Unknown attention_mode"),
     ({"attention_mode": "cross"}, "Unknown attention_mode"),
