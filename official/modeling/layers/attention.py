@@ -48,13 +48,16 @@ class PeerAttention(keras.layers.Layer):
     """The softmax mixing weights of the candidate peers, `[num_peers]`."""
     return tf.nn.softmax(self.peer_logits)
 
-  def call(self, inputs, peers):
+  def gates(self, peers):
+    """The channel gates `[N*T, C]` for candidate peers `[N*T, num_peers, P]`."""
     weights = tf.cast(self.peer_weights(), self.compute_dtype)
     # [N*T, K, P] x [K] -> [N*T, P]
     mixed = tf.einsum("nkp,k->np", peers, weights)
-    gate = tf.sigmoid(self.attention_dense(mixed))
+    return tf.sigmoid(self.attention_dense(mixed))
+
+  def call(self, inputs, peers):
     # [N*T, C] -> [N*T, 1, 1, C]
-    return inputs * gate[:, None, None, :]
+    return inputs * self.gates(peers)[:, None, None, :]
 
   def compute_output_shape(self, inputs_shape, peers_shape):
     return inputs_shape
@@ -74,10 +77,13 @@ class SelfAttention(keras.layers.Layer):
     self.attention_dense = _dense(input_shape[-1], "attention_dense", self.dtype_policy)
     self.attention_dense.build((None, input_shape[-1]))
 
+  def gates(self, pooled):
+    """The channel gates `[N*T, C]` from the connection's spatial mean `[N*T, C]`."""
+    return tf.sigmoid(self.attention_dense(pooled))
+
   def call(self, inputs):
-    gate = tf.sigmoid(self.attention_dense(tf.reduce_mean(inputs, axis=[1, 2])))
     # [N*T, C] -> [N*T, 1, 1, C]
-    return inputs * gate[:, None, None, :]
+    return inputs * self.gates(tf.reduce_mean(inputs, axis=[1, 2]))[:, None, None, :]
 
   def compute_output_shape(self, input_shape):
     return input_shape

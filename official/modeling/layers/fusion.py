@@ -182,9 +182,21 @@ class WeightedFusion(keras.layers.Layer):
     gated = []
     for j, x in enumerate(inputs):
       if x.shape[1] != min_height or x.shape[2] != min_width:
+        # Pooling before weighting is the same (the weight is positive) and cheaper.
         ratio = (x.shape[1] + 1) // min_height
         x = tf.nn.max_pool2d(x, ratio, ratio, padding="SAME")
-      gated.append(gate(j, weights[j] * x))
+      # gate(w * x) = x * (w * gates): the edge weight scales the [N*T, C] gate vector,
+      # so each connection is multiplied once at full size instead of twice.
+      if self.attention_mode == "peer":
+        scale = weights[j] * self.attentions[j].gates(peer_vectors)
+      elif self.attention_mode == "self":
+        scale = weights[j] * self.attentions[j].gates(
+            weights[j] * tf.reduce_mean(x, axis=[1, 2]))
+      else:
+        gated.append(weights[j] * x)
+        continue
+      # [N*T, C] -> [N*T, 1, 1, C]
+      gated.append(x * scale[:, None, None, :])
 
     outputs = []
     for _, members, projection in self._groups:
