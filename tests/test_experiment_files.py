@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from official import train
+from official import gin_flags
 from official.modeling import builders
 from official.training import experiment
 
@@ -54,7 +54,7 @@ def test_experiment_parses_and_builds_with_tiny_shapes(path, monkeypatch):
     header = f.read().split("\n\n", 1)[0]
   assert header.startswith("#") and "python -m official." in header, header
 
-  train.parse_gin([path], TINY)
+  gin_flags.parse_gin([path], TINY)
   model = builders.build_model()
   assert model.structure.name == structure
   assert builders.uses_object_input(model) == objects

@@ -65,10 +65,10 @@ def test_tiny_smoke_trains_evaluates_and_exports(smoke_run):
 
 _VERIFY = r"""
 import sys, json, numpy as np, tensorflow as tf, gin
-from official import train
+from official import gin_flags
 from official.training import experiment, strategies
 export_path, model_dir, gin_file = sys.argv[1:4]
-train.parse_gin([gin_file], [])
+gin_flags.parse_gin([gin_file], [])
 runner = experiment.Runner(experiment.Experiment(), model_dir,
                            strategies.build_strategy("one_device"))
 runner.trainer.restore(tf.train.latest_checkpoint(model_dir))

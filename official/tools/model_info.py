@@ -14,15 +14,14 @@ import sys
 
 from absl import app
 from absl import flags
-import gin
 import numpy as np
 import tensorflow as tf
 
+from official import gin_flags
 from official.modeling import builders
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_file", [], "Gin files to parse, in order.")
-flags.DEFINE_multi_string("gin_param", [], "Gin bindings applied after the files.")
+gin_flags.define_gin_flags()
 
 # Graph ops whose multiply-adds are counted, with how to count them.
 _MATMUL_OPS = ("MatMul", "BatchMatMulV2", "BatchMatMulV3", "BatchMatMul")
@@ -101,9 +100,8 @@ def model_info(model):
 
 def main(argv):
   del argv
-  # Experiment files also bind the data pipeline and the trainer; only the model matters
-  # here, so bindings of configurables this tool does not import are skipped.
-  gin.parse_config_files_and_bindings(FLAGS.gin_file, FLAGS.gin_param, skip_unknown=True)
+  # Only the model is built: required data paths of experiment files may stay unset.
+  gin_flags.parse_gin(FLAGS.gin_file, gin_flags.gin_bindings_from_flags(), finalize=False)
   model = builders.build_model()
   print(json.dumps(model_info(model), sort_keys=True))
   sys.stdout.flush()

@@ -150,12 +150,12 @@ def test_video_ids_survive_the_int_encoding():
 
 
 def test_unknown_gin_binding_is_an_error_naming_it():
-  from official import train  # pylint: disable=g-import-not-at-top
+  from official import gin_flags  # pylint: disable=g-import-not-at-top
   try:
     with pytest.raises(ValueError, match="Experiment.train_stepz"):
-      train.parse_gin([], ["Experiment.train_stepz = 3"])
+      gin_flags.parse_gin([], ["Experiment.train_stepz = 3"])
     gin.clear_config()
     with pytest.raises(ValueError, match="No configurable matching 'Experimnt'"):
-      train.parse_gin([], ["Experimnt.train_steps = 3"])
+      gin_flags.parse_gin([], ["Experimnt.train_steps = 3"])
   finally:
     gin.clear_config()

@@ -1,0 +1,40 @@
+"""The gin side of every command line: `--gin_file`, `--gin_param` (alias `--gin_bindings`)
+and parsing them with every configurable registered.
+
+Several mains (train, model_info, benchmarks, tools) share these flags, and tests import more
+than one of them into a process, so the flags are defined once, by whichever comes first.
+"""
+
+from absl import flags
+import gin
+
+
+def define_gin_flags():
+  """Defines `--gin_file`, `--gin_param` and `--gin_bindings` unless already defined."""
+  if "gin_file" in flags.FLAGS:
+    return
+  flags.DEFINE_multi_string("gin_file", [], "Gin config files, parsed in order (repeatable).")
+  flags.DEFINE_multi_string("gin_param", [], "Gin bindings applied after the files, e.g. "
+                            "'Experiment.train_steps=10' (repeatable).")
+  flags.DEFINE_multi_string("gin_bindings", [], "Alias of --gin_param.")
+
+
+def gin_bindings_from_flags():
+  """`--gin_param` then `--gin_bindings` values."""
+  return list(flags.FLAGS.gin_param) + list(flags.FLAGS.gin_bindings)
+
+
+def parse_gin(gin_files, gin_bindings, finalize=True):
+  """Parses gin files and bindings with every configurable of the package registered;
+  unknown configurables and parameters are errors that name the binding.
+
+  `finalize=False` leaves `%gin.REQUIRED` values (data paths) unchecked, for tools that
+  only build the model.
+  """
+  # Importing registers the configurables the gin files name.
+  import data_prep  # pylint: disable=g-import-not-at-top,unused-import
+  from official.data import input_pipeline  # pylint: disable=g-import-not-at-top,unused-import
+  from official.modeling import builders  # pylint: disable=g-import-not-at-top,unused-import
+  from official.training import experiment  # pylint: disable=g-import-not-at-top,unused-import
+  from official.training import synthetic_data  # pylint: disable=g-import-not-at-top,unused-import
+  gin.parse_config_files_and_bindings(gin_files, gin_bindings, finalize_config=finalize)
