@@ -19,11 +19,11 @@ TINY_OBJECT_STRUCTURE = [[-1, 1], [-3, 1], [0, [0, 1], 4, 1, 1, 0], [1, [2], 8, 
                          [2, [3], 8, 1, 2, 0], [3, [4], 8, 1, 2, 0]]
 
 
-def _object_model():
+def _object_model(object_input="one_hot"):
   return builders.build_model(
       structure=TINY_OBJECT_STRUCTURE, edge_weights=None, model_type="assemblenet_plus",
       depth=26, num_frames=NUM_FRAMES, image_size=IMAGE_SIZE, num_classes=NUM_CLASSES,
-      attention_mode="peer", use_object_input=True)
+      attention_mode="peer", use_object_input=True, object_input=object_input)
 
 
 def _clip(height, width, seed=0):
@@ -42,14 +42,16 @@ def _reference_probabilities(model, frames, objects):
     return tf.reshape(crops, [frames.shape[0], NUM_FRAMES, IMAGE_SIZE, IMAGE_SIZE, -1])
   rgb = preprocessing.normalize_frames(views(frames, "bilinear"))
   ids = tf.cast(views(objects[..., None], "nearest")[..., 0], tf.uint8)
-  logits = model({"rgb": rgb, "objects": preprocessing.objects_one_hot(ids)},
-                 training=False)
+  objects = ids if builders.takes_object_ids(model) else preprocessing.objects_one_hot(ids)
+  logits = model({"rgb": rgb, "objects": objects}, training=False)
   return tf.sigmoid(logits).numpy()
 
 
 @pytest.mark.slow
-def test_object_model_export_serves_the_keras_probabilities(tmp_path):
-  model = _object_model()
+@pytest.mark.parametrize("object_input", ["one_hot", "ids"])
+def test_object_model_export_serves_the_keras_probabilities(tmp_path, object_input):
+  model = _object_model(object_input)
+  assert builders.takes_object_ids(model) == (object_input == "ids")
   path = serving.export_saved_model(
       model, str(tmp_path / "export"), [f"class_{i}" for i in range(NUM_CLASSES)],
       num_frames=NUM_FRAMES, image_size=IMAGE_SIZE, uses_objects=True)
@@ -65,12 +67,15 @@ def test_object_model_export_serves_the_keras_probabilities(tmp_path):
                                atol=1e-5)
 
 
-def test_trainer_turns_object_ids_into_the_models_one_hot():
+def test_trainer_feeds_one_hot_or_ids_as_the_model_takes_them():
   ids = tf.constant(np.arange(2 * 3 * 4, dtype=np.uint8).reshape(1, 2, 3, 4))
   rgb = tf.zeros([1, 2, 3, 4, 3])
-  converted = trainer_lib.Trainer._model_inputs({"rgb": rgb, "objects": ids})
+  one_hot_model = _object_model("one_hot")
+  converted = trainer_lib.to_model_inputs(one_hot_model, {"rgb": rgb, "objects": ids})
   np.testing.assert_array_equal(converted["objects"].numpy(),
                                 preprocessing.objects_one_hot(ids).numpy())
   assert converted["rgb"] is rgb
   one_hot = preprocessing.objects_one_hot(ids)
-  assert trainer_lib.Trainer._model_inputs({"objects": one_hot})["objects"] is one_hot
+  assert trainer_lib.to_model_inputs(one_hot_model, {"objects": one_hot})["objects"] is one_hot
+  ids_model = _object_model("ids")
+  assert trainer_lib.to_model_inputs(ids_model, {"rgb": rgb, "objects": ids})["objects"] is ids

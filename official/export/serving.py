@@ -25,6 +25,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from official.data import input_pipeline
 from official.data import preprocessing
+from official.training import trainer as trainer_lib
 
 SIGNATURE = "serving_default"
 CLASS_NAMES_FILE = "class_names.txt"
@@ -57,7 +58,7 @@ def serving_fn(model, num_frames, image_size, uses_objects, score_activation=tf.
     flat = _resize_and_center_crop(flat, image_size, "nearest")
     # [B*T, S, S, 1] -> [B, T, S, S]
     ids = tf.reshape(tf.cast(flat, tf.uint8), [batch, num_frames, image_size, image_size])
-    return preprocessing.objects_one_hot(ids)
+    return trainer_lib.to_model_inputs(model, {"objects": ids})["objects"]
 
   def outputs(inputs):
     logits = tf.cast(model(inputs, training=False), tf.float32)

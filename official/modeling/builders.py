@@ -7,6 +7,7 @@ exposed as gin constants (`%structures.ASN50`, `%structures.ASN101`,
 
 import gin
 import keras
+import tensorflow as tf
 
 from official.modeling import assemblenet
 from official.modeling import assemblenet_plus
@@ -119,6 +120,13 @@ def uses_object_input(model: keras.Model) -> bool:
   """Whether `model` takes an 'objects' input (works on reloaded models too)."""
   inputs = model.input
   return isinstance(inputs, dict) and assemblenet.OBJECTS_KEY in inputs
+
+
+def takes_object_ids(model: keras.Model) -> bool:
+  """Whether `model`'s 'objects' input is uint8 class ids (`object_input='ids'`) rather than
+  the 151-channel one-hot."""
+  return uses_object_input(model) and tf.as_dtype(
+      model.input[assemblenet.OBJECTS_KEY].dtype).is_integer
 
 
 def model_inputs_spec(model: keras.Model):

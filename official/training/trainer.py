@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from official.data import preprocessing
 from official.evaluation import metrics as metrics_lib
+from official.modeling import builders
 
 # Video ids travel through the distributed evaluation step as int32 code points (strings
 # cannot go to accelerators, nor through cross-worker gathers), zero-padded to this length.
@@ -159,22 +160,13 @@ class Trainer:
                        f"lacks {missing}. Received features: {sorted(features)}")
     return {k: features[k] for k in self.input_keys}
 
-  @staticmethod
-  def _model_inputs(features):
-    """Object class ids travel through tf.data as uint8 and become the model's 151-channel
-    one-hot here, on the device: the float32 one-hot of one 32x224x224 clip is ~1 GB."""
-    objects = features.get("objects")
-    if objects is None or not objects.dtype.is_integer:
-      return features
-    return dict(features, objects=preprocessing.objects_one_hot(objects))
-
   def _build_train_step(self):
     model, optimizer = self.model, self.optimizer
     scale_loss = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
 
     def loss_and_grads(features, labels):
       with tf.GradientTape() as tape:
-        logits = model(self._model_inputs(features), training=True)
+        logits = model(to_model_inputs(model, features), training=True)
         per_example = self.loss_fn(labels, logits)
         loss = tf.nn.compute_average_loss(per_example,
                                           global_batch_size=self.global_batch_size)
@@ -208,7 +200,7 @@ class Trainer:
     model = self.model
 
     def replica_step(features, labels):
-      logits = model(self._model_inputs(self._select_inputs(features)), training=False)
+      logits = model(to_model_inputs(model, self._select_inputs(features)), training=False)
       return (self.score_activation(tf.cast(logits, tf.float32)),
               tf.cast(labels, tf.float32), features[_ID_CODES])
 
@@ -368,6 +360,17 @@ class Trainer:
     return metrics_lib.aggregate_views(
         decode_video_ids(np.concatenate(codes)), np.concatenate(scores),
         np.concatenate(labels), method=aggregation, views_per_video=views_per_video)
+
+
+def to_model_inputs(model, features):
+  """Object class ids travel through tf.data as uint8; a model that takes the 151-channel
+  one-hot gets it here, on the device (the float32 one-hot of one 32x224x224 clip is
+  ~1 GB). Models built with `object_input='ids'` take the ids as they are."""
+  objects = features.get("objects")
+  if (objects is None or not objects.dtype.is_integer or
+      builders.takes_object_ids(model)):
+    return features
+  return dict(features, objects=preprocessing.objects_one_hot(objects))
 
 
 def _new_window():
