@@ -205,7 +205,7 @@ def draw(graph, path_prefix, title=None):
   ax.axis("off")
   fig.tight_layout()
   paths = (path_prefix + ".png", path_prefix + ".svg")
-  fig.savefig(paths[0], dpi=110)
+  fig.savefig(paths[0], dpi=90)
   fig.savefig(paths[1])
   plt.close(fig)
   return paths
