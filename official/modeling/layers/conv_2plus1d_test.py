@@ -142,3 +142,19 @@ def test_folded_temporal_conv_batch_norm_equals_conv_then_batch_norm(kernel_size
   reference = bn(conv(frames), training=False).numpy()
   folded = conv_2plus1d.conv_batch_norm(conv, bn, frames, training=False).numpy()
   np.testing.assert_allclose(folded, reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel_size,dilation", [(3, 1), (3, 2), (5, 2), (5, 4), (3, 8)])
+def test_conv2d_form_equals_shifted_matmul_form(kernel_size, dilation):
+  # Inference (training=False) runs the Conv2D form, training with a dilation the matmul
+  # form, training without one the Conv2D form again: all give the same values.
+  rng = np.random.default_rng(3)
+  frames = rng.normal(size=(2 * 8, 3, 4, 5)).astype(np.float32)
+  layer = conv_2plus1d.TemporalConv(6, kernel_size, 8, dilation)
+  layer.build(frames.shape)
+  kernel = tf.convert_to_tensor(layer.kernel)
+  matmul = layer._shifted_matmul(  # pylint: disable=protected-access
+      frames, kernel[layer._first_tap:layer._last_tap + 1]).numpy()  # pylint: disable=protected-access
+  for training in (False, True, None):
+    np.testing.assert_allclose(layer(frames, training=training).numpy(), matmul,
+                               rtol=1e-5, atol=1e-5)
