@@ -159,7 +159,7 @@ def format_summary(summary):
       f"  SavedModel          {summary['export']}",
   ]
   for name, path in summary["pictures"].items():
-    lines.append(f"  {name + ' picture':<20}{path}")
+    lines.append(f"  {name.replace('_', ' '):<20}{path}")
   lines.append(f"  summary             {os.path.join(summary['model_dir'], SUMMARY_FILE)}")
   return "\n".join(lines)
 

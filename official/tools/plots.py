@@ -97,7 +97,8 @@ def plot_per_class_ap(labels, scores, class_names, path):
   ax.invert_yaxis()
   ax.set(xlim=(0, 1), xlabel="average precision",
          title=f"per-class AP on the test split (mAP {np.nanmean(aps):.3f})")
-  ax.legend(loc="lower right", fontsize=8)
+  ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, fontsize=8,
+            frameon=False)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
