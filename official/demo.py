@@ -26,23 +26,20 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from official import gin_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_GIN = os.path.join(ROOT, "gin", "experiments", "demo_synthetic.gin")
 SUMMARY_FILE = "demo_summary.json"
 
 
 def parse_gin(gin_files, gin_bindings):
-  """Parses the experiment's gin files with every configurable they may name registered."""
+  """Clears gin and parses the experiment's files and bindings (include paths relative to
+  the repository root)."""
   import gin  # pylint: disable=g-import-not-at-top
-  import data_prep  # pylint: disable=g-import-not-at-top,unused-import
-  from official.data import input_pipeline  # pylint: disable=g-import-not-at-top,unused-import
-  from official.modeling import builders  # pylint: disable=g-import-not-at-top,unused-import
-  from official.training import experiment  # pylint: disable=g-import-not-at-top,unused-import
-  from official.training import synthetic_data  # pylint: disable=g-import-not-at-top,unused-import
   gin.clear_config()
-  # Include paths in the experiment files are relative to the repository root.
   gin.add_config_file_search_path(ROOT)
-  gin.parse_config_files_and_bindings(gin_files, gin_bindings, finalize_config=False)
+  gin_flags.parse_gin(list(gin_files), list(gin_bindings), finalize=False)
 
 
 def _read_eval(out):
@@ -170,15 +167,15 @@ FLAGS = flags.FLAGS
 def define_flags():
   flags.DEFINE_string("out", "runs/demo", "Where the data, checkpoints, TensorBoard logs, "
                       "pictures and the SavedModel go.")
-  flags.DEFINE_multi_string("gin_file", [DEFAULT_GIN], "Gin files of the demo experiment.")
-  flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings (repeatable).")
+  gin_flags.define_gin_flags()  # --gin_file (default: the demo's), --gin_param
   flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and augmentation.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  summary = run(os.path.abspath(FLAGS.out), FLAGS.gin_file, FLAGS.gin_param, FLAGS.seed)
+  summary = run(os.path.abspath(FLAGS.out), FLAGS.gin_file or [DEFAULT_GIN],
+                gin_flags.gin_bindings_from_flags(), FLAGS.seed)
   print(format_summary(summary))
   return 0
 

@@ -29,6 +29,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from official import gin_flags
 from official.modeling import structures
 
 # Stem types of the authors' structure format.
@@ -302,11 +303,10 @@ FLAGS = flags.FLAGS
 
 def define_flags():
   flags.DEFINE_string("out", "runs/ablations", "Output folder (runs, table, chart).")
-  flags.DEFINE_multi_string("gin_file", None, "Base experiment (default: the demo's).")
+  gin_flags.define_gin_flags()  # --gin_file (default: the demo's), --gin_param
   flags.DEFINE_list("seeds", ["0"], "Seeds; each variant runs once per seed.")
   flags.DEFINE_integer("steps", 200, "Training steps per variant (the demo trains longer).")
   flags.DEFINE_list("only", None, f"Run only these variants: {[v.name for v in VARIANTS]}.")
-  flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings for every variant.")
 
 
 def main(argv):
@@ -315,7 +315,7 @@ def main(argv):
   from official import demo  # pylint: disable=g-import-not-at-top
   result = run(os.path.abspath(FLAGS.out), FLAGS.gin_file or [demo.DEFAULT_GIN],
                [int(s) for s in FLAGS.seeds], FLAGS.steps, FLAGS.only,
-               list(ABLATION_BUDGET) + FLAGS.gin_param)
+               list(ABLATION_BUDGET) + gin_flags.gin_bindings_from_flags())
   print(result["table"])
   print(f"Table: {result['paths']['markdown']}\nChart: {result['paths']['chart']}")
   return 0

@@ -231,19 +231,15 @@ def load_model(model_dir, checkpoint=None):
   `checkpoint` (default: the latest in `model_dir`); returns `(model, step)`."""
   import gin  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  # Every configurable the run's config names must be registered before parsing it.
-  import data_prep  # pylint: disable=g-import-not-at-top,unused-import
-  from official.data import input_pipeline  # pylint: disable=g-import-not-at-top,unused-import
+  from official import gin_flags  # pylint: disable=g-import-not-at-top
   from official.modeling import builders  # pylint: disable=g-import-not-at-top
   from official.training import checkpointing  # pylint: disable=g-import-not-at-top
-  from official.training import experiment  # pylint: disable=g-import-not-at-top,unused-import
-  from official.training import synthetic_data  # pylint: disable=g-import-not-at-top,unused-import
   path = checkpointing.resolve_checkpoint(model_dir, checkpoint)
   config = os.path.join(model_dir, "config.gin")
   if not tf.io.gfile.exists(config):
     raise FileNotFoundError(f"{config} not found: is {model_dir} a training run's model_dir?")
   gin.clear_config()
-  gin.parse_config_files_and_bindings([config], [], finalize_config=False)
+  gin_flags.parse_gin([config], [], finalize=False)
   model = builders.build_model()
   step = tf.Variable(0, dtype=tf.int64)
   status = tf.train.Checkpoint(model=model, step=step).read(path)
