@@ -82,14 +82,10 @@ def build_model(structure="asn50",
       raise ValueError(
           "AssembleNet (v1) has no attention; use model_type='assemblenet_plus'. "
           f"Received: attention_mode={attention_mode!r}")
-    if use_object_input:
+    if use_object_input or object_input != "one_hot":
       raise ValueError(
           "AssembleNet (v1) has no object input; use model_type='assemblenet_plus'. "
-          "Received: use_object_input=True")
-    if object_input != "one_hot":
-      raise ValueError(
-          "AssembleNet (v1) has no object input; use model_type='assemblenet_plus'. "
-          f"Received: object_input={object_input!r}")
+          f"Received: use_object_input={use_object_input}, object_input={object_input!r}")
     return assemblenet.AssembleNet(
         structure=structure,
         edge_weights=edge_weights,
