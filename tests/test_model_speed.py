@@ -3,10 +3,7 @@
 No timing is asserted; only that the fields exist and agree with each other.
 """
 
-import json
 
-from absl import flags
-import gin
 import pytest
 
 from benchmarks import model_speed
@@ -23,21 +20,12 @@ KEYS = {"median_s", "min_s", "times_s", "clips_per_s", "peak_rss_mb", "gflops_pe
 
 
 @pytest.fixture
-def run_main(capsys):
+def run_main(run_json_main):
   def run(argv):
-    gin.clear_config()
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["model_speed", "--gin_file=gin/base/model_assemblenet_plus50.gin"] +
-                [f"--gin_param={p}" for p in TINY_PARAMS] +
-                ["--frames=2", "--size=16", "--runs=5", "--warmup=1"] + argv)
-    try:
-      model_speed.main([])
-    finally:
-      gin.clear_config()
-      flags.FLAGS.unparse_flags()
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 1
-    return json.loads(lines[0])
+    return run_json_main(model_speed.main, [
+        "model_speed", "--gin_file=gin/base/model_assemblenet_plus50.gin"] +
+        [f"--gin_param={p}" for p in TINY_PARAMS] +
+        ["--frames=2", "--size=16", "--runs=5", "--warmup=1"] + argv)
   return run
 
 

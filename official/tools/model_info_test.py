@@ -1,9 +1,6 @@
 """Tests for the model_info tool: exact FLOP counting and the experiment gin files."""
 
-import json
 
-from absl import flags
-import gin
 import keras
 import pytest
 import tensorflow as tf
@@ -42,20 +39,8 @@ def test_nested_functions_are_counted():
 
 
 @pytest.fixture
-def run_main(capsys):
-  def run(argv):
-    gin.clear_config()
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["model_info"] + argv)
-    try:
-      model_info.main([])
-    finally:
-      gin.clear_config()
-      flags.FLAGS.unparse_flags()
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 1
-    return json.loads(lines[0])
-  return run
+def run_main(run_json_main):
+  return lambda argv: run_json_main(model_info.main, ["model_info"] + argv)
 
 
 @pytest.mark.slow
