@@ -127,6 +127,10 @@ class Variant:
     ]
 
 
+def _has_fusion(nodes):
+  return any(n[0] >= 0 and len(n[1]) > 1 for n in nodes)
+
+
 def _fixed_weights(nodes):
   return [[[0.5] * len(n[1])] if n[0] >= 0 and len(n[1]) > 1 else [] for n in nodes]
 
@@ -211,7 +215,8 @@ def summarise(records):
     return {"group": group, "name": label, "variant": name, "map": float(np.mean(maps)),
             "map_std": float(np.std(maps)), "seeds": [r["seed"] for r in runs],
             "streams": v.streams, "attention": v.attention_mode or "none",
-            "edge_weights": v.edge_weights, "object_connections": v.object_connections,
+            "edge_weights": v.edge_weights if _has_fusion(v.structure) else "none (chain)",
+            "object_connections": v.object_connections,
             "seconds": float(np.mean([r["seconds"] for r in runs]))}
 
   rows = []
