@@ -17,10 +17,13 @@ REDUCED = [
     "prepare_synthetic_charades.num_test = 48",
     "NUM_FRAMES = 4",
     "build_dataset.frame_stride = 4",
-    "Experiment.train_steps = 80",
+    "Experiment.train_steps = 120",
+    # Deterministic ops and input order: the learning margin below is a fixed fact of this
+    # configuration, not a draw of thread scheduling.
+    "Experiment.deterministic = True",
     "Experiment.eval_interval = 0",
     "Experiment.log_interval = 10",
-    "Experiment.checkpoint_interval = 80",
+    "Experiment.checkpoint_interval = 120",
 ]
 
 
@@ -34,7 +37,7 @@ def summary(tmp_path_factory):
 def test_demo_learns(summary):
   print(demo.format_summary(summary))
   losses = [loss for _, loss in summary["losses"]]
-  assert len(losses) == 8
+  assert len(losses) == 12
   assert np.mean(losses[-2:]) < losses[0] - 0.05, losses
   chance = summary["chance"]
   assert 0.0 < chance["positive_rate"] < 0.5
