@@ -181,6 +181,23 @@ def rgb_input(num_frames, image_size):
   return keras.Input((num_frames, image_size, image_size, 3), name=RGB_KEY)
 
 
+def shared_config(model):
+  """The config of what AssembleNet and AssembleNetPlus have in common."""
+  return {
+      "name": model.name,
+      "trainable": model.trainable,
+      "structure": model.structure.to_list(),
+      "structure_name": model.structure.name,
+      "edge_weights": edge_weights_config(model.structure, model.edge_weights),
+      "depth": model.depth,
+      "num_frames": model.num_frames,
+      "image_size": model.image_size,
+      "num_classes": model.num_classes,
+      "max_pool_predictions": model.max_pool_predictions,
+      "dropout_rate": model.dropout_rate,
+  }
+
+
 @keras.saving.register_keras_serializable(package="assemblenet")
 class AssembleNet(keras.Model):
   """AssembleNet (v1): RGB and flow stems, weighted connections, no attention.
@@ -240,19 +257,7 @@ class AssembleNet(keras.Model):
     self.use_object_input = False
 
   def get_config(self):
-    return {
-        "name": self.name,
-        "trainable": self.trainable,
-        "structure": self.structure.to_list(),
-        "structure_name": self.structure.name,
-        "edge_weights": edge_weights_config(self.structure, self.edge_weights),
-        "depth": self.depth,
-        "num_frames": self.num_frames,
-        "image_size": self.image_size,
-        "num_classes": self.num_classes,
-        "max_pool_predictions": self.max_pool_predictions,
-        "dropout_rate": self.dropout_rate,
-    }
+    return shared_config(self)
 
   @classmethod
   def from_config(cls, config):

@@ -116,24 +116,14 @@ class AssembleNetPlus(keras.Model):
     self.object_input = object_input
 
   def get_config(self):
-    return {
-        "name": self.name,
-        "trainable": self.trainable,
-        "structure": self.structure.to_list(),
-        "structure_name": self.structure.name,
-        "edge_weights": assemblenet.edge_weights_config(
-            self.structure, self.edge_weights),
-        "depth": self.depth,
-        "num_frames": self.num_frames,
-        "image_size": self.image_size,
-        "num_classes": self.num_classes,
+    config = assemblenet.shared_config(self)
+    config.update({
         "attention_mode": self.attention_mode,
         "use_object_input": self.use_object_input,
         "num_object_classes": self.num_object_classes,
-        "max_pool_predictions": self.max_pool_predictions,
-        "dropout_rate": self.dropout_rate,
         "object_input": self.object_input,
-    }
+    })
+    return config
 
   @classmethod
   def from_config(cls, config):
