@@ -16,6 +16,7 @@ from official.modeling import builders
 from official.modeling import structures
 from official.tools import draw_network
 from official.tools import plots
+from official.training import checkpointing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # RGB + object stems, two-input nodes at levels 0, 1 and 3, a single-input node at level 2.
@@ -89,7 +90,7 @@ def test_model_dir_round_trip_and_tensorboard(tmp_path):
     model = _tiny_model()
     model.get_layer("node_5_fusion").edge_logits.assign([-3.0, 0.5])
     step = tf.Variable(7, dtype=tf.int64)
-    tf.train.CheckpointManager(tf.train.Checkpoint(model=model, step=step), str(model_dir),
+    tf.train.CheckpointManager(checkpointing.model_checkpoint(model, step=step), str(model_dir),
                                max_to_keep=1).save(checkpoint_number=7)
     result = draw_network.draw_model_dir(str(model_dir))
   finally:

@@ -242,7 +242,7 @@ def load_model(model_dir, checkpoint=None):
   gin_flags.parse_gin([config], [], finalize=False)
   model = builders.build_model()
   step = tf.Variable(0, dtype=tf.int64)
-  status = tf.train.Checkpoint(model=model, step=step).read(path)
+  status = checkpointing.model_checkpoint(model, step=step).read(path)
   status.expect_partial()
   status.assert_existing_objects_matched()
   return model, int(step.numpy())

@@ -11,6 +11,35 @@ from official.evaluation import writers
 
 BEST_DIR = "best"
 BEST_JSON = "best.json"
+# The checkpoint dependency that holds the model's variables, by path.
+MODEL_VARIABLES = "model_variables"
+
+
+def model_variables(model):
+  """`{path: variable}` for every variable of `model`, trainable or not.
+
+  Checkpoints name the model's variables by their Keras paths instead of through the
+  model's object graph. `tf.train.Checkpoint` does not walk into the Python lists and dicts
+  that Keras 3 layers keep their sublayers in, so with `Checkpoint(model=model)` most
+  batch-norm statistics of an AssembleNet were never saved (the trainable weights only
+  survived through the optimiser's own list), and a restored model evaluated with freshly
+  initialised statistics.
+
+  Raises:
+    ValueError: when two variables share a path (they could not be told apart).
+  """
+  variables = {}
+  for variable in model.variables:
+    if variable.path in variables:
+      raise ValueError(f"Two variables of model {model.name} share the path "
+                       f"{variable.path!r}; checkpoints name variables by path.")
+    variables[variable.path] = variable
+  return variables
+
+
+def model_checkpoint(model, **items):
+  """A `tf.train.Checkpoint` of every variable of `model` (by path) and `items`."""
+  return tf.train.Checkpoint(**{MODEL_VARIABLES: model_variables(model)}, **items)
 
 
 def resolve_checkpoint(model_dir, checkpoint=None):

@@ -17,6 +17,7 @@ import tensorflow as tf
 from official.data import preprocessing
 from official.evaluation import metrics as metrics_lib
 from official.modeling import builders
+from official.training import checkpointing
 
 # Video ids travel through the distributed evaluation step as int32 code points (strings
 # cannot go to accelerators, nor through cross-worker gathers), zero-padded to this length.
@@ -123,10 +124,10 @@ class Trainer:
   # Checkpoints -------------------------------------------------------------------------
 
   def checkpoint(self):
-    items = {"model": self.model, "optimizer": self.optimizer, "step": self.step}
+    items = {"optimizer": self.optimizer, "step": self.step}
     if self.ema is not None:
       items["ema"] = self.ema
-    return tf.train.Checkpoint(**items)
+    return checkpointing.model_checkpoint(self.model, **items)
 
   def _manager(self, checkpoint):
     # Non-chief workers write to a scratch directory they delete: every worker must take

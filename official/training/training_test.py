@@ -127,6 +127,36 @@ def _dataset(scale=1.0):
   return tf.data.Dataset.from_tensors(({"rgb": x}, np.ones((2, 2), np.float32))).repeat()
 
 
+def _assemblenet_trainer(model_dir, seed):
+  from official.modeling import builders  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(seed)
+  strategy = strategies.build_strategy("one_device")
+  with strategy.scope():
+    model = builders.build_model(
+        structure=[[-1, 1], [-3, 1], [0, [0, 1], 4, 1, 1, 0], [1, [0, 2], 4, 1, 2, 0],
+                   [2, [3], 4, 1, 2, 0], [3, [2, 4], 4, 1, 2, 0]],
+        edge_weights=None, model_type="assemblenet_plus", depth=26, num_frames=2,
+        image_size=32, num_classes=3, attention_mode="peer", use_object_input=True)
+    optimizer = optimization.build_optimizer(0.1, name="sgd")
+  return trainer_lib.Trainer(strategy, model, optimizer, losses.build_loss(),
+                             str(model_dir), global_batch_size=2, train_steps=1)
+
+
+def test_checkpoint_restores_every_model_variable_batch_norm_statistics_included(tmp_path):
+  saved = _assemblenet_trainer(tmp_path, seed=1)
+  rng = np.random.default_rng(0)
+  for variable in saved.model.variables:
+    variable.assign(rng.uniform(0.5, 1.5, variable.shape).astype(variable.dtype))
+  path = saved.checkpoint().save(str(tmp_path / "ckpt"))
+  restored = _assemblenet_trainer(tmp_path, seed=2)  # Other initial values.
+  restored.restore(path)
+  statistics = [v.path for v in restored.model.variables if "moving_" in v.path]
+  assert len(statistics) > 10
+  for before, after in zip(saved.model.variables, restored.model.variables):
+    assert before.path == after.path
+    np.testing.assert_array_equal(after.numpy(), before.numpy(), err_msg=after.path)
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   trainer = _tiny_trainer(tmp_path, 0.1, 10)
   x = np.ones((6, 2, 1, 2, 2, 3), np.float32)
