@@ -63,11 +63,14 @@ def conv_batch_norm(conv, bn, inputs, training=None):
   if training:
     return bn(conv(inputs), training=training)
   # Folded in float32 (a variable read may be autocast to a 16-bit compute dtype here).
-  f32 = lambda variable: tf.cast(variable, tf.float32)
-  scale = f32(bn.gamma) * tf.math.rsqrt(f32(bn.moving_variance) + bn.epsilon)
-  bias = f32(bn.beta) - f32(bn.moving_mean) * scale
-  # The kernel's last axis is the output channel for Conv2D and TemporalConv alike.
-  kernel = tf.cast(f32(conv.kernel) * scale, conv.compute_dtype)
+  # The fold waits for `inputs`: otherwise a graph runs every layer's fold at the start,
+  # and all folded kernels (a second copy of the weights) are alive at once.
+  with tf.control_dependencies([inputs]):
+    f32 = lambda variable: tf.cast(tf.identity(variable), tf.float32)
+    scale = f32(bn.gamma) * tf.math.rsqrt(f32(bn.moving_variance) + bn.epsilon)
+    bias = f32(bn.beta) - f32(bn.moving_mean) * scale
+    # The kernel's last axis is the output channel for Conv2D and TemporalConv alike.
+    kernel = tf.cast(f32(conv.kernel) * scale, conv.compute_dtype)
   if isinstance(conv, TemporalConv):
     outputs = conv.convolve(inputs, kernel, training=False)
   else:
