@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from official.modeling.layers import stems
 
@@ -93,9 +94,10 @@ def test_serialization_round_trip(stem):
 def test_object_stem_on_ids_equals_max_pool_of_one_hot(height, width):
   rng = np.random.default_rng(4)
   # Few classes, so windows hold repeated and absent ids alike.
-  ids = rng.integers(0, 6, size=(2, 3, height, width)).astype(np.uint8)
+  # Ids 6 and 7 are outside [0, 6): no class.
+  ids = rng.integers(0, 8, size=(2, 3, height, width)).astype(np.uint8)
   from_ids = stems.ObjectStem(num_frames=3, object_input="ids", num_classes=6)(ids).numpy()
-  one_hot = np.eye(6, dtype=np.float32)[ids]
+  one_hot = np.eye(8, dtype=np.float32)[ids][..., :6]
   expected = stems.ObjectStem(num_frames=3)(one_hot).numpy()
   assert from_ids.dtype == np.float32
   assert from_ids.shape == expected.shape == (6, -(-height // 4), -(-width // 4), 6)
@@ -105,9 +107,12 @@ def test_object_stem_on_ids_equals_max_pool_of_one_hot(height, width):
 def test_object_stem_on_ids_exact_value_and_config():
   ids = np.zeros((1, 1, 8, 4), np.int32)
   ids[0, 0, 5, 2] = 2  # lower window gets classes 0 and 2; the upper one only class 0
+  ids[0, 0, 1, 1] = -1  # no class
   stem = stems.ObjectStem(num_frames=1, object_input="ids", num_classes=3, name="objects")
-  np.testing.assert_array_equal(stem(ids).numpy()[:, :, 0],
-                                [[[1.0, 0.0, 0.0], [1.0, 0.0, 1.0]]])
+  expected = [[[1.0, 0.0, 0.0], [1.0, 0.0, 1.0]]]
+  np.testing.assert_array_equal(stem(ids).numpy()[:, :, 0], expected)
+  compiled = tf.function(lambda x: stem(x), jit_compile=True)  # pylint: disable=unnecessary-lambda
+  np.testing.assert_array_equal(compiled(ids).numpy()[:, :, 0], expected)
   clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(stem))
   assert clone.get_config() == stem.get_config()
   with pytest.raises(ValueError, match="num_classes"):
