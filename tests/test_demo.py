@@ -65,3 +65,17 @@ def test_demo_leaves_model_logs_and_pictures(summary):
   text = demo.format_summary(summary)
   for expected in ("test mAP", "chance level", "tensorboard --logdir=", summary["export"]):
     assert expected in text
+
+
+@pytest.mark.slow
+def test_demo_checkpoint_evaluates_as_the_trained_model(summary):
+  """Evaluating the saved checkpoint in a fresh model gives the in-run test mAP: every
+  variable (batch-norm statistics included) is restored, as export relies on too."""
+  from official.training import experiment  # pylint: disable=g-import-not-at-top
+  demo.parse_gin([demo.DEFAULT_GIN], REDUCED)
+  try:
+    record = experiment.run_mode("eval", summary["model_dir"], seed=0)
+  finally:
+    import gin  # pylint: disable=g-import-not-at-top
+    gin.clear_config()
+  assert record["map"] == pytest.approx(summary["test_map"], abs=1e-4)
