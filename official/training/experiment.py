@@ -69,6 +69,12 @@ class Experiment:
     if mixed_precision not in (None, "mixed_float16", "mixed_bfloat16"):
       raise ValueError("mixed_precision must be None, 'mixed_float16' or 'mixed_bfloat16'. "
                        f"Received: {mixed_precision!r}")
+    if jit_compile and deterministic:
+      # TF's op determinism has no XLA form of some gradients the networks need
+      # (MaxPoolGrad of the fusion's pooling): it would fail at the first training step.
+      raise ValueError("Experiment.deterministic = True cannot be combined with "
+                       "Experiment.jit_compile = True (XLA has no deterministic MaxPool "
+                       "gradient); set one of them to False.")
     self.model_fn = model_fn
     self.dataset_fn = dataset_fn
     self.train_split = train_split

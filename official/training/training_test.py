@@ -196,3 +196,12 @@ def test_unknown_gin_binding_is_an_error_naming_it():
       gin_flags.parse_gin([], ["Experimnt.train_steps = 3"])
   finally:
     gin.clear_config()
+
+
+def test_deterministic_with_xla_is_a_clear_error():
+  from official.training import experiment  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="deterministic = True cannot be combined with "
+                                       "Experiment.jit_compile = True"):
+    experiment.Experiment(model_fn=None, dataset_fn=None, train_batch_size=1,
+                          eval_batch_size=1, train_steps=1, jit_compile=True,
+                          deterministic=True)
