@@ -1,6 +1,6 @@
 r"""The AssembleNet / AssembleNet++ ablations in miniature, on the synthetic dataset.
 
-  python -m official.tools.ablate --out=runs/ablations [--seeds=0,1] [--steps=200] [--only=a,b]
+  python -m official.tools.ablate --out=runs/ablations [--seeds=0,1] [--steps=500] [--only=a,b]
 
 Every variant is the demo experiment (gin/experiments/demo_synthetic.gin, or --gin_file)
 with a smaller training budget and one change, trained and evaluated with the library
@@ -310,7 +310,7 @@ def define_flags():
   flags.DEFINE_string("out", "runs/ablations", "Output folder (runs, table, chart).")
   gin_flags.define_gin_flags()  # --gin_file (default: the demo's), --gin_param
   flags.DEFINE_list("seeds", ["0"], "Seeds; each variant runs once per seed.")
-  flags.DEFINE_integer("steps", 200, "Training steps per variant (the demo trains longer).")
+  flags.DEFINE_integer("steps", 500, "Training steps per variant (the demo trains longer).")
   flags.DEFINE_list("only", None, f"Run only these variants: {[v.name for v in VARIANTS]}.")
 
 
