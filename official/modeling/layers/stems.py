@@ -27,6 +27,18 @@ def _clip_to_frames(inputs):
   return tf.reshape(inputs, [-1, height, width, channels])
 
 
+def _build_spatial_conv(conv, bn, input_shape):
+  """Builds a stem's 7x7/2 conv for the `fixed_padding`-padded frames of clips of
+  `input_shape`, and the batch norm after it; returns the conv's output shape."""
+  _, _, height, width, channels = input_shape
+  padded = (None, None if height is None else height + 6,
+            None if width is None else width + 6, channels)
+  conv.build(padded)
+  shape = conv.compute_output_shape(padded)
+  bn.build(shape)
+  return shape
+
+
 def _quarter(size, first_stride, second_stride):
   """Output size after two SAME-style downsamplings (ceil division each time)."""
   if size is None:
@@ -63,12 +75,7 @@ class RGBStem(keras.layers.Layer):
         3, 2, padding="same", name="max_pool", dtype=dtype)
 
   def build(self, input_shape):
-    _, _, height, width, channels = input_shape
-    padded = (None, None if height is None else height + 6,
-              None if width is None else width + 6, channels)
-    self.conv_spatial.build(padded)
-    shape = self.conv_spatial.compute_output_shape(padded)
-    self.bn_spatial.build(shape)
+    shape = _build_spatial_conv(self.conv_spatial, self.bn_spatial, input_shape)
     self.conv_temporal.build(shape)
     self.bn_temporal.build(shape)
 
@@ -119,11 +126,7 @@ class FlowStem(keras.layers.Layer):
         2, 2, padding="same", name="max_pool", dtype=dtype)
 
   def build(self, input_shape):
-    _, _, height, width, channels = input_shape
-    padded = (None, None if height is None else height + 6,
-              None if width is None else width + 6, channels)
-    self.conv_spatial.build(padded)
-    self.bn_spatial.build(self.conv_spatial.compute_output_shape(padded))
+    _build_spatial_conv(self.conv_spatial, self.bn_spatial, input_shape)
 
   def call(self, inputs, training=None):
     _check_frames(self, inputs)
