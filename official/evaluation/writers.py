@@ -174,11 +174,6 @@ def write_evaluation(eval_dir, metric, video_scores, step, view_protocol,
         len(complete.video_ids), ", ".join(missing[:10]),
         f" (+{len(missing) - 10} more)" if len(missing) > 10 else "",
         _format_values(values), _format_values(scored_values))
-  tf.io.gfile.makedirs(eval_dir)
-  write_per_video_scores(os.path.join(eval_dir, PER_VIDEO_FILE), complete, missing or ())
-  if metric == "map":
-    write_charades_submission(os.path.join(eval_dir, SUBMISSION_FILE),
-                              video_scores.video_ids, video_scores.scores)
   record = dict(values)
   record.update({f"{k}_scored_videos": v for k, v in scored_values.items()})
   record.update({"step": int(step), "num_videos": len(complete.video_ids),
@@ -186,6 +181,12 @@ def write_evaluation(eval_dir, metric, video_scores, step, view_protocol,
                  "num_videos_missing": None if missing is None else len(missing),
                  "missing_videos": missing, "view_protocol": view_protocol,
                  "per_video_scores": PER_VIDEO_FILE})
+  json.dumps(record, allow_nan=False)  # Fails before any file is written.
+  tf.io.gfile.makedirs(eval_dir)
+  write_per_video_scores(os.path.join(eval_dir, PER_VIDEO_FILE), complete, missing or ())
+  if metric == "map":
+    write_charades_submission(os.path.join(eval_dir, SUBMISSION_FILE),
+                              video_scores.video_ids, video_scores.scores)
   write_json(os.path.join(eval_dir, METRICS_FILE), record)
   return record
 

@@ -119,3 +119,10 @@ def test_non_finite_scores_never_reach_the_files(tmp_path):
   assert not (tmp_path / writers.PER_VIDEO_FILE).exists()
   with pytest.raises(ValueError):
     writers.write_per_video_scores(str(tmp_path / "x.jsonl"), scored)
+
+
+def test_a_record_that_cannot_be_written_leaves_no_mixed_files(tmp_path):
+  with pytest.raises(TypeError):
+    writers.write_evaluation(str(tmp_path), "map", _scored(SCORES), 1,
+                             {"views": object()}, annotated_videos=GROUND_TRUTH)
+  assert not list(tmp_path.iterdir())
