@@ -15,11 +15,12 @@ classes in the benchmark's published order. Two sources:
       Maps of another spatial size are resized (nearest neighbour) to the frame size.
 * `load_map_folder`: precomputed maps, one PNG per source frame, numbered like the
   Charades JPEG release: `<object_maps_dir>/<video_id>/<video_id>-000001.png`, ...
-  Any count spanning the video works: stored frame k (source frame i of n) takes map
-  `floor(i * num_maps / n)`, which is map i when there is one map per source frame.
+  Stored frame k shows source frame i and takes the map numbered i + 1. A folder that does
+  not hold exactly one map per source frame is refused (counted as missing object maps).
 """
 
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -28,6 +29,7 @@ from PIL import Image
 from data_prep import video as video_lib
 
 NUM_OBJECT_CLASSES = 151
+_TRAILING_NUMBER = re.compile(r"(\d+)\.[A-Za-z]+$")
 _OUTPUT_KEYS = ("class_ids", "scores", "logits")
 
 
@@ -107,16 +109,29 @@ class Segmenter:
 def load_map_folder(directory, source_indices, num_source_frames, height, width):
   """Precomputed maps for the stored frames -> uint8 [T, height, width].
 
+  The folder must hold one map per source frame, numbered like the Charades JPEG release
+  from 000001 (000000 also works as the first number): source frame i takes the map
+  numbered `first + i`. A folder with another count or a gap is refused rather than
+  stretched over the video (a segmenter that stopped early would otherwise give maps from
+  the wrong moments without a word).
+
   Raises:
     FileNotFoundError: no numbered map in `directory`.
-    ValueError: a map is not a single-channel image with ids in 0..150.
+    ValueError: the maps do not number the source frames one to one, or a map is not a
+      single-channel image with ids in 0..150.
   """
   files = video_lib.numbered_files(directory) if os.path.isdir(directory) else []
   if not files:
     raise FileNotFoundError(f"no numbered object maps in {directory}")
+  numbers = [int(_TRAILING_NUMBER.search(path).group(1)) for path in files]
+  if len(files) != num_source_frames or numbers[-1] - numbers[0] + 1 != len(files):
+    raise ValueError(
+        f"{directory}: {len(files)} maps numbered {numbers[0]}..{numbers[-1]} for a video "
+        f"of {num_source_frames} source frames; object maps need one map per source frame, "
+        "numbered without gaps.")
   maps = []
   for i in np.asarray(source_indices):
-    path = files[min(len(files) - 1, int(i) * len(files) // max(1, num_source_frames))]
+    path = files[int(i)]
     with Image.open(path) as image:
       if image.mode not in ("L", "P", "I", "I;16"):
         raise ValueError(f"{path}: object map must be single-channel. Received mode "
@@ -129,4 +144,3 @@ def load_map_folder(directory, source_indices, num_source_frames, height, width)
             (width, height), Image.NEAREST))
       maps.append(ids.astype(np.uint8))
   return np.stack(maps)
-

@@ -66,15 +66,29 @@ def test_ids_from_output_150_way_scores_shift_by_one():
     object_maps.ids_from_output(tf.zeros([1, 2, 2, 10]), 2, 2)
 
 
-def test_load_map_folder_maps_source_frames_proportionally(tmp_path):
-  # 4 maps for a video of 8 source frames: source frame i takes map i * 4 // 8.
-  for k in range(4):
-    Image.fromarray(np.full((4, 6), 10 + k, np.uint8)).save(tmp_path / f"v-{k + 1:06d}.png")
-  maps = object_maps.load_map_folder(tmp_path, [0, 3, 4, 7], 8, height=8, width=12)
+def _map_folder(folder, numbers):
+  for n in numbers:
+    Image.fromarray(np.full((4, 6), 10 + n, np.uint8)).save(folder / f"v-{n:06d}.png")
+
+
+def test_load_map_folder_takes_the_map_numbered_like_each_source_frame(tmp_path):
+  _map_folder(tmp_path, range(1, 9))  # One map per source frame, 000001 = source frame 0.
+  maps = object_maps.load_map_folder(tmp_path, [0, 3, 3, 7], 8, height=8, width=12)
   assert maps.shape == (4, 8, 12)
-  np.testing.assert_array_equal(maps[:, 0, 0], [10, 11, 12, 13])
+  np.testing.assert_array_equal(maps[:, 0, 0], [11, 14, 14, 18])
   with pytest.raises(FileNotFoundError):
     object_maps.load_map_folder(tmp_path / "absent", [0], 1, 8, 12)
-  Image.fromarray(np.full((4, 6), 200, np.uint8)).save(tmp_path / "v-000005.png")
+  Image.fromarray(np.full((4, 6), 200, np.uint8)).save(tmp_path / "v-000009.png")
   with pytest.raises(ValueError, match="0..150"):
-    object_maps.load_map_folder(tmp_path, [4], 5, 4, 6)
+    object_maps.load_map_folder(tmp_path, [8], 9, 4, 6)
+
+
+@pytest.mark.parametrize("numbers, message", [
+    (range(1, 4), "3 maps numbered 1..3 for a video of 10 source frames"),  # Segmenter died.
+    ([1, 2, 3, 5, 6, 7, 8, 9, 10, 11], "10 maps numbered 1..11"),  # A gap.
+])
+def test_load_map_folder_refuses_a_partial_folder_instead_of_stretching_it(
+    tmp_path, numbers, message):
+  _map_folder(tmp_path, numbers)
+  with pytest.raises(ValueError, match=message):
+    object_maps.load_map_folder(tmp_path, [0, 5, 9], 10, 4, 6)
