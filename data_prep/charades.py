@@ -68,7 +68,7 @@ def find_release_path(manual_dir, name):
 def read_classes_file(path, codes, report):
   """`c000 Holding some clothes` lines -> {code: description} for the known codes."""
   descriptions = {}
-  with open(path, encoding="utf-8") as f:
+  with open(path, encoding="utf-8-sig") as f:  # A BOM (Excel) is not part of the text.
     for line_number, line in enumerate(f, 1):
       line = line.strip()
       if not line:
@@ -143,7 +143,7 @@ def read_split_csv(path, code_to_label, report):
     None, 'where': 'file:line'}.
   """
   rows = []
-  with open(path, newline="", encoding="utf-8") as f:
+  with open(path, newline="", encoding="utf-8-sig") as f:
     reader = csv.DictReader(f)
     missing = [c for c in _REQUIRED_COLUMNS if c not in (reader.fieldnames or ())]
     if missing:
@@ -266,7 +266,8 @@ class Charades(video_builder.VideoBuilder):
                                 f"no {row['id']}.mp4 or frame folder {row['id']}/")
           continue
         row["source"] = source
-        usable.append(row)
+        if self.has_object_maps(source, row["id"]):
+          usable.append(row)
       splits[split], annotations[split] = usable, annotated
     if not any(splits.values()):
       raise ValueError(f"Nothing usable in manual_dir {manual_dir}.\n"
@@ -279,6 +280,18 @@ class Charades(video_builder.VideoBuilder):
                                     f"or {videos_rgb or 'Charades_v1_rgb/'}")
     return {split: self.checked_examples(split, self._generate_examples(rows))
             for split, rows in splits.items()}
+
+  def release_files(self, manual_dir):
+    manual_dir = os.fspath(manual_dir)
+    files = [(path, True) for path in (
+        find_release_path(manual_dir, name) for name in (
+            "Charades_v1_classes.txt", "Charades_v1_train.csv", "Charades_v1_test.csv"))
+             if path]
+    for folder in ("Charades_v1_480", "Charades_v1_rgb"):
+      path = find_release_path(manual_dir, folder)
+      if path:
+        files += [(f, False) for f in video_builder.files_under(path)]
+    return files
 
   def _generate_examples(self, rows):
     config = self.builder_config

@@ -69,6 +69,7 @@ def make_release(root):
     Image.fromarray(np.full((16, 24, 3), 120, np.uint8)).save(
         os.path.join(frames, f"T0001-{k + 1:06d}.jpg"), quality=95)
   _maps_folder(maps, "V0001", 30)
+  _maps_folder(maps, "V0003", 30)  # Maps present: the video itself is corrupt.
   _maps_folder(maps, "V0002", 6)
   _maps_folder(maps, "T0001", 8)
   return maps
@@ -173,6 +174,20 @@ def test_read_split_csv_parses_by_header_with_quoted_commas(tmp_path):
   assert report.as_dict()["by_reason"] == {"bad_length": 1, "malformed_row": 2}
 
 
+def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path):
+  # Excel saves CSVs with a UTF-8 BOM before "id".
+  path = tmp_path / "split.csv"
+  path.write_bytes(("\ufeff" + HEADER + "\r\nA1,S,K,6,7,Yes,x,,,c001 0 1,2.0\r\n")
+                   .encode("utf-8"))
+  report = skips.SkipReport("test")
+  rows = charades.read_split_csv(str(path), {"c001": 1}, report)
+  assert [(r["id"], r["labels"]) for r in rows] == [("A1", [1])] and report.total == 0
+  classes = tmp_path / "classes.txt"
+  classes.write_bytes("\ufeffc001 Holding a cup \r\n".encode("utf-8"))
+  assert charades.read_classes_file(str(classes), {"c001"}, report) == {
+      "c001": "Holding a cup"}
+
+
 def test_a_bad_action_is_dropped_alone_and_a_reversed_one_kept(tmp_path):
   # The official train CSV has videos with an action whose start is after its end; the
   # official scorer counts such a class like any other (REFERENCE.md section 6).
@@ -274,3 +289,69 @@ def test_rerun_with_other_inputs_rebuilds_only_with_overwrite(tmp_path):
   assert rebuilt.info.metadata["object_maps"] == "directory"
   example = next(iter(tfds.as_numpy(rebuilt.as_dataset(split="train"))))
   assert len(example["object_maps"]) == example["num_frames"] == 3
+
+
+def test_missing_object_maps_of_a_whole_split_stop_before_decoding(tmp_path, monkeypatch):
+  from data_prep import prepare  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  maps = _tiny_release(str(tmp_path / "release"))
+  for vid in ("B1", "B2"):
+    shutil.rmtree(os.path.join(maps, vid))
+  calls = _count_decodes(monkeypatch)
+  with pytest.raises(ValueError, match=r"(?s)split 'test'.*missing_object_maps: 2"):
+    prepare.prepare("charades", str(tmp_path / "release"), str(tmp_path / "data"),
+                    object_maps_dir=maps)
+  assert calls == []
+
+
+def test_overwrite_keeps_the_prepared_data_when_the_rebuild_fails(tmp_path):
+  from data_prep import prepare  # pylint: disable=g-import-not-at-top
+  release, data_dir = str(tmp_path / "release"), str(tmp_path / "data")
+  _tiny_release(release)
+  prepare.prepare("charades", release, data_dir)
+  for vid in ("B1", "B2"):  # The user now has only part of the release.
+    os.remove(os.path.join(release, "Charades_v1_480", vid + ".mp4"))
+  with pytest.raises(ValueError, match="split 'test'"):
+    prepare.prepare("charades", release, data_dir, overwrite=True)
+  kept = tfds.builder("charades", data_dir=data_dir)
+  assert kept.info.splits["test"].num_examples == 2
+  assert len(list(tfds.as_numpy(kept.as_dataset(split="test")))) == 2
+  assert sorted(f for f in os.listdir(os.path.join(data_dir, "charades", "full"))
+                if not f.startswith(".")) == ["1.0.0", skips.FAILED_SUMMARY_FILENAME]
+  # A mistyped manual_dir is named as such, and never wipes the data either.
+  with pytest.raises(ValueError, match="manual_dir .*typo.* does not exist"):
+    prepare.prepare("charades", release + "_typo", data_dir, overwrite=True)
+  assert tfds.builder("charades", data_dir=data_dir).info.splits["test"].num_examples == 2
+
+
+def test_same_size_edits_and_maps_outside_the_release_are_noticed(tmp_path):
+  from data_prep import prepare  # pylint: disable=g-import-not-at-top
+  release, data_dir = str(tmp_path / "release"), str(tmp_path / "data")
+  maps = _tiny_release(release)
+  prepare.prepare("charades", release, data_dir, object_maps_dir=maps)
+  csv_path = os.path.join(release, "Charades", "Charades_v1_test.csv")
+  with open(csv_path) as f:
+    text = f.read()
+  with open(csv_path, "w") as f:
+    f.write(text.replace("c003", "c004"))  # Same size, other label.
+  with pytest.raises(ValueError, match=r"(?s)source listing.*--overwrite"):
+    prepare.prepare("charades", release, data_dir, object_maps_dir=maps)
+  with open(csv_path, "w") as f:
+    f.write(text)
+  prepare.prepare("charades", release, data_dir, object_maps_dir=maps)  # Reused again.
+  # Maps rewritten in place (same files, other sizes) are noticed too.
+  Image.fromarray(np.full((30, 40), 99, np.uint8)).save(os.path.join(maps, "B1",
+                                                                     "B1-000001.png"))
+  with pytest.raises(ValueError, match=r"(?s)object maps.*--overwrite"):
+    prepare.prepare("charades", release, data_dir, object_maps_dir=maps)
+
+
+def test_a_data_dir_inside_the_release_can_be_reused(tmp_path):
+  from data_prep import prepare  # pylint: disable=g-import-not-at-top
+  release = str(tmp_path / "release")
+  _tiny_release(release)
+  data_dir = os.path.join(release, "tfds")
+  prepare.prepare("charades", release, data_dir)
+  with open(os.path.join(release, "notes.txt"), "w") as f:
+    f.write("my notes")  # Files the builder never reads do not matter either.
+  assert prepare.prepare("charades", release, data_dir).info.splits["train"].num_examples == 1

@@ -64,16 +64,19 @@ class ObjectMapSource:
 
   def record(self):
     """JSON description of the source, for the dataset's preparation record: the kind, and
-    the absolute path with the number of map folders or the segmenter graph's size."""
+    the absolute path with a fingerprint of the maps' listing (paths and sizes) or the
+    segmenter graph's size."""
     if self.kind == OBJECT_MAPS_SEGMENTER:
       path = os.path.abspath(self._segmenter_path)
       graph = os.path.join(path, "saved_model.pb")
       return {"kind": self.kind, "path": path,
               "graph_bytes": os.path.getsize(graph) if os.path.exists(graph) else None}
     if self.kind == OBJECT_MAPS_DIRECTORY:
+      from data_prep import video_builder  # pylint: disable=g-import-not-at-top  (cycle)
       path = os.path.abspath(self.object_maps_dir)
-      return {"kind": self.kind, "path": path, "num_folders": sum(
-          1 for e in os.scandir(path) if e.is_dir())}
+      maps = [(f, False) for f in video_builder.files_under(path)]
+      return {"kind": self.kind, "path": path,
+              "listing": video_builder.files_fingerprint(path, maps)}
     return {"kind": self.kind}
 
   def maps(self, video_id, frames, source_indices, num_source_frames):

@@ -8,7 +8,13 @@ Prints a progress bar per split, then the skip summary, which is also written to
 `D/<dataset>/<config>/<version>/skip_summary.json`.
 """
 
+import contextlib
+import fcntl
+import os
+import shutil
+import socket
 import sys
+import tempfile
 
 from absl import app
 from absl import flags
@@ -25,30 +31,102 @@ def prepare(dataset, manual_dir, data_dir, segmenter=None, object_maps_dir=None,
 
   Prepared data is reused only when it was made from the same inputs: the preparation
   record (`VideoBuilder.preparation_record`: versions, fps, frame size, object-map source,
-  the release's file listing) is compared first.
+  a fingerprint of the release files the builder reads) is compared first. With
+  `overwrite`, the new data is built beside the old one and replaces it only when the
+  build succeeds. One preparation at a time per dataset config and data_dir (a lock file
+  that the system releases if the process dies); leftovers of a killed run are removed.
 
   Raises:
-    ValueError: the prepared data differs from what this call asks for (names each
-      difference and `--overwrite`); a split has no usable video (before any decoding);
-      nothing in `manual_dir` is usable.
+    ValueError: `manual_dir` does not exist; another preparation holds the lock; the
+      prepared data differs from what this call asks for (names each difference and
+      `--overwrite`); a split has no usable video (before any decoding); nothing in
+      `manual_dir` is usable.
     FileNotFoundError: an annotation file is missing.
   """
-  builder = tfds.builder(dataset, data_dir=data_dir, segmenter=segmenter,
-                         object_maps_dir=object_maps_dir,
-                         segmenter_batch_size=segmenter_batch_size)
-  if not overwrite and builder.is_prepared():
-    stale = stale_fields(builder.info.metadata.get("preparation"),
-                         builder.preparation_record(manual_dir))
-    if stale:
-      raise ValueError(
-          f"{builder.data_path} holds {builder.info.full_name} prepared from other inputs "
-          "than this run's:\n  " + "\n  ".join(stale) + "\nRun again with --overwrite "
-          "(prepare(..., overwrite=True)) to rebuild it, or use another --data_dir.")
-  mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite else
-          tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=manual_dir, download_mode=mode))
+  if not os.path.isdir(manual_dir):
+    raise ValueError(f"manual_dir {manual_dir} does not exist or is not a directory: give "
+                     "the folder where the release is unpacked.")
+  kwargs = dict(segmenter=segmenter, object_maps_dir=object_maps_dir,
+                segmenter_batch_size=segmenter_batch_size)
+  builder = tfds.builder(dataset, data_dir=data_dir, **kwargs)
+  config_dir = os.fspath(builder.data_path.parent)
+  with _exclusive(config_dir, builder.info.full_name):
+    _remove_leftovers(config_dir, os.fspath(data_dir), builder)
+    if builder.is_prepared():
+      if not overwrite:
+        stale = stale_fields(builder.info.metadata.get("preparation"),
+                             builder.preparation_record(manual_dir))
+        if stale:
+          raise ValueError(
+              f"{builder.data_path} holds {builder.info.full_name} prepared from other "
+              "inputs than this run's:\n  " + "\n  ".join(stale) + "\nRun again with "
+              "--overwrite (prepare(..., overwrite=True)) to rebuild it, or use another "
+              "--data_dir.")
+        return builder
+      return _rebuild_beside(dataset, manual_dir, data_dir, builder, kwargs)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=manual_dir))
   return builder
+
+
+_STAGING_PREFIX = ".rebuild-"
+
+
+def _rebuild_beside(dataset, manual_dir, data_dir, builder, kwargs):
+  """Prepares into a staging data_dir, then swaps the result in for the old data."""
+  staging = tempfile.mkdtemp(prefix=_STAGING_PREFIX + builder.name + "-", dir=data_dir)
+  try:
+    staged = tfds.builder(dataset, data_dir=staging, **kwargs)
+    staged.failed_summary_dir = os.fspath(builder.data_path.parent)
+    staged.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=manual_dir))
+    final = os.fspath(builder.data_path)
+    replaced = final + ".replaced"
+    os.rename(final, replaced)
+    os.rename(os.fspath(staged.data_path), final)
+    shutil.rmtree(replaced)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  return tfds.builder(dataset, data_dir=data_dir, **kwargs)
+
+
+def _remove_leftovers(config_dir, data_dir, builder):
+  """Removes what a killed preparation of this config left (called under the lock): TFDS's
+  `incomplete.*` folders, a staging data_dir, a half-swapped `*.replaced` version."""
+  leftovers = []
+  if os.path.isdir(config_dir):
+    leftovers += [os.path.join(config_dir, d) for d in os.listdir(config_dir)
+                  if d.startswith("incomplete.") or d.endswith(".replaced")]
+  if os.path.isdir(data_dir):
+    leftovers += [os.path.join(data_dir, d) for d in os.listdir(data_dir)
+                  if d.startswith(_STAGING_PREFIX + builder.name + "-")]
+  for path in leftovers:
+    logging.warning("Removing %s, left by an interrupted preparation.", path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _exclusive(config_dir, name):
+  """Holds `<config_dir>/.prepare.lock` (flock: released by the system when the process
+  ends, so a killed run never blocks the next)."""
+  os.makedirs(config_dir, exist_ok=True)
+  path = os.path.join(config_dir, ".prepare.lock")
+  with open(path, "a+") as lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      lock.seek(0)
+      raise ValueError(f"Another preparation of {name} into this data_dir is running "
+                       f"({lock.read().strip() or 'pid unknown'}; lock {path}). Wait for "
+                       "it to finish.") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    lock.flush()
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def stale_fields(recorded, requested):

@@ -106,6 +106,7 @@ class ToyotaSmarthome(video_builder.VideoBuilder):
       for key in getattr(config, split):
         split_of[key] = split
     splits = {"train": [], "validation": [], "test": []}
+    annotated = {"train": [], "validation": [], "test": []}
     seen = {}
     for root, dirs, files in os.walk(manual_dir):
       dirs.sort()
@@ -142,9 +143,11 @@ class ToyotaSmarthome(video_builder.VideoBuilder):
           self.skip_report.skip(skips.DUPLICATE_ID, path, f"same name as {seen[video_id]}")
           continue
         seen[video_id] = path
-        splits[split_of[key]].append({
-            "id": video_id, "source": path, "label": activity,
-            "subject": subject, "camera": camera})
+        clip = {"id": video_id, "source": path, "label": activity, "subject": subject,
+                "camera": camera}
+        annotated[split_of[key]].append(clip)
+        if self.has_object_maps(path, video_id):
+          splits[split_of[key]].append(clip)
     if not any(splits.values()):
       raise ValueError(f"Nothing usable in manual_dir {manual_dir}: no parsable clip of "
                        f"the {config.name} protocol.\n{self.skip_report.format()}\n"
@@ -153,16 +156,19 @@ class ToyotaSmarthome(video_builder.VideoBuilder):
     # could not keep (official/evaluation/writers.py).
     self.info.metadata["annotations"] = {
         split: [[clip["id"], [config.classes.index(clip["label"])]] for clip in clips]
-        for split, clips in splits.items()}
+        for split, clips in annotated.items()}
 
     def needs(split):
       keys = getattr(config, split)
       if config.split_by == "subject":
         return "it takes subjects " + ", ".join(f"p{k:02d}" for k in keys)
       return "it takes cameras " + ", ".join(f"c{k:02d}" for k in keys)
-    self.check_splits(splits, {s: len(c) for s, c in splits.items()}, needs)
+    self.check_splits(splits, {s: len(c) for s, c in annotated.items()}, needs)
     return {split: self.checked_examples(split, self._generate_examples(clips))
             for split, clips in splits.items()}
+
+  def release_files(self, manual_dir):
+    return [(f, False) for f in video_builder.files_under(manual_dir, (".mp4",))]
 
   def _generate_examples(self, clips):
     config = self.builder_config

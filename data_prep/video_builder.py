@@ -39,6 +39,7 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder):
                **kwargs):
     self._object_source = features_lib.ObjectMapSource(segmenter, object_maps_dir,
                                                        segmenter_batch_size)
+    self.failed_summary_dir = None
     super().__init__(**kwargs)
     self.skip_report = skips.SkipReport(self.info.full_name)
 
@@ -73,10 +74,8 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder):
       self.fail(f"Nothing usable in manual_dir {dl_manager.manual_dir}: every video was "
                 "skipped.")
     self.skip_report.write(self.data_dir)  # The temporary dir, renamed on success.
-    failed_summary = os.path.join(os.fspath(self.data_path.parent),
-                                  skips.FAILED_SUMMARY_FILENAME)
-    if os.path.exists(failed_summary):
-      os.remove(failed_summary)
+    if os.path.exists(self.failed_summary_path):
+      os.remove(self.failed_summary_path)
     logging.info("%s", self.skip_report.format())
 
   def preparation_record(self, manual_dir):
@@ -92,13 +91,37 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder):
         "fps": None if config.fps is None else float(config.fps),
         "short_side": config.short_side,
         "object_maps": self._object_source.record(),
-        "source_listing": file_listing_fingerprint(manual_dir),
+        "source_listing": files_fingerprint(manual_dir, self.release_files(manual_dir)),
     }
+
+  def release_files(self, manual_dir):
+    """The files of the release this builder reads: `[(path, hash_contents)]`; annotation
+    files are fingerprinted by content, videos by path and size."""
+    raise NotImplementedError
+
+  def has_object_maps(self, source, video_id):
+    """False (and counted as `missing_object_maps`) when object maps come from a folder
+    that has none for `video_id`: checked before any decoding."""
+    if self._object_source.kind != features_lib.OBJECT_MAPS_DIRECTORY:
+      return True
+    folder = os.path.join(self._object_source.object_maps_dir, video_id)
+    if os.path.isdir(folder) and video_lib.numbered_files(folder):
+      return True
+    self.skip_report.skip(skips.MISSING_OBJECT_MAPS, source, f"no numbered maps in {folder}")
+    return False
+
+  @property
+  def failed_summary_path(self):
+    """Where `fail` writes the skip summary: `<data_dir>/<name>/<config>/` unless
+    `failed_summary_dir` is set (a rebuild in a staging directory reports at the real
+    place)."""
+    directory = self.failed_summary_dir or os.fspath(self.data_path.parent)
+    return os.path.join(directory, skips.FAILED_SUMMARY_FILENAME)
 
   def fail(self, message):
     """Raises `ValueError(message)` with the skip summary, written first beside the data
     (`<data_dir>/<name>/<config>/skip_summary.failed.json`; removed by a later success)."""
-    path = os.path.join(os.fspath(self.data_path.parent), skips.FAILED_SUMMARY_FILENAME)
+    path = self.failed_summary_path
     os.makedirs(os.path.dirname(path), exist_ok=True)
     self.skip_report.write_to(path)
     raise ValueError(f"{message}\n{self.skip_report.format()}\nSkip summary: {path}")
@@ -139,19 +162,33 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder):
       self.fail(f"Every video of split '{split}' of {self.info.full_name} was skipped.")
 
 
-def file_listing_fingerprint(directory):
-  """`{'num_files', 'sha256'}` of the sorted (relative path, size) of every file under
-  `directory` (contents are not read: a listing of the Charades release takes seconds)."""
-  directory = os.fspath(directory)
+def files_fingerprint(root, files):
+  """`{'num_files', 'sha256'}` of `files` (`[(path, hash_contents)]`): each file's path
+  relative to `root` and size, and for `hash_contents` files (annotations, a few MB at
+  most) a hash of the contents, so that an edit keeping the size is noticed too. Videos
+  are not read: a listing of the Charades release takes seconds."""
+  root = os.fspath(root)
   entries = []
-  for root, dirs, files in os.walk(directory):
+  for path, hash_contents in sorted(files):
+    try:
+      size = os.path.getsize(path)
+      digest = ""
+      if hash_contents:
+        with open(path, "rb") as f:
+          digest = hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+      size, digest = -1, ""
+    entries.append(f"{os.path.relpath(path, root)}\t{size}\t{digest}\n")
+  total = hashlib.sha256("".join(entries).encode("utf-8", "surrogateescape"))
+  return {"num_files": len(entries), "sha256": total.hexdigest()}
+
+
+def files_under(directory, suffixes=None):
+  """Every file under `directory` (recursively), optionally only those whose lower-case name
+  ends with one of `suffixes`."""
+  found = []
+  for root, dirs, files in os.walk(os.fspath(directory)):
     dirs.sort()
-    for name in sorted(files):
-      path = os.path.join(root, name)
-      try:
-        size = os.path.getsize(path)
-      except OSError:
-        size = -1
-      entries.append(f"{os.path.relpath(path, directory)}\t{size}\n")
-  digest = hashlib.sha256("".join(entries).encode("utf-8", "surrogateescape"))
-  return {"num_files": len(entries), "sha256": digest.hexdigest()}
+    found += [os.path.join(root, name) for name in sorted(files)
+              if suffixes is None or name.lower().endswith(suffixes)]
+  return found
