@@ -355,3 +355,19 @@ def test_a_data_dir_inside_the_release_can_be_reused(tmp_path):
   with open(os.path.join(release, "notes.txt"), "w") as f:
     f.write("my notes")  # Files the builder never reads do not matter either.
   assert prepare.prepare("charades", release, data_dir).info.splits["train"].num_examples == 1
+
+
+def test_a_second_preparation_at_once_is_refused_and_leftovers_are_removed(tmp_path):
+  from data_prep import prepare  # pylint: disable=g-import-not-at-top
+  release, data_dir = str(tmp_path / "release"), str(tmp_path / "data")
+  _tiny_release(release)
+  config_dir = os.path.join(data_dir, "charades", "full")
+  with prepare._exclusive(config_dir, "charades/full/1.0.0"):  # pylint: disable=protected-access
+    with pytest.raises(ValueError, match=r"Another preparation of charades/full.*pid \d+"):
+      prepare.prepare("charades", release, data_dir)
+  # What a kill -9 leaves: TFDS's incomplete folder and a staging data_dir of a rebuild.
+  os.makedirs(os.path.join(config_dir, "incomplete.ABC123_1.0.0"))
+  os.makedirs(os.path.join(data_dir, ".rebuild-charades-xyz", "charades"))
+  prepare.prepare("charades", release, data_dir)
+  assert sorted(f for f in os.listdir(config_dir) if not f.startswith(".")) == ["1.0.0"]
+  assert not [d for d in os.listdir(data_dir) if d.startswith(".rebuild-")]
