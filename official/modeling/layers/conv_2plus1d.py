@@ -64,8 +64,14 @@ def conv_batch_norm(conv, bn, inputs, training=None):
     return bn(conv(inputs), training=training)
   # Folded in float32 (a variable read may be autocast to a 16-bit compute dtype here).
   # The fold waits for `inputs`: otherwise a graph runs every layer's fold at the start,
-  # and all folded kernels (a second copy of the weights) are alive at once.
-  with tf.control_dependencies([inputs]):
+  # and all folded kernels (a second copy of the weights) are alive at once. When `inputs`
+  # is a Pad (`fixed_padding`), it waits for the Pad's input instead: TF's oneDNN remapper
+  # (CPUs with AVX-512) fuses the Pad into the conv, and a wait on the Pad would become a
+  # wait on the fused conv that consumes the fold, a cycle ("N nodes in a cycle").
+  after = inputs
+  if not tf.executing_eagerly() and after.op.type in ("Pad", "PadV2", "MirrorPad"):
+    after = after.op.inputs[0]
+  with tf.control_dependencies([after]):
     f32 = lambda variable: tf.cast(tf.identity(variable), tf.float32)
     scale = f32(bn.gamma) * tf.math.rsqrt(f32(bn.moving_variance) + bn.epsilon)
     bias = f32(bn.beta) - f32(bn.moving_mean) * scale

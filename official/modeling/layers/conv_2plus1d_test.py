@@ -158,3 +158,25 @@ def test_conv2d_form_equals_shifted_matmul_form(kernel_size, dilation):
   for training in (False, True, None):
     np.testing.assert_allclose(layer(frames, training=training).numpy(), matmul,
                                rtol=1e-5, atol=1e-5)
+
+
+def test_folded_conv_after_fixed_padding_runs_in_a_graph():
+  # A padded strided conv with the batch norm folded in, traced as a graph: TF's oneDNN
+  # remapper (CPUs with AVX-512) fuses the Pad into the conv, so a fold waiting on the
+  # Pad's output would wait on the fused conv that consumes the fold: a cycle
+  # ("N nodes in a cycle") instead of a result.
+  rng = np.random.default_rng(3)
+  frames = rng.normal(size=(4, 10, 10, 3)).astype(np.float32)
+  conv = conv_2plus1d.spatial_conv(6, 7, 2, "conv")
+  padded_shape = (4, 16, 16, 3)
+  conv.build(padded_shape)
+  bn = _random_batch_norm(6, rng, conv.compute_output_shape(padded_shape))
+
+  def stem(x):
+    x = conv_2plus1d.fixed_padding(x, 7, 2)
+    return tf.nn.relu(conv_2plus1d.conv_batch_norm(conv, bn, x, training=False))
+
+  expected = tf.nn.relu(bn(conv(conv_2plus1d.fixed_padding(frames, 7, 2)),
+                           training=False)).numpy()
+  np.testing.assert_allclose(tf.function(stem)(frames).numpy(), expected, rtol=1e-5,
+                             atol=1e-5)
