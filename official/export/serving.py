@@ -8,6 +8,7 @@
   assets/class_names.txt               one class name per line, in logit order
                                        (also served by the `class_names` signature)
   assets.extra/tf_serving_warmup_requests   PredictionLog records TF Serving replays at load
+  assets.extra/view_protocol.json      the experiment's evaluation views (`official.predict`)
 
 Frames go through the evaluation pipeline's geometry (short side resized to S, centre S x S
 crop) and `official.data.preprocessing`, so served clips are treated like evaluation views.
@@ -31,6 +32,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from official.data import input_pipeline
 from official.data import preprocessing
+from official.inference import views
 from official.training import trainer as trainer_lib
 
 SIGNATURE = "serving_default"
@@ -194,7 +196,7 @@ def next_version(export_dir):
 
 def export_saved_model(model, export_dir, class_names, *, num_frames, image_size,
                        uses_objects, score_activation=tf.nn.sigmoid, version=None,
-                       warmup_batch_size=1):
+                       warmup_batch_size=1, view_protocol=None):
   """Writes the serving SavedModel of `model` to `export_dir/<version>/`.
 
   Args:
@@ -206,6 +208,9 @@ def export_saved_model(model, export_dir, class_names, *, num_frames, image_size
     score_activation: logits -> probabilities (sigmoid for multi-label, softmax otherwise).
     version: integer version; default `next_version(export_dir)`.
     warmup_batch_size: clips in the warm-up request.
+    view_protocol: optional `official.inference.views.ViewProtocol` (the experiment's
+      evaluation views), stored as `assets.extra/view_protocol.json` for
+      `python -m official.predict --saved_model`.
 
   Returns:
     The versioned SavedModel directory.
@@ -251,6 +256,8 @@ def export_saved_model(model, export_dir, class_names, *, num_frames, image_size
   archive.write_out(staged_model, verbose=False)
   write_warmup_requests(staged_model, warmup_inputs(num_frames, image_size, uses_objects,
                                                     warmup_batch_size))
+  if view_protocol is not None:
+    views.write_protocol(staged_model, view_protocol)
   tf.io.gfile.rename(staged_model, path)
   tf.io.gfile.rmtree(staging)
   return path

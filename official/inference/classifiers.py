@@ -1,0 +1,158 @@
+"""Video classifiers for `official.predict`: an exported SavedModel, or a training directory
+with its gin files (the checkpoint restored as `--mode=export` restores it, EMA weights
+included).
+
+Both take the same decoded video and clips and return per-view probabilities, so the two
+give the same scores on the same views (up to float rounding between the Keras model and
+the saved graph).
+"""
+
+import os
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from official.export import serving
+from official.inference import views as views_lib
+
+
+def latest_version(export_dir):
+  """`export_dir` itself when it holds a SavedModel, else its largest integer version.
+
+  Raises:
+    FileNotFoundError: naming `export_dir`, when neither exists.
+  """
+  if tf.io.gfile.exists(os.path.join(export_dir, "saved_model.pb")):
+    return export_dir
+  versions = [int(d.strip("/")) for d in tf.io.gfile.listdir(export_dir)
+              if d.strip("/").isdigit()] if tf.io.gfile.isdir(export_dir) else []
+  if not versions:
+    raise FileNotFoundError(
+        f"--saved_model={export_dir} holds no SavedModel (saved_model.pb) and no numbered "
+        "version folder; pass the export directory written by `official.train "
+        "--mode=export` (MODEL_DIR/export) or one of its versions.")
+  return os.path.join(export_dir, str(max(versions)))
+
+
+class SavedModelClassifier:
+  """Scores views through an export's `serving_default` signature.
+
+  Args:
+    export_dir: an export base path (its largest version is used) or a version folder.
+    protocol_overrides: `ViewProtocol` fields to change (None values are ignored); exports
+      without `view_protocol.json` need at least what differs from one centre clip at the
+      file's frame rate.
+    batch_size: views per signature call.
+
+  Attributes:
+    path, class_names (list of str), protocol (`ViewProtocol`), uses_objects (bool).
+  """
+
+  def __init__(self, export_dir, protocol_overrides=None, batch_size=8):
+    self.path = latest_version(export_dir)
+    self.batch_size = batch_size
+    loaded = tf.saved_model.load(self.path)
+    self._signature = loaded.signatures[serving.SIGNATURE]
+    self.uses_objects = "objects" in self._signature.structured_input_signature[1]
+    names = loaded.signatures["class_names"]()["class_names"].numpy()
+    self.class_names = [n.decode("utf-8") for n in names]
+    protocol = views_lib.read_protocol(self.path)
+    if protocol is None:
+      num_frames = self._signature.structured_input_signature[1]["frames"].shape
+      num_frames = num_frames[1] if num_frames.rank else None
+      overrides = protocol_overrides or {}
+      if num_frames is None and not overrides.get("num_frames"):
+        raise ValueError(f"{self.path} has no {views_lib.PROTOCOL_FILE}; pass --num_frames "
+                         "(the model's T) and the view settings of its experiment.")
+      logging.warning("%s has no %s: one centre clip at the file's frame rate unless flags "
+                      "say otherwise.", self.path, views_lib.PROTOCOL_FILE)
+      protocol = views_lib.ViewProtocol(num_frames=int(num_frames or overrides["num_frames"]),
+                                        image_size=1)
+    self.protocol = protocol.replace(**(protocol_overrides or {}))
+
+  def view_scores(self, frames, maps, indices):
+    """Probabilities `[C * num_crops, num_classes]` of the clips `indices` `[C, T]`."""
+    inputs = views_lib.serving_views(frames, maps, indices, self.protocol)
+    scores = []
+    for start in range(0, len(inputs["frames"]), self.batch_size):
+      batch = {k: tf.constant(v[start:start + self.batch_size]) for k, v in inputs.items()}
+      scores.append(self._signature(**batch)["probabilities"].numpy())
+    return np.concatenate(scores)
+
+
+class CheckpointClassifier:
+  """Scores views with the Keras model of a training directory.
+
+  Parses the experiment's gin files and bindings (global gin state), builds the model,
+  restores the checkpoint (EMA weights when the experiment keeps them) and reads the view
+  protocol from the experiment's evaluation settings.
+
+  Args:
+    model_dir: the training directory.
+    gin_files, gin_bindings: the experiment's gin configuration.
+    checkpoint: a checkpoint prefix or directory (default: the latest in `model_dir`).
+    protocol_overrides: `ViewProtocol` fields to change (None values are ignored).
+    batch_size: views per model call.
+
+  Attributes:
+    model, class_names, protocol, uses_objects, checkpoint, score_activation.
+
+  Raises:
+    FileNotFoundError: no checkpoint.
+    ValueError: the class names cannot be found (the dataset is not prepared where gin says
+      and `Experiment.class_names` is not set).
+  """
+
+  def __init__(self, model_dir, gin_files, gin_bindings=(), checkpoint=None,
+               protocol_overrides=None, batch_size=8):
+    # pylint: disable=g-import-not-at-top
+    from official import gin_flags
+    from official.modeling import builders
+    from official.training import checkpointing
+    from official.training import experiment
+    from official.training import losses
+    from official.training import strategies
+    # pylint: enable=g-import-not-at-top
+    self.batch_size = batch_size
+    self.checkpoint = checkpointing.resolve_checkpoint(model_dir, checkpoint)
+    # Data paths may stay %gin.REQUIRED: classifying files needs no dataset.
+    gin_flags.parse_gin(list(gin_files), list(gin_bindings), finalize=False)
+    exp = experiment.Experiment()
+    self._runner = experiment.Runner(exp, model_dir, strategies.build_strategy("one_device"))
+    trainer = self._runner.trainer
+    trainer.restore(self.checkpoint)
+    if trainer.ema is not None:
+      trainer.ema.copy_to_model()
+    self.model = self._runner.model
+    self.uses_objects = builders.uses_object_input(self.model)
+    self.score_activation = losses.score_activation(exp.loss_kind)
+    try:
+      self.class_names = self._runner._class_names()  # pylint: disable=protected-access
+    except (ValueError, FileNotFoundError, AssertionError) as e:
+      raise ValueError(
+          "Cannot find the class names: set Experiment.class_names, or prepare the dataset "
+          "and point build_dataset.data_dir at it (--gin_param=\"build_dataset.data_dir="
+          f"'D'\"). Cause: {e}") from e
+    spec = builders.model_inputs_spec(self.model)["rgb"][0]
+    protocol = views_lib.protocol_from_gin(spec[0], spec[1], exp.view_aggregation,
+                                           self._runner.data_dir)
+    self.protocol = protocol.replace(**(protocol_overrides or {}))
+    self._forward = tf.function(self._logits, reduce_retracing=True)
+
+  def _logits(self, inputs):
+    from official.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+    return tf.cast(self.model(trainer_lib.to_model_inputs(self.model, inputs),
+                              training=False), tf.float32)
+
+  def model_inputs(self, frames, maps, indices):
+    """The model's inputs (see `views.model_views`), in batches of `batch_size` views."""
+    inputs = views_lib.model_views(frames, maps, indices, self.protocol)
+    total = int(inputs["rgb"].shape[0])
+    for start in range(0, total, self.batch_size):
+      yield {k: v[start:start + self.batch_size] for k, v in inputs.items()}
+
+  def view_scores(self, frames, maps, indices):
+    """Probabilities `[C * num_crops, num_classes]` of the clips `indices` `[C, T]`."""
+    return np.concatenate([self.score_activation(self._forward(batch)).numpy()
+                           for batch in self.model_inputs(frames, maps, indices)])

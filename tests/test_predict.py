@@ -1,0 +1,167 @@
+"""`python -m official.predict` on mp4 files the test writes: through `--saved_model` and
+through `--model_dir`, the scores equal the exported signature's on the evaluation views
+the test cuts itself; a corrupt file is a per-file error and the other files still run."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_prep import video as video_lib
+from official.data import input_pipeline
+from official.export import serving
+from official.inference import views
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIN = os.path.join(ROOT, "gin", "experiments", "tiny_smoke.gin")
+CLASS_NAMES = [f"action {i}" for i in range(12)]
+# tiny_smoke.gin with its class names given, so no dataset is generated.
+BINDINGS = ["Experiment.prepare_data_fn = None",
+            f"Experiment.class_names = {CLASS_NAMES!r}"]
+FPS = 8
+NUM_FRAMES, FRAME_STRIDE, NUM_CLIPS = 4, 2, 2  # tiny_smoke.gin's evaluation views
+
+
+def _env():
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+  env.pop("TF_CONFIG", None)
+  return env
+
+
+def moving_square_video(num_frames, height, width, seed):
+  """uint8 [T, H, W, 3]: a coloured square crossing a gradient, different per seed."""
+  rng = np.random.default_rng(seed)
+  y, x = np.mgrid[0:height, 0:width]
+  background = np.stack([x * 255 // width, y * 255 // height, np.full_like(x, 60)], -1)
+  frames = np.repeat(background[None].astype(np.uint8), num_frames, axis=0)
+  color = rng.integers(100, 256, 3)
+  for t in range(num_frames):
+    top = (5 + 2 * t) % (height - 12)
+    left = (3 + 3 * t) % (width - 12)
+    frames[t, top:top + 12, left:left + 12] = color
+  return frames
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A tiny_smoke.gin model (random weights, a sharpened head so that views differ), its
+  checkpoint and its export."""
+  import gin  # pylint: disable=g-import-not-at-top
+  from official import gin_flags  # pylint: disable=g-import-not-at-top
+  from official.training import experiment  # pylint: disable=g-import-not-at-top
+  from official.training import strategies  # pylint: disable=g-import-not-at-top
+  model_dir = str(tmp_path_factory.mktemp("predict_model"))
+  gin.clear_config()
+  try:
+    gin_flags.parse_gin([GIN], BINDINGS, finalize=False)
+    runner = experiment.Runner(experiment.Experiment(), model_dir,
+                               strategies.build_strategy("one_device"))
+    head = runner.model.get_layer("head").classifier
+    head.kernel.assign(np.random.default_rng(0).normal(0, 3, head.kernel.shape))
+    tf.train.CheckpointManager(runner.trainer.checkpoint(), model_dir, 1).save(0)
+    export_path = runner.export(None)
+  finally:
+    gin.clear_config()
+  return model_dir, export_path
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+  folder = tmp_path_factory.mktemp("videos")
+  paths = []
+  for i, (frames, height, width) in enumerate([(20, 48, 64), (13, 64, 48)]):
+    path = str(folder / f"clip{i}.mp4")
+    video_lib.write_video(path, moving_square_video(frames, height, width, i), FPS)
+    paths.append(path)
+  corrupt = folder / "corrupt.mp4"
+  corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 20)
+  return paths, str(corrupt)
+
+
+def _signature_scores(export_path, path, clips):
+  """The export's probabilities on the views cut here: the decoder at the file's rate and
+  size (charades/synthetic keeps both), `clips` [C, T] indices, max over views."""
+  frames = video_lib.read_video(path, None, None)[0]
+  signature = tf.saved_model.load(export_path).signatures[serving.SIGNATURE]
+  probabilities = signature(frames=tf.constant(frames[clips]))["probabilities"].numpy()
+  return probabilities, frames
+
+
+def _predict(*args):
+  return subprocess.run([sys.executable, "-m", "official.predict", *args], cwd=ROOT,
+                        env=_env(), capture_output=True, text=True, timeout=300)
+
+
+def test_export_carries_the_experiments_evaluation_views(trained):
+  _, export_path = trained
+  assert views.read_protocol(export_path) == views.ViewProtocol(
+      num_frames=NUM_FRAMES, image_size=32, frame_stride=FRAME_STRIDE, num_clips=NUM_CLIPS,
+      num_crops=1, aggregation="max", fps=None, short_side=None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["saved_model", "model_dir"])
+def test_predict_scores_equal_the_exported_signature_on_the_same_views(
+    trained, videos, tmp_path, source):
+  model_dir, export_path = trained
+  paths, corrupt = videos
+  model_flags = ([f"--saved_model={os.path.dirname(export_path)}"] if source == "saved_model"
+                 else [f"--model_dir={model_dir}", f"--gin_file={GIN}"] +
+                 [f"--gin_param={b}" for b in BINDINGS])
+  output = tmp_path / "out.jsonl"
+  timeline_csv = tmp_path / "timeline.csv"
+  run = _predict(*model_flags, f"--video={paths[0]}", f"--video={corrupt}",
+                 f"--video={paths[1]}", f"--output={output}", "--top_k=3", "--timeline",
+                 f"--timeline_csv={timeline_csv}")
+  # The corrupt file fails alone: reported, counted, and the exit status says so.
+  assert run.returncode == 1, run.stderr[-3000:]
+  assert f"error: {corrupt}: VideoReadError" in run.stderr
+  assert "2 of 3 videos classified; 1 failed" in run.stderr
+  records = [json.loads(line) for line in output.read_text().splitlines()]
+  assert [r["video"] for r in records] == [paths[0], corrupt, paths[1]]
+  assert records[1]["error"].startswith("VideoReadError")
+
+  atol = 1e-6 if source == "saved_model" else 2e-5  # Keras model vs the saved graph
+  for record, path in zip((records[0], records[2]), paths):
+    num_frames = video_lib.read_video(path, None, None)[0].shape[0]
+    clips = input_pipeline.eval_clip_indices(num_frames, NUM_FRAMES, FRAME_STRIDE,
+                                             NUM_CLIPS).numpy()
+    per_view, _ = _signature_scores(export_path, path, clips)
+    assert np.abs(per_view[0] - per_view[1]).max() > 1e-3  # the two views differ
+    expected = per_view.max(axis=0)
+    assert list(record["scores"]) == CLASS_NAMES
+    np.testing.assert_allclose(list(record["scores"].values()), expected, atol=atol)
+    assert (record["views"], record["aggregation"], record["fps"]) == (2, "max", FPS)
+    assert record["num_frames"] == num_frames
+    best = np.argsort(-expected, kind="stable")[:3]
+    assert [t["class"] for t in record["top_k"]] == [CLASS_NAMES[i] for i in best]
+    assert f"  {expected[best[0]]:.4f}  {CLASS_NAMES[best[0]]}" in run.stdout
+
+    # Timeline: one clip every half span (4 frames = 0.5 s), each scored by the signature.
+    starts = np.arange(0, num_frames - 7 + 1, 4)
+    windows = (starts[:, None] + np.arange(NUM_FRAMES) * FRAME_STRIDE) % num_frames
+    window_scores, _ = _signature_scores(export_path, path, windows)
+    timeline = record["timeline"]
+    assert [w["start_s"] for w in timeline] == list(starts / FPS)
+    assert [w["end_s"] for w in timeline] == list((starts + 7) / FPS)
+    np.testing.assert_allclose([list(w["scores"].values()) for w in timeline],
+                               window_scores, atol=atol)
+  rows = list(csv.reader(timeline_csv.open()))
+  assert rows[0] == ["video", "start_s", "end_s"] + CLASS_NAMES
+  assert len(rows) == 1 + len(records[0]["timeline"]) + len(records[2]["timeline"])
+  assert rows[1][:3] == [paths[0], "0.000", "0.875"]
+
+
+@pytest.mark.slow
+def test_predict_without_a_model_or_objects_is_a_clear_usage_error(trained, videos):
+  _, export_path = trained
+  run = _predict(f"--video={videos[0][0]}")
+  assert run.returncode == 2
+  assert "Pass exactly one of --saved_model=EXPORT_DIR or --model_dir=DIR" in run.stderr
+  run = _predict(f"--saved_model={export_path}/missing", f"--video={videos[0][0]}")
+  assert run.returncode == 2 and "holds no SavedModel" in run.stderr
