@@ -165,3 +165,78 @@ def test_predict_without_a_model_or_objects_is_a_clear_usage_error(trained, vide
   assert "Pass exactly one of --saved_model=EXPORT_DIR or --model_dir=DIR" in run.stderr
   run = _predict(f"--saved_model={export_path}/missing", f"--video={videos[0][0]}")
   assert run.returncode == 2 and "holds no SavedModel" in run.stderr
+
+
+# RGB stem, object stem, one fused node per level (peer attention over both stems).
+OBJECT_BINDINGS = BINDINGS + [
+    "build_model.model_type = 'assemblenet_plus'",
+    "build_model.structure = [[-1, 1], [-3, 1], [0, [0, 1], 4, 1, 1, 0], "
+    "[1, [2], 8, 1, 2, 0], [2, [3], 8, 1, 2, 0], [3, [4], 8, 1, 2, 0]]",
+    "build_model.attention_mode = 'peer'",
+    "build_model.use_object_input = True",
+]
+
+
+@pytest.fixture(scope="module")
+def object_model(tmp_path_factory):
+  import gin  # pylint: disable=g-import-not-at-top
+  from official import gin_flags  # pylint: disable=g-import-not-at-top
+  from official.training import experiment  # pylint: disable=g-import-not-at-top
+  from official.training import strategies  # pylint: disable=g-import-not-at-top
+  model_dir = str(tmp_path_factory.mktemp("predict_object_model"))
+  gin.clear_config()
+  try:
+    gin_flags.parse_gin([GIN], OBJECT_BINDINGS, finalize=False)
+    runner = experiment.Runner(experiment.Experiment(), model_dir,
+                               strategies.build_strategy("one_device"))
+    head = runner.model.get_layer("head").classifier
+    head.kernel.assign(np.random.default_rng(1).normal(0, 3, head.kernel.shape))
+    tf.train.CheckpointManager(runner.trainer.checkpoint(), model_dir, 1).save(0)
+    export_path = runner.export(None)
+  finally:
+    gin.clear_config()
+  return model_dir, export_path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["saved_model", "model_dir"])
+def test_object_model_reads_the_maps_folder_and_equals_the_signature(
+    object_model, videos, tmp_path, source):
+  model_dir, export_path = object_model
+  paths, _ = videos
+  # Maps for clip0 only, in the data side's layout: DIR/<name>/<name>-000001.png, one per
+  # source frame; clip1 has none and fails alone.
+  frames = video_lib.read_video(paths[0], None, None)[0]
+  rng = np.random.default_rng(2)
+  maps = rng.integers(0, 151, frames.shape[:3], dtype=np.uint8)
+  maps[:, :24] = 7  # a large region of one class, so the maps matter
+  folder = tmp_path / "maps" / "clip0"
+  folder.mkdir(parents=True)
+  for i, ids in enumerate(maps):
+    (folder / f"clip0-{i + 1:06d}.png").write_bytes(video_lib.encode_png(ids))
+  model_flags = ([f"--saved_model={export_path}"] if source == "saved_model"
+                 else [f"--model_dir={model_dir}", f"--gin_file={GIN}"] +
+                 [f"--gin_param={b}" for b in OBJECT_BINDINGS])
+  output = tmp_path / "out.jsonl"
+  run = _predict(*model_flags, f"--video={paths[0]}", f"--video={paths[1]}",
+                 f"--object_maps={tmp_path / 'maps'}", f"--output={output}")
+  assert run.returncode == 1, run.stderr[-3000:]
+  assert f"error: {paths[1]}: FileNotFoundError: no numbered object maps in" in run.stderr
+  records = [json.loads(line) for line in output.read_text().splitlines()]
+  assert "error" in records[1]
+
+  clips = input_pipeline.eval_clip_indices(len(frames), NUM_FRAMES, FRAME_STRIDE,
+                                           NUM_CLIPS).numpy()
+  signature = tf.saved_model.load(export_path).signatures[serving.SIGNATURE]
+  served = signature(frames=tf.constant(frames[clips]), objects=tf.constant(maps[clips]))
+  expected = served["probabilities"].numpy().max(axis=0)
+  # Other maps give other scores: the maps were read, not ignored.
+  other = signature(frames=tf.constant(frames[clips]),
+                    objects=tf.zeros(maps[clips].shape, tf.uint8))
+  assert np.abs(other["probabilities"].numpy().max(axis=0) - expected).max() > 1e-3
+  np.testing.assert_allclose(list(records[0]["scores"].values()), expected,
+                             atol=1e-6 if source == "saved_model" else 2e-5)
+
+  run = _predict(f"--saved_model={export_path}", f"--video={paths[0]}")
+  assert run.returncode == 2
+  assert "The model takes object maps: pass --object_maps=DIR" in run.stderr
