@@ -70,42 +70,6 @@ def define_flags():
   flags.DEFINE_enum("aggregation", None, ["max", "mean"], "Override: view aggregation.")
 
 
-class ObjectMaps:
-  """The object maps of a decoded file, from a folder or a segmenter (or none)."""
-
-  def __init__(self, uses_objects, maps_dir=None, segmenter=None):
-    if uses_objects and not (maps_dir or segmenter):
-      raise ValueError("The model takes object maps: pass --object_maps=DIR (per-frame PNG "
-                       "ids, DIR/<name>/<name>-000001.png) or --segmenter=SAVEDMODEL.")
-    if maps_dir and segmenter:
-      raise ValueError("Pass --object_maps or --segmenter, not both. Received: "
-                       f"{maps_dir!r}, {segmenter!r}")
-    if not uses_objects and (maps_dir or segmenter):
-      logging.warning("The model takes no object maps: --object_maps / --segmenter ignored.")
-    self.uses_objects = uses_objects
-    self.maps_dir = maps_dir
-    self._segmenter = None
-    if uses_objects and segmenter:
-      from data_prep import object_maps  # pylint: disable=g-import-not-at-top
-      self._segmenter = object_maps.Segmenter(segmenter)
-
-  def __call__(self, path, video):
-    """uint8 `[N, H, W]` ids for the decoded `video` of `path`, or None.
-
-    Raises:
-      FileNotFoundError, ValueError: no (valid) maps for this file.
-    """
-    if not self.uses_objects:
-      return None
-    if self._segmenter is not None:
-      return self._segmenter(video.frames)
-    from data_prep import object_maps  # pylint: disable=g-import-not-at-top
-    name = os.path.splitext(os.path.basename(path))[0]
-    return object_maps.load_map_folder(os.path.join(self.maps_dir, name),
-                                       video.source_indices, video.num_source_frames,
-                                       *video.frames.shape[1:3])
-
-
 def predict_video(classifier, path, object_maps, top_k, timeline_step_s=None,
                   timeline=False):
   """Classifies one file; returns its JSON record.
@@ -197,9 +161,13 @@ def main(argv):
   if FLAGS.timeline_csv and not FLAGS.timeline:
     raise app.UsageError("--timeline_csv needs --timeline.")
   from data_prep import video as video_lib  # pylint: disable=g-import-not-at-top
+  from official.inference import views  # pylint: disable=g-import-not-at-top
   try:
     classifier = build_classifier()
-    object_maps = ObjectMaps(classifier.uses_objects, FLAGS.object_maps, FLAGS.segmenter)
+    object_maps = views.ObjectMaps(classifier.uses_objects, FLAGS.object_maps,
+                                   FLAGS.segmenter)
+    if not classifier.class_names:  # Resolved now: missing names are a usage error.
+      raise ValueError(f"{classifier} has no class names.")
   except (ValueError, FileNotFoundError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

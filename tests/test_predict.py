@@ -16,71 +16,24 @@ from data_prep import video as video_lib
 from official.data import input_pipeline
 from official.export import serving
 from official.inference import views
+from tests import tiny_models
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GIN = os.path.join(ROOT, "gin", "experiments", "tiny_smoke.gin")
-CLASS_NAMES = [f"action {i}" for i in range(12)]
-# tiny_smoke.gin with its class names given, so no dataset is generated.
-BINDINGS = ["Experiment.prepare_data_fn = None",
-            f"Experiment.class_names = {CLASS_NAMES!r}"]
-FPS = 8
+ROOT, GIN, CLASS_NAMES, BINDINGS, FPS = (tiny_models.ROOT, tiny_models.GIN,
+                                         tiny_models.CLASS_NAMES, tiny_models.BINDINGS,
+                                         tiny_models.FPS)
 NUM_FRAMES, FRAME_STRIDE, NUM_CLIPS = 4, 2, 2  # tiny_smoke.gin's evaluation views
-
-
-def _env():
-  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-  env.pop("TF_CONFIG", None)
-  return env
-
-
-def moving_square_video(num_frames, height, width, seed):
-  """uint8 [T, H, W, 3]: a coloured square crossing a gradient, different per seed."""
-  rng = np.random.default_rng(seed)
-  y, x = np.mgrid[0:height, 0:width]
-  background = np.stack([x * 255 // width, y * 255 // height, np.full_like(x, 60)], -1)
-  frames = np.repeat(background[None].astype(np.uint8), num_frames, axis=0)
-  color = rng.integers(100, 256, 3)
-  for t in range(num_frames):
-    top = (5 + 2 * t) % (height - 12)
-    left = (3 + 3 * t) % (width - 12)
-    frames[t, top:top + 12, left:left + 12] = color
-  return frames
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  """A tiny_smoke.gin model (random weights, a sharpened head so that views differ), its
-  checkpoint and its export."""
-  import gin  # pylint: disable=g-import-not-at-top
-  from official import gin_flags  # pylint: disable=g-import-not-at-top
-  from official.training import experiment  # pylint: disable=g-import-not-at-top
-  from official.training import strategies  # pylint: disable=g-import-not-at-top
-  model_dir = str(tmp_path_factory.mktemp("predict_model"))
-  gin.clear_config()
-  try:
-    gin_flags.parse_gin([GIN], BINDINGS, finalize=False)
-    runner = experiment.Runner(experiment.Experiment(), model_dir,
-                               strategies.build_strategy("one_device"))
-    head = runner.model.get_layer("head").classifier
-    head.kernel.assign(np.random.default_rng(0).normal(0, 3, head.kernel.shape))
-    tf.train.CheckpointManager(runner.trainer.checkpoint(), model_dir, 1).save(0)
-    export_path = runner.export(None)
-  finally:
-    gin.clear_config()
-  return model_dir, export_path
+  model_dir = tmp_path_factory.mktemp("predict_model")
+  export_path, _ = tiny_models.make_model_dir(model_dir, GIN, BINDINGS, seed=0)
+  return str(model_dir), export_path
 
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
-  folder = tmp_path_factory.mktemp("videos")
-  paths = []
-  for i, (frames, height, width) in enumerate([(20, 48, 64), (13, 64, 48)]):
-    path = str(folder / f"clip{i}.mp4")
-    video_lib.write_video(path, moving_square_video(frames, height, width, i), FPS)
-    paths.append(path)
-  corrupt = folder / "corrupt.mp4"
-  corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 20)
-  return paths, str(corrupt)
+  return tiny_models.write_test_videos(str(tmp_path_factory.mktemp("videos")))
 
 
 def _signature_scores(export_path, path, clips):
@@ -94,9 +47,10 @@ def _signature_scores(export_path, path, clips):
 
 def _predict(*args):
   return subprocess.run([sys.executable, "-m", "official.predict", *args], cwd=ROOT,
-                        env=_env(), capture_output=True, text=True, timeout=300)
+                        env=tiny_models.env(), capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_export_carries_the_experiments_evaluation_views(trained):
   _, export_path = trained
   assert views.read_protocol(export_path) == views.ViewProtocol(
@@ -179,23 +133,9 @@ OBJECT_BINDINGS = BINDINGS + [
 
 @pytest.fixture(scope="module")
 def object_model(tmp_path_factory):
-  import gin  # pylint: disable=g-import-not-at-top
-  from official import gin_flags  # pylint: disable=g-import-not-at-top
-  from official.training import experiment  # pylint: disable=g-import-not-at-top
-  from official.training import strategies  # pylint: disable=g-import-not-at-top
-  model_dir = str(tmp_path_factory.mktemp("predict_object_model"))
-  gin.clear_config()
-  try:
-    gin_flags.parse_gin([GIN], OBJECT_BINDINGS, finalize=False)
-    runner = experiment.Runner(experiment.Experiment(), model_dir,
-                               strategies.build_strategy("one_device"))
-    head = runner.model.get_layer("head").classifier
-    head.kernel.assign(np.random.default_rng(1).normal(0, 3, head.kernel.shape))
-    tf.train.CheckpointManager(runner.trainer.checkpoint(), model_dir, 1).save(0)
-    export_path = runner.export(None)
-  finally:
-    gin.clear_config()
-  return model_dir, export_path
+  model_dir = tmp_path_factory.mktemp("predict_object_model")
+  export_path, _ = tiny_models.make_model_dir(model_dir, GIN, OBJECT_BINDINGS, seed=1)
+  return str(model_dir), export_path
 
 
 @pytest.mark.slow

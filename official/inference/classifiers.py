@@ -100,8 +100,6 @@ class CheckpointClassifier:
 
   Raises:
     FileNotFoundError: no checkpoint.
-    ValueError: the class names cannot be found (the dataset is not prepared where gin says
-      and `Experiment.class_names` is not set).
   """
 
   def __init__(self, model_dir, gin_files, gin_bindings=(), checkpoint=None,
@@ -127,18 +125,34 @@ class CheckpointClassifier:
     self.model = self._runner.model
     self.uses_objects = builders.uses_object_input(self.model)
     self.score_activation = losses.score_activation(exp.loss_kind)
-    try:
-      self.class_names = self._runner._class_names()  # pylint: disable=protected-access
-    except (ValueError, FileNotFoundError, AssertionError) as e:
-      raise ValueError(
-          "Cannot find the class names: set Experiment.class_names, or prepare the dataset "
-          "and point build_dataset.data_dir at it (--gin_param=\"build_dataset.data_dir="
-          f"'D'\"). Cause: {e}") from e
+    self._class_names = None
     spec = builders.model_inputs_spec(self.model)["rgb"][0]
     protocol = views_lib.protocol_from_gin(spec[0], spec[1], exp.view_aggregation,
                                            self._runner.data_dir)
     self.protocol = protocol.replace(**(protocol_overrides or {}))
     self._forward = tf.function(self._logits, reduce_retracing=True)
+
+  @property
+  def class_names(self):
+    """Names in logit order (`Experiment.class_names` or the prepared dataset's).
+
+    Raises:
+      ValueError: neither is available.
+    """
+    if self._class_names is None:
+      try:
+        self._class_names = self._runner._class_names()  # pylint: disable=protected-access
+      except (ValueError, FileNotFoundError, AssertionError) as e:
+        raise ValueError(
+            "Cannot find the class names: set Experiment.class_names, or prepare the "
+            "dataset and point build_dataset.data_dir at it (--gin_param=\"build_dataset."
+            f"data_dir='D'\"). Cause: {e}") from e
+    return self._class_names
+
+  def evaluation_dataset(self):
+    """The experiment's evaluation `tf.data.Dataset` (`Experiment.eval_split`), as
+    `--mode=eval` reads it: `(features with 'video_id', labels)` batches of views."""
+    return self._runner._dataset(is_training=False)  # pylint: disable=protected-access
 
   def _logits(self, inputs):
     from official.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top

@@ -21,6 +21,7 @@ import math
 import os
 from typing import Optional
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -178,6 +179,53 @@ def decode(path, protocol):
   if duration is None:
     duration = num_source / source_fps if source_fps else len(frames) / fps
   return Video(frames, np.asarray(source_indices), int(num_source), fps, float(duration))
+
+
+class ObjectMaps:
+  """The object maps of decoded files, from a folder or a segmenter (or none).
+
+  Args:
+    uses_objects: whether the model takes object maps.
+    maps_dir: folder `maps_dir/<name>/<name>-000001.png ...` (one uint8 ADE-20K id map per
+      source frame, `<name>` the file name without extension: the layout data preparation
+      reads).
+    segmenter: an ADE-20K segmentation SavedModel (`data_prep.object_maps.Segmenter`).
+
+  Raises:
+    ValueError: the model takes maps and neither source is given, or both are.
+  """
+
+  def __init__(self, uses_objects, maps_dir=None, segmenter=None):
+    if uses_objects and not (maps_dir or segmenter):
+      raise ValueError("The model takes object maps: pass --object_maps=DIR (per-frame PNG "
+                       "ids, DIR/<name>/<name>-000001.png) or --segmenter=SAVEDMODEL.")
+    if maps_dir and segmenter:
+      raise ValueError("Pass --object_maps or --segmenter, not both. Received: "
+                       f"{maps_dir!r}, {segmenter!r}")
+    if not uses_objects and (maps_dir or segmenter):
+      logging.warning("The model takes no object maps: --object_maps / --segmenter ignored.")
+    self.uses_objects = uses_objects
+    self.maps_dir = maps_dir
+    self._segmenter = None
+    if uses_objects and segmenter:
+      from data_prep import object_maps  # pylint: disable=g-import-not-at-top
+      self._segmenter = object_maps.Segmenter(segmenter)
+
+  def __call__(self, path, video):
+    """uint8 `[N, H, W]` ids for the decoded `video` of `path`, or None.
+
+    Raises:
+      FileNotFoundError, ValueError: no (valid) maps for this file.
+    """
+    if not self.uses_objects:
+      return None
+    if self._segmenter is not None:
+      return self._segmenter(video.frames)
+    from data_prep import object_maps  # pylint: disable=g-import-not-at-top
+    name = os.path.splitext(os.path.basename(path))[0]
+    return object_maps.load_map_folder(os.path.join(self.maps_dir, name),
+                                       video.source_indices, video.num_source_frames,
+                                       *video.frames.shape[1:3])
 
 
 def clip_indices(num_video_frames, protocol):
