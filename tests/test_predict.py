@@ -180,3 +180,34 @@ def test_object_model_reads_the_maps_folder_and_equals_the_signature(
   run = _predict(f"--saved_model={export_path}", f"--video={paths[0]}")
   assert run.returncode == 2
   assert "The model takes object maps: pass --object_maps=DIR" in run.stderr
+
+
+class _RedSegmenter(tf.Module):
+  """The preparation's segmenter contract: uint8 [B, H, W, 3] -> ids [B, H, W] (red // 2)."""
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+  def __call__(self, frames):
+    return tf.cast(frames[..., 0], tf.int32) // 2
+
+
+@pytest.mark.slow
+def test_object_model_with_a_segmenter_equals_the_signature_on_its_maps(
+    object_model, videos, tmp_path):
+  _, export_path = object_model
+  paths, _ = videos
+  segmenter = _RedSegmenter()
+  tf.saved_model.save(segmenter, str(tmp_path / "segmenter"),
+                      signatures=segmenter.__call__)
+  output = tmp_path / "out.jsonl"
+  run = _predict(f"--saved_model={export_path}", f"--video={paths[1]}",
+                 f"--segmenter={tmp_path / 'segmenter'}", f"--output={output}")
+  assert run.returncode == 0, run.stderr[-3000:]
+  frames = video_lib.read_video(paths[1], None, None)[0]
+  clips = input_pipeline.eval_clip_indices(len(frames), NUM_FRAMES, FRAME_STRIDE,
+                                           NUM_CLIPS).numpy()
+  maps = frames[..., 0] // 2
+  signature = tf.saved_model.load(export_path).signatures[serving.SIGNATURE]
+  expected = signature(frames=tf.constant(frames[clips]),
+                       objects=tf.constant(maps[clips]))["probabilities"].numpy().max(axis=0)
+  record = json.loads(output.read_text())
+  np.testing.assert_allclose(list(record["scores"].values()), expected, atol=1e-6)
