@@ -3,6 +3,8 @@ shape, a wrong channel count, an unbatched clip, objects that disagree with the 
 object ids outside ADE-20K gets an error naming the input and what was expected, not an
 error from deep inside the graph (or, for ids, silently wrong scores)."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -125,3 +127,24 @@ def test_warmup_request_is_valid_and_served(export_path, serve):
   assert sorted(inputs) == ["frames", "objects"]
   probabilities = serve(inputs["frames"], inputs["objects"])["probabilities"].numpy()
   assert probabilities.shape == (1, NUM_CLASSES) and np.all(np.isfinite(probabilities))
+
+
+def test_exports_without_a_view_protocol_read_the_clip_from_the_warmup(export_path, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  from official.inference import classifiers  # pylint: disable=g-import-not-at-top
+  from official.inference import views  # pylint: disable=g-import-not-at-top
+  # Exported without one: the default protocol, one centre clip at the file's rate.
+  assert views.read_protocol(export_path) == views.ViewProtocol(NUM_FRAMES, IMAGE_SIZE)
+  old_export = tmp_path / "7"
+  shutil.copytree(export_path, old_export)
+  os.remove(old_export / "assets.extra" / views.PROTOCOL_FILE)
+  classifier = classifiers.SavedModelClassifier(str(tmp_path), {"num_clips": 2})
+  assert classifier.path == str(old_export)
+  assert classifier.protocol == views.ViewProtocol(NUM_FRAMES, IMAGE_SIZE, num_clips=2)
+  assert classifier.uses_objects and classifier.class_names[0] == "class_0"
+  frames, objects = _inputs((9, 40, 48, 3), (9, 40, 48))
+  clips = views.clip_indices(9, classifier.protocol)
+  expected = tf.saved_model.load(export_path).signatures[serving.SIGNATURE](
+      frames=tf.constant(frames[clips]), objects=tf.constant(objects[clips]))
+  np.testing.assert_array_equal(classifier.view_scores(frames, objects, clips),
+                                expected["probabilities"].numpy())

@@ -208,9 +208,10 @@ def export_saved_model(model, export_dir, class_names, *, num_frames, image_size
     score_activation: logits -> probabilities (sigmoid for multi-label, softmax otherwise).
     version: integer version; default `next_version(export_dir)`.
     warmup_batch_size: clips in the warm-up request.
-    view_protocol: optional `official.inference.views.ViewProtocol` (the experiment's
-      evaluation views), stored as `assets.extra/view_protocol.json` for
-      `python -m official.predict --saved_model`.
+    view_protocol: the `official.inference.views.ViewProtocol` of the experiment's
+      evaluation views, stored as `assets.extra/view_protocol.json` for
+      `python -m official.predict --saved_model`; default: one centre clip at the video's
+      own frame rate.
 
   Returns:
     The versioned SavedModel directory.
@@ -256,8 +257,8 @@ def export_saved_model(model, export_dir, class_names, *, num_frames, image_size
   archive.write_out(staged_model, verbose=False)
   write_warmup_requests(staged_model, warmup_inputs(num_frames, image_size, uses_objects,
                                                     warmup_batch_size))
-  if view_protocol is not None:
-    views.write_protocol(staged_model, view_protocol)
+  views.write_protocol(staged_model, view_protocol or views.ViewProtocol(num_frames,
+                                                                         image_size))
   tf.io.gfile.rename(staged_model, path)
   tf.io.gfile.rmtree(staging)
   return path

@@ -35,14 +35,28 @@ def latest_version(export_dir):
   return os.path.join(export_dir, str(max(versions)))
 
 
+def _warmup_clip_shape(saved_model_dir):
+  """(T, S) of the export's warm-up clip."""
+  path = os.path.join(saved_model_dir, "assets.extra", serving.WARMUP_FILE)
+  if not tf.io.gfile.exists(path):
+    raise ValueError(f"{saved_model_dir} has neither {views_lib.PROTOCOL_FILE} nor a warm-up "
+                     "request to read the clip length from; re-export it with "
+                     "`official.train --mode=export`.")
+  from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=g-import-not-at-top
+  record = next(iter(tf.data.TFRecordDataset(path))).numpy()
+  request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+  shape = [d.size for d in request.inputs["frames"].tensor_shape.dim]
+  return shape[1], shape[2]
+
+
 class SavedModelClassifier:
   """Scores views through an export's `serving_default` signature.
 
   Args:
     export_dir: an export base path (its largest version is used) or a version folder.
-    protocol_overrides: `ViewProtocol` fields to change (None values are ignored); exports
-      without `view_protocol.json` need at least what differs from one centre clip at the
-      file's frame rate.
+    protocol_overrides: `ViewProtocol` fields to change (None values are ignored). Exports
+      without `view_protocol.json` (older ones) get one centre clip at the file's frame
+      rate unless overridden.
     batch_size: views per signature call.
 
   Attributes:
@@ -59,16 +73,11 @@ class SavedModelClassifier:
     self.class_names = [n.decode("utf-8") for n in names]
     protocol = views_lib.read_protocol(self.path)
     if protocol is None:
-      num_frames = self._signature.structured_input_signature[1]["frames"].shape
-      num_frames = num_frames[1] if num_frames.rank else None
-      overrides = protocol_overrides or {}
-      if num_frames is None and not overrides.get("num_frames"):
-        raise ValueError(f"{self.path} has no {views_lib.PROTOCOL_FILE}; pass --num_frames "
-                         "(the model's T) and the view settings of its experiment.")
+      # Exported before the protocol file existed: the warm-up request has the model's
+      # clip shape [1, T, S, S, 3].
+      protocol = views_lib.ViewProtocol(*_warmup_clip_shape(self.path))
       logging.warning("%s has no %s: one centre clip at the file's frame rate unless flags "
                       "say otherwise.", self.path, views_lib.PROTOCOL_FILE)
-      protocol = views_lib.ViewProtocol(num_frames=int(num_frames or overrides["num_frames"]),
-                                        image_size=1)
     self.protocol = protocol.replace(**(protocol_overrides or {}))
 
   def view_scores(self, frames, maps, indices):
@@ -142,7 +151,7 @@ class CheckpointClassifier:
     if self._class_names is None:
       try:
         self._class_names = self._runner._class_names()  # pylint: disable=protected-access
-      except (ValueError, FileNotFoundError, AssertionError) as e:
+      except (ValueError, TypeError, FileNotFoundError, AssertionError) as e:
         raise ValueError(
             "Cannot find the class names: set Experiment.class_names, or prepare the "
             "dataset and point build_dataset.data_dir at it (--gin_param=\"build_dataset."
