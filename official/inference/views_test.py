@@ -1,5 +1,7 @@
 """Tests of the evaluation views of a video file."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -88,3 +90,25 @@ def test_aggregate_groups_consecutive_views():
   scores = np.array([[0.1, 0.9], [0.5, 0.2], [0.3, 0.3], [0.7, 0.1]])
   np.testing.assert_allclose(views.aggregate(scores, "max", 2), [[0.5, 0.9], [0.7, 0.3]])
   np.testing.assert_allclose(views.aggregate(scores, "mean", 2), [[0.3, 0.55], [0.5, 0.2]])
+
+
+def test_protocol_from_gin_is_the_experiments_evaluation():
+  import gin  # pylint: disable=g-import-not-at-top
+  from official import gin_flags  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  gin.clear_config()
+  gin.add_config_file_search_path(root)
+  try:
+    gin_flags.parse_gin([os.path.join(root, "gin/experiments/charades_assemblenet_plus50.gin")],
+                        [], finalize=False)
+    assert views.protocol_from_gin(32, 224, "max") == views.ViewProtocol(
+        32, 224, frame_stride=1, num_clips=10, num_crops=3, aggregation="max", fps=12.0,
+        short_side=256)
+    gin.clear_config()
+    # The evaluation dataset is built in gin scope 'eval': its bindings win.
+    gin_flags.parse_gin([os.path.join(root, "gin/experiments/tiny_smoke.gin")],
+                        ["eval/build_dataset.num_clips = 5"], finalize=False)
+    assert views.protocol_from_gin(4, 32, "mean") == views.ViewProtocol(
+        4, 32, frame_stride=2, num_clips=5, num_crops=1, aggregation="mean")
+  finally:
+    gin.clear_config()
