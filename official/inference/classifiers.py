@@ -49,6 +49,14 @@ def _warmup_clip_shape(saved_model_dir):
   return shape[1], shape[2]
 
 
+def _clip_batches(indices, batch_size, num_crops):
+  """Consecutive groups of clips `[c, T]` with about `batch_size` views (at least one
+  clip): views are cut per batch, never for a whole long video at once."""
+  step = max(1, batch_size // num_crops)
+  for start in range(0, len(indices), step):
+    yield indices[start:start + step]
+
+
 class SavedModelClassifier:
   """Scores views through an export's `serving_default` signature.
 
@@ -82,10 +90,10 @@ class SavedModelClassifier:
 
   def view_scores(self, frames, maps, indices):
     """Probabilities `[C * num_crops, num_classes]` of the clips `indices` `[C, T]`."""
-    inputs = views_lib.serving_views(frames, maps, indices, self.protocol)
     scores = []
-    for start in range(0, len(inputs["frames"]), self.batch_size):
-      batch = {k: tf.constant(v[start:start + self.batch_size]) for k, v in inputs.items()}
+    for clips in _clip_batches(indices, self.batch_size, self.protocol.num_crops):
+      inputs = views_lib.serving_views(frames, maps, clips, self.protocol)
+      batch = {k: tf.constant(v) for k, v in inputs.items()}
       scores.append(self._signature(**batch)["probabilities"].numpy())
     return np.concatenate(scores)
 
@@ -169,11 +177,10 @@ class CheckpointClassifier:
                               training=False), tf.float32)
 
   def model_inputs(self, frames, maps, indices):
-    """The model's inputs (see `views.model_views`), in batches of `batch_size` views."""
-    inputs = views_lib.model_views(frames, maps, indices, self.protocol)
-    total = int(inputs["rgb"].shape[0])
-    for start in range(0, total, self.batch_size):
-      yield {k: v[start:start + self.batch_size] for k, v in inputs.items()}
+    """The model's inputs (see `views.model_views`) of the clips `indices` `[C, T]`, in
+    batches of about `batch_size` views (whole clips), in view order."""
+    for clips in _clip_batches(indices, self.batch_size, self.protocol.num_crops):
+      yield views_lib.model_views(frames, maps, clips, self.protocol)
 
   def view_scores(self, frames, maps, indices):
     """Probabilities `[C * num_crops, num_classes]` of the clips `indices` `[C, T]`."""
