@@ -29,7 +29,6 @@ failed, 0 otherwise.
 
 import csv
 import json
-import os
 import sys
 import time
 
@@ -160,6 +159,11 @@ def main(argv):
     raise app.UsageError("Pass at least one --video=FILE.")
   if FLAGS.timeline_csv and not FLAGS.timeline:
     raise app.UsageError("--timeline_csv needs --timeline.")
+  if FLAGS.timeline_step_s is not None and not FLAGS.timeline_step_s > 0:
+    raise app.UsageError(f"--timeline_step_s must be positive. Received: "
+                         f"{FLAGS.timeline_step_s}")
+  if FLAGS.top_k < 1:
+    raise app.UsageError(f"--top_k must be at least 1. Received: {FLAGS.top_k}")
   from data_prep import video as video_lib  # pylint: disable=g-import-not-at-top
   from official.inference import views  # pylint: disable=g-import-not-at-top
   try:
