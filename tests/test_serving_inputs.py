@@ -73,7 +73,8 @@ def test_one_channel_frames_name_frames_and_rgb(serve):
 
 
 def test_unbatched_clip_names_frames_and_the_batch_axis(serve):
-  # Before: "input must be 4-dimensional[128,32,3]" from ResizeBilinear.
+  # Before: "input must be 4-dimensional[128,32,3]" from ResizeBilinear (or [128,32,1]
+  # from the objects' ResizeNearestNeighbor, whichever ran first).
   frames, objects = _inputs((NUM_FRAMES, 32, 32, 3), (NUM_FRAMES, 32, 32))
   with pytest.raises(tf.errors.InvalidArgumentError,
                      match=r"`frames` must be a batch of clips \[batch, 4, height, width, "
@@ -82,6 +83,7 @@ def test_unbatched_clip_names_frames_and_the_batch_axis(serve):
 
 
 def test_unbatched_objects_name_objects(serve):
+  # Before: "input must be 4-dimensional[128,32,1]" from ResizeNearestNeighbor.
   frames, objects = _inputs((1, NUM_FRAMES, 32, 32, 3), (NUM_FRAMES, 32, 32))
   with pytest.raises(tf.errors.InvalidArgumentError,
                      match=r"`objects` must be a batch of class-id maps \[batch, 4, height, "
