@@ -37,6 +37,49 @@ def moving_square_video(num_frames, height, width, seed):
   return frames
 
 
+def write_rotated_video(path, frames, fps, display_matrix=(0, 1, -1, 0)):
+  """Writes uint8 [T, H, W, 3] frames as coded pictures with a display matrix (a, b, c, d),
+  as phones do: the default is a phone held upright (a player turns the picture 90 degrees
+  clockwise, so it shows W x H)."""
+  import fractions  # pylint: disable=g-import-not-at-top
+  import av  # pylint: disable=g-import-not-at-top
+  with av.open(os.fspath(path), mode="w") as container:
+    stream = container.add_stream("libx264", rate=fractions.Fraction(fps))
+    stream.height, stream.width = frames.shape[1:3]
+    stream.pix_fmt = "yuv420p"
+    stream.options = {"crf": "18", "threads": "1"}
+    a, b, c, d = display_matrix
+    # ISO 14496-12 display matrix: a, b, c, d in 16.16 fixed point, w in 2.30.
+    stream.set_display_matrix([a << 16, b << 16, 0, c << 16, d << 16, 0, 0, 0, 1 << 30])
+    for frame in frames:
+      for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
+
+
+def write_truncated_video(path):
+  """A download cut short: an mp4 with its index first (faststart), cut in half."""
+  import av  # pylint: disable=g-import-not-at-top
+  whole = path + ".whole.mp4"
+  with av.open(whole, mode="w", options={"movflags": "faststart"}) as container:
+    stream = container.add_stream("libx264", rate=FPS)
+    stream.height, stream.width = 48, 64
+    stream.pix_fmt = "yuv420p"
+    stream.options = {"crf": "18", "threads": "1"}
+    for frame in moving_square_video(40, 48, 64, seed=5):
+      for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
+  with open(whole, "rb") as f:
+    data = f.read()
+  os.remove(whole)
+  with open(path, "wb") as f:
+    f.write(data[:len(data) // 2])
+  return path
+
+
 def write_test_videos(folder):
   """Two mp4s (20 frames 48 x 64, 13 frames 64 x 48, 8 fps) and a corrupt file in
   `folder` -> ([clip0, clip1], corrupt) paths."""
