@@ -1,7 +1,7 @@
 r"""Classifies video files with an exported SavedModel or a trained checkpoint.
 
   python -m official.predict --saved_model=EXPORT_DIR --video=a.mp4 [--video=b.mp4 ...]
-  python -m official.predict --model_dir=DIR --gin_file=gin/experiments/F.gin --video=a.mp4
+  python -m official.predict --model_dir=DIR [--gin_file=gin/experiments/F.gin] --video=a.mp4
       [--top_k=5] [--timeline [--timeline_step_s=S] [--timeline_csv=T.csv]]
       [--output=results.jsonl] [--object_maps=DIR | --segmenter=SAVEDMODEL]
 
@@ -46,7 +46,8 @@ def define_flags():
   flags.DEFINE_multi_string("video", [], "Video file to classify (repeatable).")
   flags.DEFINE_string("saved_model", None, "Export directory (MODEL_DIR/export) or one "
                       "version of it.")
-  flags.DEFINE_string("model_dir", None, "Training directory; needs --gin_file.")
+  flags.DEFINE_string("model_dir", None, "Training directory; its gin config is --gin_file, "
+                      "else the DIR/config.gin training wrote.")
   flags.DEFINE_string("checkpoint", None, "With --model_dir: checkpoint prefix or directory "
                       "(default: the latest).")
   gin_flags.define_gin_flags()
@@ -145,11 +146,9 @@ def build_classifier():
                      "(with --gin_file).")
   if FLAGS.saved_model:
     return classifiers.SavedModelClassifier(FLAGS.saved_model, overrides, FLAGS.batch_size)
-  if not FLAGS.gin_file:
-    raise ValueError("--model_dir needs the experiment's --gin_file.")
   return classifiers.CheckpointClassifier(
-      FLAGS.model_dir, FLAGS.gin_file, gin_flags.gin_bindings_from_flags(),
-      FLAGS.checkpoint, overrides, FLAGS.batch_size)
+      FLAGS.model_dir, classifiers.gin_files_of(FLAGS.model_dir, FLAGS.gin_file),
+      gin_flags.gin_bindings_from_flags(), FLAGS.checkpoint, overrides, FLAGS.batch_size)
 
 
 def main(argv):

@@ -124,6 +124,8 @@ def test_predict_without_a_model_or_objects_is_a_clear_usage_error(trained, vide
   assert "Pass exactly one of --saved_model=EXPORT_DIR or --model_dir=DIR" in run.stderr
   run = _predict(f"--saved_model={export_path}/missing", f"--video={videos[0][0]}")
   assert run.returncode == 2 and "holds no SavedModel" in run.stderr
+  run = _predict(f"--model_dir={export_path}", f"--video={videos[0][0]}")
+  assert run.returncode == 2 and "has no config.gin" in run.stderr
 
 
 # RGB stem, object stem, one fused node per level (peer attention over both stems).
@@ -238,9 +240,9 @@ def test_a_phone_video_is_classified_upright(trained, tmp_path, source):
   sideways = signature(frames=tf.constant(coded[clips]))["probabilities"].numpy().max(0)
   assert np.abs(expected - sideways).max() > 1e-3  # orientation changes the scores
 
+  # A model_dir alone: its config.gin (as training writes it) is the configuration.
   model_flags = ([f"--saved_model={export_path}"] if source == "saved_model"
-                 else [f"--model_dir={model_dir}", f"--gin_file={GIN}"] +
-                 [f"--gin_param={b}" for b in BINDINGS])
+                 else [f"--model_dir={model_dir}"])
   output = tmp_path / "out.jsonl"
   run = _predict(*model_flags, f"--video={path}", f"--output={output}")
   assert run.returncode == 0, run.stderr[-3000:]

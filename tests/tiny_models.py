@@ -104,10 +104,13 @@ def make_model_dir(model_dir, gin_file, gin_bindings, seed=0):
   import gin  # pylint: disable=g-import-not-at-top
   from official import gin_flags  # pylint: disable=g-import-not-at-top
   from official.training import experiment  # pylint: disable=g-import-not-at-top
+  from official.training import reproducibility  # pylint: disable=g-import-not-at-top
   from official.training import strategies  # pylint: disable=g-import-not-at-top
   gin.clear_config()
   try:
     gin_flags.parse_gin([gin_file], list(gin_bindings), finalize=False)
+    # As training starts: the whole configuration in model_dir/config.gin.
+    reproducibility.write_start_files(str(model_dir), "")
     runner = experiment.Runner(experiment.Experiment(), str(model_dir),
                                strategies.build_strategy("one_device"))
     head = runner.model.get_layer("head").classifier

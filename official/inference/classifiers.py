@@ -35,6 +35,24 @@ def latest_version(export_dir):
   return os.path.join(export_dir, str(max(versions)))
 
 
+def gin_files_of(model_dir, gin_files):
+  """`gin_files`, or the `config.gin` training wrote into `model_dir` (the whole config as
+  parsed at start) when none is given.
+
+  Raises:
+    ValueError: neither exists.
+  """
+  if gin_files:
+    return list(gin_files)
+  from official.training import reproducibility  # pylint: disable=g-import-not-at-top
+  config = os.path.join(model_dir, reproducibility.CONFIG_FILE)
+  if not tf.io.gfile.exists(config):
+    raise ValueError(f"--model_dir={model_dir} has no {reproducibility.CONFIG_FILE} (written "
+                     "when training starts); pass the experiment's --gin_file.")
+  logging.info("Gin configuration: %s", config)
+  return [config]
+
+
 def _warmup_clip_shape(saved_model_dir):
   """(T, S) of the export's warm-up clip."""
   path = os.path.join(saved_model_dir, "assets.extra", serving.WARMUP_FILE)

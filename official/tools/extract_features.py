@@ -1,6 +1,6 @@
 r"""Per-video backbone features of a trained model, as `.npy` files plus an index.
 
-  python -m official.tools.extract_features --model_dir=DIR --gin_file=F --out=OUT \
+  python -m official.tools.extract_features --model_dir=DIR [--gin_file=F] --out=OUT \
       (--split=test | --video=a.mp4 [--video=b.mp4 ...]) [--per_node] [--keep_views] \
       [--object_maps=DIR | --segmenter=SAVEDMODEL]
 
@@ -145,8 +145,9 @@ def extract_files(classifier, extractor, writer, paths, object_maps):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not FLAGS.model_dir or not FLAGS.gin_file or not FLAGS.out:
-    raise app.UsageError("Pass --model_dir, --gin_file and --out.")
+  if not FLAGS.model_dir or not FLAGS.out:
+    raise app.UsageError("Pass --model_dir (and --gin_file unless it holds the config.gin "
+                         "training wrote) and --out.")
   if bool(FLAGS.split) == bool(FLAGS.video):
     raise app.UsageError("Pass either --split=SPLIT or --video=FILE (repeatable).")
   stems = [os.path.splitext(os.path.basename(p))[0] for p in FLAGS.video]
@@ -164,8 +165,8 @@ def main(argv):
     bindings.append(f"Experiment.eval_split = {FLAGS.split!r}")
   try:
     classifier = classifiers.CheckpointClassifier(
-        FLAGS.model_dir, FLAGS.gin_file, bindings, FLAGS.checkpoint,
-        batch_size=FLAGS.batch_size)
+        FLAGS.model_dir, classifiers.gin_files_of(FLAGS.model_dir, FLAGS.gin_file), bindings,
+        FLAGS.checkpoint, batch_size=FLAGS.batch_size)
     object_maps = None
     if FLAGS.video:
       object_maps = views.ObjectMaps(classifier.uses_objects, FLAGS.object_maps,
