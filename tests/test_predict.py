@@ -1,6 +1,7 @@
-"""`python -m official.predict` on mp4 files the test writes: through `--saved_model` and
-through `--model_dir`, the scores equal the exported signature's on the evaluation views
-the test cuts itself; a corrupt file is a per-file error and the other files still run."""
+"""`python -m official.predict` on mp4 files the test writes (a phone video with a display
+rotation among them): through `--saved_model` and through `--model_dir`, the scores equal
+the exported signature's on the evaluation views the test cuts itself; a corrupt or
+truncated file is a per-file error and the other files still run."""
 
 import csv
 import json
@@ -61,29 +62,32 @@ def test_export_carries_the_experiments_evaluation_views(trained):
 @pytest.mark.slow
 @pytest.mark.parametrize("source", ["saved_model", "model_dir"])
 def test_predict_scores_equal_the_exported_signature_on_the_same_views(
-    trained, videos, tmp_path, source):
+    trained, videos, phone_video, tmp_path, source):
   model_dir, export_path = trained
   paths, corrupt = videos
+  # --model_dir alone: its config.gin (as training writes it) is the configuration.
   model_flags = ([f"--saved_model={os.path.dirname(export_path)}"] if source == "saved_model"
-                 else [f"--model_dir={model_dir}", f"--gin_file={GIN}"] +
-                 [f"--gin_param={b}" for b in BINDINGS])
+                 else [f"--model_dir={model_dir}"])
   output = tmp_path / "out.jsonl"
   timeline_csv = tmp_path / "timeline.csv"
   truncated = tiny_models.write_truncated_video(str(tmp_path / "cut_short.mp4"))
   run = _predict(*model_flags, f"--video={paths[0]}", f"--video={corrupt}",
-                 f"--video={truncated}", f"--video={paths[1]}", f"--output={output}",
-                 "--top_k=3", "--timeline", f"--timeline_csv={timeline_csv}")
+                 f"--video={truncated}", f"--video={paths[1]}", f"--video={phone_video}",
+                 f"--output={output}", "--top_k=3", "--timeline",
+                 f"--timeline_csv={timeline_csv}")
   # The corrupt and the truncated file fail alone: reported, counted, and the exit status
   # says so.
   assert run.returncode == 1, run.stderr[-3000:]
   assert f"error: {corrupt}: VideoReadError" in run.stderr
   assert f"error: {truncated}: TruncatedVideoError" in run.stderr
-  assert "2 of 4 videos classified; 2 failed" in run.stderr
+  assert "3 of 5 videos classified; 2 failed" in run.stderr
   records = [json.loads(line) for line in output.read_text().splitlines()]
-  assert [r["video"] for r in records] == [paths[0], corrupt, truncated, paths[1]]
+  assert [r["video"] for r in records] == [paths[0], corrupt, truncated, paths[1],
+                                           phone_video]
   assert records[1]["error"].startswith("VideoReadError")
   assert records[2]["error"].startswith("TruncatedVideoError: ")
-  records = [records[0], records[3]]
+  records = [records[0], records[3], records[4]]
+  paths = paths + [phone_video]
 
   atol = 1e-6 if source == "saved_model" else 2e-5  # Keras model vs the saved graph
   for record, path in zip(records, paths):
@@ -112,8 +116,30 @@ def test_predict_scores_equal_the_exported_signature_on_the_same_views(
                                window_scores, atol=atol)
   rows = list(csv.reader(timeline_csv.open()))
   assert rows[0] == ["video", "start_s", "end_s"] + CLASS_NAMES
-  assert len(rows) == 1 + len(records[0]["timeline"]) + len(records[1]["timeline"])
+  assert len(rows) == 1 + sum(len(r["timeline"]) for r in records)
   assert rows[1][:3] == [paths[0], "0.000", "0.875"]
+
+
+@pytest.fixture(scope="module")
+def phone_video(tmp_path_factory, trained):
+  """A phone video: coded as a 48 x 64 landscape picture with the display matrix of a phone
+  held upright; a player shows it 64 x 48, turned 90 degrees clockwise. The decoder turns
+  it upright, and upright views score differently from sideways ones."""
+  _, export_path = trained
+  coded = tiny_models.moving_square_video(16, 48, 64, seed=3)
+  path = str(tmp_path_factory.mktemp("phone") / "phone.mp4")
+  tiny_models.write_rotated_video(path, coded, FPS)
+  frames = video_lib.read_video(path, None, None)[0]
+  assert frames.shape == (16, 64, 48, 3)
+  # Turned clockwise (H.264 blurs the square's edges: compare on average).
+  assert np.abs(frames[5].astype(float) - np.rot90(coded[5], k=-1)).mean() < 5
+  assert np.abs(frames[5].astype(float) - np.rot90(coded[5], k=1)).mean() > 20
+  clips = input_pipeline.eval_clip_indices(16, NUM_FRAMES, FRAME_STRIDE, NUM_CLIPS).numpy()
+  signature = tf.saved_model.load(export_path).signatures[serving.SIGNATURE]
+  upright = signature(frames=tf.constant(frames[clips]))["probabilities"].numpy()
+  sideways = signature(frames=tf.constant(coded[clips]))["probabilities"].numpy()
+  assert np.abs(upright.max(0) - sideways.max(0)).max() > 1e-3
+  return path
 
 
 @pytest.mark.slow
@@ -218,34 +244,3 @@ def test_object_model_with_a_segmenter_equals_the_signature_on_its_maps(
                        objects=tf.constant(maps[clips]))["probabilities"].numpy().max(axis=0)
   record = json.loads(output.read_text())
   np.testing.assert_allclose(list(record["scores"].values()), expected, atol=1e-6)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("source", ["saved_model", "model_dir"])
-def test_a_phone_video_is_classified_upright(trained, tmp_path, source):
-  model_dir, export_path = trained
-  # Coded as a 48 x 64 landscape picture with the display matrix of a phone held upright:
-  # a player shows it 64 x 48, turned 90 degrees clockwise.
-  coded = tiny_models.moving_square_video(16, 48, 64, seed=3)
-  path = str(tmp_path / "phone.mp4")
-  tiny_models.write_rotated_video(path, coded, FPS)
-  frames = video_lib.read_video(path, None, None)[0]
-  assert frames.shape == (16, 64, 48, 3)  # upright
-  # Turned clockwise (H.264 blurs the square's edges: compare on average).
-  assert np.abs(frames[5].astype(float) - np.rot90(coded[5], k=-1)).mean() < 5
-  assert np.abs(frames[5].astype(float) - np.rot90(coded[5], k=1)).mean() > 20
-  clips = input_pipeline.eval_clip_indices(16, NUM_FRAMES, FRAME_STRIDE, NUM_CLIPS).numpy()
-  signature = tf.saved_model.load(export_path).signatures[serving.SIGNATURE]
-  expected = signature(frames=tf.constant(frames[clips]))["probabilities"].numpy().max(0)
-  sideways = signature(frames=tf.constant(coded[clips]))["probabilities"].numpy().max(0)
-  assert np.abs(expected - sideways).max() > 1e-3  # orientation changes the scores
-
-  # A model_dir alone: its config.gin (as training writes it) is the configuration.
-  model_flags = ([f"--saved_model={export_path}"] if source == "saved_model"
-                 else [f"--model_dir={model_dir}"])
-  output = tmp_path / "out.jsonl"
-  run = _predict(*model_flags, f"--video={path}", f"--output={output}")
-  assert run.returncode == 0, run.stderr[-3000:]
-  record = json.loads(output.read_text())
-  np.testing.assert_allclose(list(record["scores"].values()), expected,
-                             atol=1e-6 if source == "saved_model" else 2e-5)
