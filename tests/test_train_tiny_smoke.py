@@ -107,7 +107,8 @@ def test_export_round_trip_in_fresh_process(smoke_run, tmp_path):
   show = subprocess.run([cli, "show", "--dir", export_path, "--tag_set", "serve",
                          "--signature_def", "serving_default"], env=_env(),
                         capture_output=True, text=True, timeout=120, check=True).stdout
-  assert "inputs['frames'] tensor_info:\n      dtype: DT_UINT8\n      shape: (-1, 4, -1, -1, 3)" \
+  # Any shape is accepted by the signature and checked in the graph (tests/test_serving_inputs.py).
+  assert "inputs['frames'] tensor_info:\n      dtype: DT_UINT8\n      shape: unknown_rank" \
       in show
   assert "outputs['probabilities']" in show and "outputs['logits']" in show
   run = subprocess.run([cli, "run", "--dir", export_path, "--tag_set", "serve",

@@ -3,14 +3,21 @@
 `EXPORT_DIR/<version>/` holds:
   saved_model.pb, variables/          signature `serving_default`:
       frames  uint8 [None, T, H, W, 3]  (any H, W: resized in the graph)
-      objects uint8 [None, T, H, W]     ADE-20K class ids (object models only)
+      objects uint8 [None, T, H, W]     ADE-20K class ids 0..150 (object models only)
     -> logits float32 [None, C], probabilities float32 [None, C]
   assets/class_names.txt               one class name per line, in logit order
                                        (also served by the `class_names` signature)
   assets.extra/tf_serving_warmup_requests   PredictionLog records TF Serving replays at load
+  assets.extra/view_protocol.json      the experiment's evaluation views (`official.predict`)
 
 Frames go through the evaluation pipeline's geometry (short side resized to S, centre S x S
 crop) and `official.data.preprocessing`, so served clips are treated like evaluation views.
+
+The signature checks its inputs before any computation (TF Serving does not hold requests to
+the signature's shapes) and fails with `INVALID_ARGUMENT` naming the input: `frames` must be
+rank 5 with T frames and 3 channels; `objects` rank 4 with the batch size and T of `frames`
+and ADE-20K class ids 0..150 (an id above 150 is an error, as in data preparation, rather
+than a pixel with no class). `docs/serving.md` shows requests.
 """
 
 import os
@@ -25,11 +32,13 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from official.data import input_pipeline
 from official.data import preprocessing
+from official.inference import views
 from official.training import trainer as trainer_lib
 
 SIGNATURE = "serving_default"
 CLASS_NAMES_FILE = "class_names.txt"
 WARMUP_FILE = "tf_serving_warmup_requests"
+NUM_OBJECT_IDS = preprocessing.NUM_OBJECT_CLASSES  # ADE-20K: 0 = other, 1..150
 
 
 def _resize_and_center_crop(images, image_size, method):
@@ -39,8 +48,62 @@ def _resize_and_center_crop(images, image_size, method):
   return input_pipeline.eval_views(resized, image_size, num_crops=1)[0]
 
 
+def _input_checks(frames, objects, num_frames):
+  """Assert ops on the served inputs, each failing with a message naming the input.
+
+  Each check runs after the previous one, so the first failing check is the one reported
+  (an unbatched clip gets the rank message, not the frame-count one it also causes). The
+  signature's inputs have no static shape: a static rank or size would let Grappler fold
+  the checks away, and TF Serving feeds whatever shape the request has.
+  """
+  frames_layout = f"[batch, {num_frames}, height, width, 3]"
+  frames_shape = tf.shape(frames)
+  # Padded so that every axis can be read whatever the rank received.
+  frames_dims = tf.pad(frames_shape, [[0, 5]])
+  checks = [
+      lambda: (tf.equal(tf.size(frames_shape), 5), [
+          f"Input `frames` must be a batch of clips {frames_layout} (rank 5) of uint8 RGB; "
+          "for one clip add a batch axis of 1. Received shape:", frames_shape]),
+      lambda: (tf.equal(frames_dims[1], num_frames), [
+          f"Input `frames` must have {num_frames} frames per clip (axis 1): the model takes "
+          f"{frames_layout}; cut longer videos into clips of {num_frames} frames "
+          "(docs/serving.md). Received shape:", frames_shape]),
+      lambda: (tf.equal(frames_dims[4], 3), [
+          f"Input `frames` must be RGB with 3 channels (axis 4) in {frames_layout}; "
+          "convert grey or RGBA frames to RGB. Received shape:", frames_shape]),
+  ]
+  if objects is not None:
+    objects_shape = tf.shape(objects)
+    objects_dims = tf.pad(objects_shape, [[0, 4]])
+    checks += [
+        lambda: (tf.equal(tf.size(objects_shape), 4), [
+            f"Input `objects` must be a batch of class-id maps [batch, {num_frames}, height, "
+            "width] (rank 4) of uint8, one map per frame. Received shape:", objects_shape]),
+        lambda: (tf.reduce_all(tf.equal(objects_dims[:2], frames_dims[:2])), [
+            "Input `objects` must have the batch size and frame count of `frames` (one "
+            "class-id map per frame). Received objects shape:", objects_shape,
+            "and frames shape:", frames_shape]),
+        lambda: (tf.reduce_all(objects < NUM_OBJECT_IDS), [
+            f"Input `objects` holds ADE-20K class ids 0..{NUM_OBJECT_IDS - 1} (0 = other); "
+            "map other label sets to ADE-20K first. Received a maximum id of",
+            tf.reduce_max(objects)]),
+    ]
+  ops = []
+  for check in checks:
+    with tf.control_dependencies(ops[-1:]):
+      condition, message = check()
+      ops.append(tf.debugging.Assert(condition, message, summarize=8))
+  return ops
+
+
 def serving_fn(model, num_frames, image_size, uses_objects, score_activation=tf.nn.sigmoid):
-  """The serving computation: uint8 frames (and object ids) -> logits and probabilities."""
+  """The serving computation: uint8 frames (and object ids) -> logits and probabilities.
+
+  Raises (when run):
+    tf.errors.InvalidArgumentError: inputs of the wrong rank, frame count or channel count,
+      objects that disagree with the frames, object ids above 150; the message names the
+      input and the expected layout.
+  """
 
   def frames_to_rgb(frames):
     batch = tf.shape(frames)[0]
@@ -64,19 +127,35 @@ def serving_fn(model, num_frames, image_size, uses_objects, score_activation=tf.
     logits = tf.cast(model(inputs, training=False), tf.float32)
     return {"logits": logits, "probabilities": score_activation(logits)}
 
+  def checked(frames, objects=None):
+    # Nothing runs before the checks pass, so the first error is one of theirs.
+    with tf.control_dependencies(_input_checks(frames, objects, num_frames)):
+      frames = tf.identity(frames)
+      objects = None if objects is None else tf.identity(objects)
+    # Checked: from here on the layout is known.
+    frames.set_shape([None, num_frames, None, None, 3])
+    if objects is not None:
+      objects.set_shape([None, num_frames, None, None])
+    return frames, objects
+
   if uses_objects:
     def serve(frames, objects):
+      frames, objects = checked(frames, objects)
       return outputs({"rgb": frames_to_rgb(frames), "objects": ids_to_objects(objects)})
   else:
     def serve(frames):
+      frames, _ = checked(frames)
       return outputs({"rgb": frames_to_rgb(frames)})
   return serve
 
 
 def input_signature(num_frames, uses_objects):
-  signature = [tf.TensorSpec([None, num_frames, None, None, 3], tf.uint8, name="frames")]
+  """uint8 inputs of any shape: the layout (frames `[B, T, H, W, 3]`, objects
+  `[B, T, H, W]`) is checked in the graph, with messages naming the input (`serving_fn`)."""
+  del num_frames  # Checked in the graph, not declared (see `_input_checks`).
+  signature = [tf.TensorSpec(None, tf.uint8, name="frames")]
   if uses_objects:
-    signature.append(tf.TensorSpec([None, num_frames, None, None], tf.uint8, name="objects"))
+    signature.append(tf.TensorSpec(None, tf.uint8, name="objects"))
   return signature
 
 
@@ -117,7 +196,7 @@ def next_version(export_dir):
 
 def export_saved_model(model, export_dir, class_names, *, num_frames, image_size,
                        uses_objects, score_activation=tf.nn.sigmoid, version=None,
-                       warmup_batch_size=1):
+                       warmup_batch_size=1, view_protocol=None):
   """Writes the serving SavedModel of `model` to `export_dir/<version>/`.
 
   Args:
@@ -129,6 +208,10 @@ def export_saved_model(model, export_dir, class_names, *, num_frames, image_size
     score_activation: logits -> probabilities (sigmoid for multi-label, softmax otherwise).
     version: integer version; default `next_version(export_dir)`.
     warmup_batch_size: clips in the warm-up request.
+    view_protocol: the `official.inference.views.ViewProtocol` of the experiment's
+      evaluation views, stored as `assets.extra/view_protocol.json` for
+      `python -m official.predict --saved_model`; default: one centre clip at the video's
+      own frame rate.
 
   Returns:
     The versioned SavedModel directory.
@@ -174,6 +257,8 @@ def export_saved_model(model, export_dir, class_names, *, num_frames, image_size
   archive.write_out(staged_model, verbose=False)
   write_warmup_requests(staged_model, warmup_inputs(num_frames, image_size, uses_objects,
                                                     warmup_batch_size))
+  views.write_protocol(staged_model, view_protocol or views.ViewProtocol(num_frames,
+                                                                         image_size))
   tf.io.gfile.rename(staged_model, path)
   tf.io.gfile.rmtree(staging)
   return path

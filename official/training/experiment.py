@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from official.evaluation import writers
 from official.export import serving
+from official.inference import views
 from official.training import checkpointing
 from official.training import losses
 from official.training import optimization
@@ -239,11 +240,14 @@ class Runner:
     from official.modeling import builders  # pylint: disable=g-import-not-at-top
     spec = builders.model_inputs_spec(self.model)
     num_frames, image_size = spec["rgb"][0][0], spec["rgb"][0][1]
+    class_names = self._class_names()
     export_path = serving.export_saved_model(
         self.model, export_dir or os.path.join(self.model_dir, "export"),
-        self._class_names(), num_frames=num_frames, image_size=image_size,
+        class_names, num_frames=num_frames, image_size=image_size,
         uses_objects=uses_object_input(self.model),
-        score_activation=losses.score_activation(self.exp.loss_kind))
+        score_activation=losses.score_activation(self.exp.loss_kind),
+        view_protocol=views.protocol_from_gin(num_frames, image_size,
+                                              self.exp.view_aggregation, self.data_dir))
     logging.info("Exported %s to %s.", path, export_path)
     return export_path
 

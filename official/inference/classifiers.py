@@ -1,0 +1,206 @@
+"""Video classifiers for `official.predict`: an exported SavedModel, or a training directory
+with its gin files (the checkpoint restored as `--mode=export` restores it, EMA weights
+included).
+
+Both take the same decoded video and clips and return per-view probabilities, so the two
+give the same scores on the same views (up to float rounding between the Keras model and
+the saved graph).
+"""
+
+import os
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from official.export import serving
+from official.inference import views as views_lib
+
+
+def latest_version(export_dir):
+  """`export_dir` itself when it holds a SavedModel, else its largest integer version.
+
+  Raises:
+    FileNotFoundError: naming `export_dir`, when neither exists.
+  """
+  if tf.io.gfile.exists(os.path.join(export_dir, "saved_model.pb")):
+    return export_dir
+  versions = [int(d.strip("/")) for d in tf.io.gfile.listdir(export_dir)
+              if d.strip("/").isdigit()] if tf.io.gfile.isdir(export_dir) else []
+  if not versions:
+    raise FileNotFoundError(
+        f"--saved_model={export_dir} holds no SavedModel (saved_model.pb) and no numbered "
+        "version folder; pass the export directory written by `official.train "
+        "--mode=export` (MODEL_DIR/export) or one of its versions.")
+  return os.path.join(export_dir, str(max(versions)))
+
+
+def gin_files_of(model_dir, gin_files):
+  """`gin_files`, or the `config.gin` training wrote into `model_dir` (the whole config as
+  parsed at start) when none is given.
+
+  Raises:
+    ValueError: neither exists.
+  """
+  if gin_files:
+    return list(gin_files)
+  from official.training import reproducibility  # pylint: disable=g-import-not-at-top
+  config = os.path.join(model_dir, reproducibility.CONFIG_FILE)
+  if not tf.io.gfile.exists(config):
+    raise ValueError(f"--model_dir={model_dir} has no {reproducibility.CONFIG_FILE} (written "
+                     "when training starts); pass the experiment's --gin_file.")
+  logging.info("Gin configuration: %s", config)
+  return [config]
+
+
+def _warmup_clip_shape(saved_model_dir):
+  """(T, S) of the export's warm-up clip."""
+  path = os.path.join(saved_model_dir, "assets.extra", serving.WARMUP_FILE)
+  if not tf.io.gfile.exists(path):
+    raise ValueError(f"{saved_model_dir} has neither {views_lib.PROTOCOL_FILE} nor a warm-up "
+                     "request to read the clip length from; re-export it with "
+                     "`official.train --mode=export`.")
+  from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=g-import-not-at-top
+  record = next(iter(tf.data.TFRecordDataset(path))).numpy()
+  request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+  shape = [d.size for d in request.inputs["frames"].tensor_shape.dim]
+  return shape[1], shape[2]
+
+
+def _clip_batches(indices, batch_size, num_crops):
+  """Consecutive groups of clips `[c, T]` with about `batch_size` views (at least one
+  clip): views are cut per batch, never for a whole long video at once."""
+  step = max(1, batch_size // num_crops)
+  for start in range(0, len(indices), step):
+    yield indices[start:start + step]
+
+
+class SavedModelClassifier:
+  """Scores views through an export's `serving_default` signature.
+
+  Args:
+    export_dir: an export base path (its largest version is used) or a version folder.
+    protocol_overrides: `ViewProtocol` fields to change (None values are ignored). Exports
+      without `view_protocol.json` (older ones) get one centre clip at the file's frame
+      rate unless overridden.
+    batch_size: views per signature call.
+
+  Attributes:
+    path, class_names (list of str), protocol (`ViewProtocol`), uses_objects (bool).
+  """
+
+  def __init__(self, export_dir, protocol_overrides=None, batch_size=8):
+    self.path = latest_version(export_dir)
+    self.batch_size = batch_size
+    loaded = tf.saved_model.load(self.path)
+    self._signature = loaded.signatures[serving.SIGNATURE]
+    self.uses_objects = "objects" in self._signature.structured_input_signature[1]
+    names = loaded.signatures["class_names"]()["class_names"].numpy()
+    self.class_names = [n.decode("utf-8") for n in names]
+    protocol = views_lib.read_protocol(self.path)
+    if protocol is None:
+      # Exported before the protocol file existed: the warm-up request has the model's
+      # clip shape [1, T, S, S, 3].
+      protocol = views_lib.ViewProtocol(*_warmup_clip_shape(self.path))
+      logging.warning("%s has no %s: one centre clip at the file's frame rate unless flags "
+                      "say otherwise.", self.path, views_lib.PROTOCOL_FILE)
+    self.protocol = protocol.replace(**(protocol_overrides or {}))
+
+  def view_scores(self, frames, maps, indices):
+    """Probabilities `[C * num_crops, num_classes]` of the clips `indices` `[C, T]`."""
+    scores = []
+    for clips in _clip_batches(indices, self.batch_size, self.protocol.num_crops):
+      inputs = views_lib.serving_views(frames, maps, clips, self.protocol)
+      batch = {k: tf.constant(v) for k, v in inputs.items()}
+      scores.append(self._signature(**batch)["probabilities"].numpy())
+    return np.concatenate(scores)
+
+
+class CheckpointClassifier:
+  """Scores views with the Keras model of a training directory.
+
+  Parses the experiment's gin files and bindings (global gin state), builds the model,
+  restores the checkpoint (EMA weights when the experiment keeps them) and reads the view
+  protocol from the experiment's evaluation settings.
+
+  Args:
+    model_dir: the training directory.
+    gin_files, gin_bindings: the experiment's gin configuration.
+    checkpoint: a checkpoint prefix or directory (default: the latest in `model_dir`).
+    protocol_overrides: `ViewProtocol` fields to change (None values are ignored).
+    batch_size: views per model call.
+
+  Attributes:
+    model, class_names, protocol, uses_objects, checkpoint, score_activation.
+
+  Raises:
+    FileNotFoundError: no checkpoint.
+  """
+
+  def __init__(self, model_dir, gin_files, gin_bindings=(), checkpoint=None,
+               protocol_overrides=None, batch_size=8):
+    # pylint: disable=g-import-not-at-top
+    from official import gin_flags
+    from official.modeling import builders
+    from official.training import checkpointing
+    from official.training import experiment
+    from official.training import losses
+    from official.training import strategies
+    # pylint: enable=g-import-not-at-top
+    self.batch_size = batch_size
+    self.checkpoint = checkpointing.resolve_checkpoint(model_dir, checkpoint)
+    # Data paths may stay %gin.REQUIRED: classifying files needs no dataset.
+    gin_flags.parse_gin(list(gin_files), list(gin_bindings), finalize=False)
+    exp = experiment.Experiment()
+    self._runner = experiment.Runner(exp, model_dir, strategies.build_strategy("one_device"))
+    trainer = self._runner.trainer
+    trainer.restore(self.checkpoint)
+    if trainer.ema is not None:
+      trainer.ema.copy_to_model()
+    self.model = self._runner.model
+    self.uses_objects = builders.uses_object_input(self.model)
+    self.score_activation = losses.score_activation(exp.loss_kind)
+    self._class_names = None
+    spec = builders.model_inputs_spec(self.model)["rgb"][0]
+    protocol = views_lib.protocol_from_gin(spec[0], spec[1], exp.view_aggregation,
+                                           self._runner.data_dir)
+    self.protocol = protocol.replace(**(protocol_overrides or {}))
+    self._forward = tf.function(self._logits, reduce_retracing=True)
+
+  @property
+  def class_names(self):
+    """Names in logit order (`Experiment.class_names` or the prepared dataset's).
+
+    Raises:
+      ValueError: neither is available.
+    """
+    if self._class_names is None:
+      try:
+        self._class_names = self._runner._class_names()  # pylint: disable=protected-access
+      except (ValueError, TypeError, FileNotFoundError, AssertionError) as e:
+        raise ValueError(
+            "Cannot find the class names: set Experiment.class_names, or prepare the "
+            "dataset and point build_dataset.data_dir at it (--gin_param=\"build_dataset."
+            f"data_dir='D'\"). Cause: {e}") from e
+    return self._class_names
+
+  def evaluation_dataset(self):
+    """The experiment's evaluation `tf.data.Dataset` (`Experiment.eval_split`), as
+    `--mode=eval` reads it: `(features with 'video_id', labels)` batches of views."""
+    return self._runner._dataset(is_training=False)  # pylint: disable=protected-access
+
+  def _logits(self, inputs):
+    from official.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+    return tf.cast(self.model(trainer_lib.to_model_inputs(self.model, inputs),
+                              training=False), tf.float32)
+
+  def model_inputs(self, frames, maps, indices):
+    """The model's inputs (see `views.model_views`) of the clips `indices` `[C, T]`, in
+    batches of about `batch_size` views (whole clips), in view order."""
+    for clips in _clip_batches(indices, self.batch_size, self.protocol.num_crops):
+      yield views_lib.model_views(frames, maps, clips, self.protocol)
+
+  def view_scores(self, frames, maps, indices):
+    """Probabilities `[C * num_crops, num_classes]` of the clips `indices` `[C, T]`."""
+    return np.concatenate([self.score_activation(self._forward(batch)).numpy()
+                           for batch in self.model_inputs(frames, maps, indices)])

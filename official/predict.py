@@ -1,0 +1,210 @@
+r"""Classifies video files with an exported SavedModel or a trained checkpoint.
+
+  python -m official.predict --saved_model=EXPORT_DIR --video=a.mp4 [--video=b.mp4 ...]
+  python -m official.predict --model_dir=DIR [--gin_file=gin/experiments/F.gin] --video=a.mp4
+      [--top_k=5] [--timeline [--timeline_step_s=S] [--timeline_csv=T.csv]]
+      [--output=results.jsonl] [--object_maps=DIR | --segmenter=SAVEDMODEL]
+
+Each file is decoded as data preparation decodes the experiment's dataset (the package's
+decoder: upright, frames picked by time, at the dataset's frame rate and short side), cut
+into the experiment's evaluation views (`num_clips` x `num_crops`, `official/inference/
+views.py`) and scored; a video's score is the max (or mean: `Experiment.view_aggregation`)
+of its views' probabilities, as in evaluation. With `--saved_model` the views come from the
+export's `assets.extra/view_protocol.json`, and each view goes through `serving_default` as a
+TF Serving client would send it. `--fps`, `--num_clips`, `--num_crops`, `--frame_stride`
+and `--aggregation` override the protocol.
+
+`--timeline` adds sliding-window scores: one clip (with its crops) starting every
+`--timeline_step_s` seconds (default half a clip's span), with its start and end in seconds.
+
+Object models need the object maps of each file: `--object_maps=DIR` holds
+`DIR/<name>/<name>-000001.png ...` (one uint8 ADE-20K id map per source frame, `<name>` the
+file name without extension: the layout data preparation reads), or `--segmenter` runs an
+ADE-20K segmentation SavedModel (the preparation's segmenter contract) on the frames.
+
+A file that cannot be decoded or lacks object maps is reported (stderr, and an `error`
+record in `--output`) and the other files still run; the exit status is 1 when any file
+failed, 0 otherwise.
+"""
+
+import csv
+import json
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+
+from official import gin_flags
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  flags.DEFINE_multi_string("video", [], "Video file to classify (repeatable).")
+  flags.DEFINE_string("saved_model", None, "Export directory (MODEL_DIR/export) or one "
+                      "version of it.")
+  flags.DEFINE_string("model_dir", None, "Training directory; its gin config is --gin_file, "
+                      "else the DIR/config.gin training wrote.")
+  flags.DEFINE_string("checkpoint", None, "With --model_dir: checkpoint prefix or directory "
+                      "(default: the latest).")
+  gin_flags.define_gin_flags()
+  flags.DEFINE_integer("top_k", 5, "Classes printed per video.")
+  flags.DEFINE_string("output", None, "Write one JSON record per video (all scores, top-k, "
+                      "timeline, errors) to this .jsonl file.")
+  flags.DEFINE_bool("timeline", False, "Add sliding-window scores over time.")
+  flags.DEFINE_float("timeline_step_s", None, "Seconds between timeline windows' starts "
+                     "(default: half a clip's span).")
+  flags.DEFINE_string("timeline_csv", None, "With --timeline: also write the windows as CSV "
+                      "(video, start_s, end_s, one column per class).")
+  flags.DEFINE_string("object_maps", None, "Object models: folder of per-frame PNG id maps, "
+                      "DIR/<name>/<name>-000001.png.")
+  flags.DEFINE_string("segmenter", None, "Object models: ADE-20K segmentation SavedModel.")
+  flags.DEFINE_integer("batch_size", 8, "Views per model call.")
+  flags.DEFINE_float("fps", None, "Override: decode at this frame rate.")
+  flags.DEFINE_integer("num_clips", None, "Override: clips per video.")
+  flags.DEFINE_integer("num_crops", None, "Override: crops per clip.")
+  flags.DEFINE_integer("frame_stride", None, "Override: stored frames between clip frames.")
+  flags.DEFINE_enum("aggregation", None, ["max", "mean"], "Override: view aggregation.")
+
+
+def predict_video(classifier, path, object_maps, top_k, timeline_step_s=None,
+                  timeline=False):
+  """Classifies one file; returns its JSON record.
+
+  Record: `video`, `duration_s`, `fps` (of the decoded frames), `num_frames`, `views`,
+  `aggregation`, `scores` {class name: probability} in class order, `top_k` [{class,
+  index, score}], and with `timeline`: `timeline` [{`start_s`, `end_s`, `scores` {class
+  name: probability}}], one per window.
+
+  Raises:
+    data_prep.video.VideoReadError: the file cannot be decoded.
+    FileNotFoundError, ValueError: missing or invalid object maps.
+  """
+  from official.inference import views  # pylint: disable=g-import-not-at-top
+  protocol = classifier.protocol
+  video = views.decode(path, protocol)
+  maps = object_maps(path, video)
+  num = len(video.frames)
+  view_scores = classifier.view_scores(video.frames, maps, views.clip_indices(num, protocol))
+  scores = views.aggregate(view_scores, protocol.aggregation, protocol.views_per_video)[0]
+  order = np.argsort(-scores, kind="stable")[:top_k]
+  record = {
+      "video": path, "duration_s": video.duration, "fps": video.fps, "num_frames": num,
+      "views": protocol.views_per_video, "aggregation": protocol.aggregation,
+      "scores": dict(zip(classifier.class_names, scores.tolist())),
+      "top_k": [{"class": classifier.class_names[i], "index": int(i),
+                 "score": float(scores[i])} for i in order],
+  }
+  if timeline:
+    step = (views.half_clip_step(protocol) if timeline_step_s is None
+            else max(1, int(round(timeline_step_s * video.fps))))
+    indices = views.timeline_indices(num, protocol, step)
+    window_scores = views.aggregate(classifier.view_scores(video.frames, maps, indices),
+                                    protocol.aggregation, protocol.num_crops)
+    start_s, end_s = views.clip_seconds(indices, video.fps)
+    record["timeline"] = [
+        {"start_s": float(a), "end_s": float(b),
+         "scores": dict(zip(classifier.class_names, s.tolist()))}
+        for a, b, s in zip(start_s, end_s, window_scores)]
+  return record
+
+
+def format_record(record):
+  if "error" in record:
+    return f"{record['video']}: error: {record['error']}"
+  lines = [f"{record['video']} ({record['duration_s']:.1f} s, {record['views']} views, "
+           f"{record['aggregation']})"]
+  lines += [f"  {t['score']:.4f}  {t['class']}" for t in record["top_k"]]
+  for window in record.get("timeline", []):
+    best = max(window["scores"], key=window["scores"].get)
+    lines.append(f"  [{window['start_s']:7.2f} - {window['end_s']:7.2f} s]  "
+                 f"{window['scores'][best]:.4f}  {best}")
+  return "\n".join(lines)
+
+
+def write_timeline_csv(path, records, class_names):
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["video", "start_s", "end_s"] + list(class_names))
+    for record in records:
+      for window in record.get("timeline", []):
+        writer.writerow([record["video"], f"{window['start_s']:.3f}",
+                         f"{window['end_s']:.3f}"] +
+                        [f"{window['scores'][name]:.6f}" for name in class_names])
+
+
+def build_classifier():
+  """The classifier the flags ask for (raises ValueError on a bad combination)."""
+  from official.inference import classifiers  # pylint: disable=g-import-not-at-top
+  overrides = {"fps": FLAGS.fps, "num_clips": FLAGS.num_clips, "num_crops": FLAGS.num_crops,
+               "frame_stride": FLAGS.frame_stride, "aggregation": FLAGS.aggregation}
+  if bool(FLAGS.saved_model) == bool(FLAGS.model_dir):
+    raise ValueError("Pass exactly one of --saved_model=EXPORT_DIR or --model_dir=DIR "
+                     "(with --gin_file).")
+  if FLAGS.saved_model:
+    return classifiers.SavedModelClassifier(FLAGS.saved_model, overrides, FLAGS.batch_size)
+  return classifiers.CheckpointClassifier(
+      FLAGS.model_dir, classifiers.gin_files_of(FLAGS.model_dir, FLAGS.gin_file),
+      gin_flags.gin_bindings_from_flags(), FLAGS.checkpoint, overrides, FLAGS.batch_size)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not FLAGS.video:
+    raise app.UsageError("Pass at least one --video=FILE.")
+  if FLAGS.timeline_csv and not FLAGS.timeline:
+    raise app.UsageError("--timeline_csv needs --timeline.")
+  if FLAGS.timeline_step_s is not None and not FLAGS.timeline_step_s > 0:
+    raise app.UsageError(f"--timeline_step_s must be positive. Received: "
+                         f"{FLAGS.timeline_step_s}")
+  if FLAGS.top_k < 1:
+    raise app.UsageError(f"--top_k must be at least 1. Received: {FLAGS.top_k}")
+  from data_prep import video as video_lib  # pylint: disable=g-import-not-at-top
+  from official.inference import views  # pylint: disable=g-import-not-at-top
+  try:
+    classifier = build_classifier()
+    object_maps = views.ObjectMaps(classifier.uses_objects, FLAGS.object_maps,
+                                   FLAGS.segmenter)
+    if not classifier.class_names:  # Resolved now: missing names are a usage error.
+      raise ValueError(f"{classifier} has no class names.")
+  except (ValueError, FileNotFoundError, OSError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  logging.info("Views: %s", classifier.protocol)
+  records, failed = [], 0
+  output = open(FLAGS.output, "w") if FLAGS.output else None  # pylint: disable=consider-using-with
+  try:
+    for path in FLAGS.video:
+      start = time.perf_counter()
+      try:
+        record = predict_video(classifier, path, object_maps, FLAGS.top_k,
+                               FLAGS.timeline_step_s, FLAGS.timeline)
+      except (video_lib.VideoReadError, FileNotFoundError, ValueError, OSError) as e:
+        failed += 1
+        record = {"video": path, "error": f"{type(e).__name__}: {e}"}
+        print(f"error: {path}: {record['error']}", file=sys.stderr, flush=True)
+      else:
+        record["seconds"] = time.perf_counter() - start
+        print(format_record(record), flush=True)
+      records.append(record)
+      if output:
+        output.write(json.dumps(record) + "\n")
+        output.flush()
+  finally:
+    if output:
+      output.close()
+  if FLAGS.timeline_csv:
+    write_timeline_csv(FLAGS.timeline_csv, records, classifier.class_names)
+  if failed:
+    print(f"{len(records) - failed} of {len(records)} videos classified; {failed} failed "
+          "(see the errors above).", file=sys.stderr)
+  return 1 if failed else 0
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(lambda argv: sys.exit(main(argv)))
