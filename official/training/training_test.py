@@ -205,3 +205,31 @@ def test_deterministic_with_xla_is_a_clear_error():
     experiment.Experiment(model_fn=None, dataset_fn=None, train_batch_size=1,
                           eval_batch_size=1, train_steps=1, jit_compile=True,
                           deterministic=True)
+
+
+def test_resume_starts_the_data_order_at_the_resumed_step(tmp_path):
+  # A dataset callable gets the batches already trained on, so the pipeline skips them
+  # before decoding (build_dataset(start_batch=)) instead of producing them again.
+  starts = []
+
+  def dataset_fn(start_batch):
+    starts.append(start_batch)
+    return _dataset()
+
+  assert _tiny_trainer(tmp_path, 0.1, 2).train(dataset_fn) == 2
+  assert _tiny_trainer(tmp_path, 0.1, 4).train(dataset_fn) == 4
+  assert starts == [0, 2]
+
+
+def test_due_evaluation_without_a_result_runs_on_resume(tmp_path):
+  _tiny_trainer(tmp_path, 0.1, 2).train(_dataset())  # Killed before evaluating step 2.
+  evaluated = []
+  resumed = _tiny_trainer(tmp_path, 0.1, 4)
+  resumed.train(_dataset(), evaluate_fn=evaluated.append, eval_interval=2,
+                is_evaluated=lambda step: False)
+  assert evaluated == [2, 4]
+  evaluated.clear()
+  # Step 4's result was written: a rerun has nothing to do.
+  _tiny_trainer(tmp_path, 0.1, 4).train(_dataset(), evaluate_fn=evaluated.append,
+                                        eval_interval=2, is_evaluated=lambda step: True)
+  assert not evaluated
