@@ -44,6 +44,24 @@ def spatial_conv(filters, kernel_size, strides, name, dtype=None):
       dtype=dtype)
 
 
+def _fold_anchor(inputs):
+  """What the inference fold waits for: `inputs`, or the tensor that a `Pad` op padded.
+
+  Never the `Pad` itself: with oneDNN (on by default in TF on recent x86 CPUs, e.g. one
+  with AVX512_BF16), the MklLayoutRewritePass graph pass merges a `Pad` into the conv or
+  fused conv it feeds and moves the Pad's outgoing control edges onto the merged node.
+  That node takes the folded kernel, so a fold waiting for the `Pad` would wait for its
+  own conv: "N nodes in a cycle" for every strided conv after `fixed_padding`.
+  Returns the list for `tf.control_dependencies` (empty when executing eagerly).
+  """
+  if tf.executing_eagerly():
+    return []  # Ops run in program order: nothing to schedule.
+  anchor = tf.convert_to_tensor(inputs)
+  while anchor.op.type == "Pad":
+    anchor = anchor.op.inputs[0]
+  return [anchor]
+
+
 def conv_batch_norm(conv, bn, inputs, training=None):
   """`bn(conv(inputs))`; in inference the batch norm is folded into the convolution.
 
@@ -63,9 +81,9 @@ def conv_batch_norm(conv, bn, inputs, training=None):
   if training:
     return bn(conv(inputs), training=training)
   # Folded in float32 (a variable read may be autocast to a 16-bit compute dtype here).
-  # The fold waits for `inputs`: otherwise a graph runs every layer's fold at the start,
-  # and all folded kernels (a second copy of the weights) are alive at once.
-  with tf.control_dependencies([inputs]):
+  # The fold waits for the conv's input: otherwise a graph runs every layer's fold at the
+  # start, and all folded kernels (a second copy of the weights) are alive at once.
+  with tf.control_dependencies(_fold_anchor(inputs)):
     f32 = lambda variable: tf.cast(tf.identity(variable), tf.float32)
     scale = f32(bn.gamma) * tf.math.rsqrt(f32(bn.moving_variance) + bn.epsilon)
     bias = f32(bn.beta) - f32(bn.moving_mean) * scale

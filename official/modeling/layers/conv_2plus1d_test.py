@@ -1,11 +1,13 @@
-"""Tests for the (N*T)HWC temporal convolution and the fixed-padding helpers."""
+"""Tests for the (N*T)HWC temporal convolution, the inference BN fold and fixed padding."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from official.modeling.layers import bottleneck
 from official.modeling.layers import conv_2plus1d
+from official.modeling.layers import stems
 
 
 def _conv3d_reference(clip, kernel, dilation):
@@ -158,3 +160,64 @@ def test_conv2d_form_equals_shifted_matmul_form(kernel_size, dilation):
   for training in (False, True, None):
     np.testing.assert_allclose(layer(frames, training=training).numpy(), matmul,
                                rtol=1e-5, atol=1e-5)
+
+
+def _padded_strided_conv_bn(rng):
+  """ReLU -> `fixed_padding` -> 3x3/2 conv with its BN folded: the block's layer 2."""
+  conv = conv_2plus1d.spatial_conv(6, 3, 2, "conv")
+  conv.build((None, 10, 10, 5))
+  bn = _random_batch_norm(6, rng, (None, 5, 5, 6))
+  def step(frames):
+    x = conv_2plus1d.fixed_padding(tf.nn.relu(frames), 3, 2)
+    return conv_2plus1d.conv_batch_norm(conv, bn, x, training=False)
+  return step
+
+
+def _bottleneck_block(rng):
+  """The first block of a node: projection shortcut, stride 2 (as in the smoke model)."""
+  block = bottleneck.BottleneckBlock(4, 8, num_frames=2, spatial_strides=2,
+                                     use_projection=True)
+  block.build((None, 9, 9, 5))
+  block.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(np.float32)
+                     for w in block.get_weights()])
+  return lambda frames: block(frames, training=False)
+
+
+def _rgb_stem(rng):
+  """The 7x7/2 stem conv after `fixed_padding` of the input frames."""
+  stem = stems.RGBStem(8, num_frames=2)
+  stem.build((None, 2, 9, 9, 5))
+  stem.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(np.float32)
+                    for w in stem.get_weights()])
+  # [N*T, H, W, C] -> [N, T, H, W, C]
+  return lambda frames: stem(tf.reshape(frames, [-1, 2, 9, 9, 5]), training=False)
+
+
+@pytest.mark.parametrize("build", [_padded_strided_conv_bn, _bottleneck_block, _rgb_stem])
+def test_folded_inference_in_a_graph_equals_eager(build):
+  # The trainer's eval step: `strategy.run` of the model inside a `tf.function`. With
+  # oneDNN's graph rewrites (TF's default on CPUs with AVX512_BF16, VNNI or AMX), a fold
+  # that waited for the Pad before its conv made the graph cyclic ("N nodes in a cycle").
+  step = build(np.random.default_rng(4))
+  frames = np.random.default_rng(5).normal(size=(4, 9, 9, 5)).astype(np.float32)
+  strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+  graph_step = tf.function(lambda x: strategy.run(step, args=(x,)))
+  np.testing.assert_allclose(graph_step(frames).numpy(), step(frames).numpy(),
+                             rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("build", [_padded_strided_conv_bn, _bottleneck_block, _rgb_stem])
+def test_folds_never_wait_for_a_pad(build):
+  # Machine-independent form of the test above: oneDNN's graph pass merges each `Pad` into
+  # the conv it feeds and hands the Pad's control edges to that conv, so no op may have a
+  # control input on a `Pad` (the folds wait for the tensor the `Pad` pads instead).
+  step = build(np.random.default_rng(4))
+  graph = tf.function(step).get_concrete_function(
+      tf.TensorSpec([4, 9, 9, 5], tf.float32)).graph
+  ops = graph.get_operations()
+  assert any(op.type == "Pad" for op in ops)
+  waiting_for_a_pad = [op.name for op in ops
+                       if any(c.type == "Pad" for c in op.control_inputs)]
+  assert not waiting_for_a_pad
+  # The folds still wait for their conv's (unpadded) input.
+  assert any(op.control_inputs for op in ops if op.type == "ReadVariableOp")
