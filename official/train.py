@@ -11,11 +11,13 @@ job once, beside it. Every mode ends by printing where its outputs are; a failur
 `error:` line naming the input and the way out (exit status 1; 2 for configuration errors).
 """
 
+import errno
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
+import tensorflow as tf
 
 from official import errors
 from official import gin_flags
@@ -59,10 +61,22 @@ def main(argv):
     # Checkpoints damaged or missing, data not prepared, model_dir locked, NaN stop, a full
     # disk: the message names the input and the way out; the traceback is not needed.
     return _error(str(e), 1)
+  except (OSError, tf.errors.OpError) as e:
+    if not _disk_full(e):
+      raise
+    # Outside checkpoint writes (which name their own way out): summaries, evaluation files.
+    return _error(f"No space left on device while writing to --model_dir={FLAGS.model_dir} "
+                  f"({e}). Free space and rerun the same command: training resumes from "
+                  "its latest checkpoint, and due evaluations without a result are redone.", 1)
   logging.info("Done: %s", result)
   for line in experiment.output_summary(FLAGS.mode, FLAGS.model_dir, result):
     print(line)
   return 0
+
+
+def _disk_full(error):
+  return (getattr(error, "errno", None) == errno.ENOSPC or
+          "No space left on device" in str(error))
 
 
 def _error(message, status):

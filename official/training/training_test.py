@@ -233,3 +233,25 @@ def test_due_evaluation_without_a_result_runs_on_resume(tmp_path):
   _tiny_trainer(tmp_path, 0.1, 4).train(_dataset(), evaluate_fn=evaluated.append,
                                         eval_interval=2, is_evaluated=lambda step: True)
   assert not evaluated
+
+
+def test_full_disk_outside_checkpoints_is_one_error_line(monkeypatch, capsys):
+  import errno  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from official import train  # pylint: disable=g-import-not-at-top
+  from official.training import experiment  # pylint: disable=g-import-not-at-top
+
+  def run_mode(*unused_args, **unused_kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device", "/m/eval/metrics.json.tmp")
+
+  monkeypatch.setattr(experiment, "run_mode", run_mode)
+  monkeypatch.setattr(train.gin_flags, "parse_gin", lambda *args, **kwargs: None)
+  flags.FLAGS(["train", "--model_dir=/m"])
+  try:
+    assert train.main(["train"]) == 1
+  finally:
+    flags.FLAGS.unparse_flags()
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1].startswith("error: No space left on device while writing to "
+                            "--model_dir=/m (")
+  assert "Free space and rerun the same command" in err[-1]
