@@ -76,10 +76,11 @@ class Trainer:
     max_to_keep: checkpoints kept for resuming.
     log_interval: steps between progress logs and summaries.
     jit_compile: XLA-compile the forward/backward pass.
-    skip_consumed_batches: on resume, skip the batches already trained on (`dataset.skip`),
-      so the resumed run sees exactly the batches an uninterrupted one would. The skipped
-      batches are still read and decoded; turn off for very long runs, at the price of
-      restarting the data order.
+    skip_consumed_batches: on resume, continue after the batches already trained on, so
+      the resumed run sees exactly the batches an uninterrupted one would: a dataset
+      callable is asked to start at that batch (cheap with `build_dataset(start_batch=)`),
+      a plain dataset is skipped (`dataset.skip`, which produces every skipped batch).
+      False restarts the data order.
     is_chief: whether this process writes checkpoints and summaries (multi-worker).
     worker_id: this worker's index (multi-worker), for its scratch checkpoint directory.
   """
