@@ -13,6 +13,15 @@ Two ways to continue the data order where the interrupted run stopped:
     whatever N.
 Both give the same batches (official/data/input_pipeline_test.py proves it for the second).
 
+Measured (2-core VM shared with other jobs, so +-30%; 24 synthetic videos of 64-96 frames
+at 256 x 340, batch 4, 16 x 224 x 224 clips, --threads=2), seconds to the first batch:
+
+  python -m benchmarks.resume_speed --steps=155 --num_frames=16 --threads=2
+  step                      0      155 (N)   310 (2N)
+  start_batch               0.57   0.56      0.51     (20 and 16 clips skipped undecoded)
+  skip_after_decoding       0.58   20.74     23.26
+  (--steps=150, epoch-aligned: start_batch 0.33 / 0.34 s, skip 10.49 / 18.95 s at N / 2N)
+
 Without --data_dir it first writes and prepares a synthetic Charades-layout dataset with
 full-size frames (256 x 340, as `charades/full` stores them) into --work_dir
 (`benchmarks.input_speed.make_synthetic`).
@@ -67,6 +76,12 @@ def main(argv):
             input_speed._BATCH_SIZE.value, "num_frames": input_speed._NUM_FRAMES.value,
             "image_size": input_speed._IMAGE_SIZE.value,
             "threads": input_speed._THREADS.value, "steps": [0, n, 2 * n]}
+  # Clips of the starting epoch skipped before the first batch (read, never decoded): the
+  # part of the start_batch cost that varies with the step, bounded by one epoch.
+  result["skipped_clips_in_epoch"] = {
+      str(step): step * input_speed._BATCH_SIZE.value % result["train_videos"]
+      for step in (0, n, 2 * n)}
+  first_batch_seconds(data_dir, "start_batch", 0)  # Untimed: first-use costs of TF.
   for method in _METHODS.value:
     result[method] = {str(step): round(first_batch_seconds(data_dir, method, step), 2)
                       for step in (0, n, 2 * n)}
