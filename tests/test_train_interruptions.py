@@ -92,11 +92,7 @@ def test_final_evaluation_lost_to_a_kill_is_run_on_resume(run_copy):
 @pytest.mark.slow
 def test_interrupted_interval_evaluation_is_run_on_resume(run_copy):
   # Killed during the evaluation at step 6 (eval_interval=6): ckpt-6 is the latest.
-  for name in os.listdir(run_copy):
-    if name.startswith("ckpt-12."):
-      os.remove(run_copy / name)
-  (run_copy / "checkpoint").write_text('model_checkpoint_path: "ckpt-6"\n'
-                                       'all_model_checkpoint_paths: "ckpt-6"\n')
+  _rollback_to_ckpt_6(run_copy)
   shutil.rmtree(run_copy / "eval")
   shutil.rmtree(run_copy / "best")
   out = _train(run_copy, "--gin_param=Experiment.eval_interval=6")
@@ -105,6 +101,39 @@ def test_interrupted_interval_evaluation_is_run_on_resume(run_copy):
   steps = {json.loads((run_copy / "eval" / "history" / name).read_text())["step"]
            for name in os.listdir(run_copy / "eval" / "history")}
   assert steps == {6, 12}
+
+
+# Fault 6 -------------------------------------------------------------------------------
+
+
+def _rollback_to_ckpt_6(model_dir):
+  for name in os.listdir(model_dir):
+    if name.startswith("ckpt-12."):
+      os.remove(model_dir / name)
+  (model_dir / "checkpoint").write_text('model_checkpoint_path: "ckpt-6"\n'
+                                        'all_model_checkpoint_paths: "ckpt-6"\n')
+
+
+@pytest.mark.slow
+def test_resumed_run_trains_on_the_uninterrupted_batches(finished_run, tmp_path):
+  # Through the command line (Runner -> Trainer -> build_dataset(start_batch=6)): a run
+  # resumed at step 6 ends with exactly the weights of the uninterrupted run.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  args = (*_data_bindings(finished_run), "--gin_param=Experiment.deterministic=True")
+  whole = tmp_path / "whole"
+  out = _train(whole, *args, mode="train")
+  assert out.returncode == 0, out.stderr[-3000:]
+  resumed = tmp_path / "resumed"
+  shutil.copytree(whole, resumed)
+  _rollback_to_ckpt_6(resumed)
+  out = _train(resumed, *args, mode="train")
+  assert out.returncode == 0 and "at step 6" in out.stderr, out.stderr[-3000:]
+  a = tf.train.load_checkpoint(str(whole / "ckpt-12"))
+  b = tf.train.load_checkpoint(str(resumed / "ckpt-12"))
+  keys = [k for k in a.get_variable_to_shape_map() if k.startswith("model_variables/")]
+  assert len(keys) > 20
+  for key in keys:
+    np.testing.assert_array_equal(a.get_tensor(key), b.get_tensor(key), err_msg=key)
 
 
 # Fault 2 -------------------------------------------------------------------------------
@@ -163,7 +192,7 @@ def test_second_run_on_a_locked_model_dir_is_refused(run_copy):
 def test_damaged_checkpoint_is_one_error_naming_it_and_the_way_out(run_copy):
   data = run_copy / "ckpt-12.data-00000-of-00001"
   data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
-  for mode in ("eval", "train"):
+  for mode in ("eval", "train", "export"):
     error = _one_error(_train(run_copy, mode=mode))
     assert error.startswith(f"error: Checkpoint {run_copy / 'ckpt-12'} is damaged"), error
     assert f"--checkpoint={run_copy / 'ckpt-6'}" in error
