@@ -140,13 +140,9 @@ def test_resumed_run_trains_on_the_uninterrupted_batches(finished_run, tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("damage", ["deleted", "cut_short"])
-def test_lost_state_file_resumes_instead_of_restarting(run_copy, damage):
-  state = run_copy / "checkpoint"
-  if damage == "deleted":
-    state.unlink()
-  else:
-    state.write_text(state.read_text()[:20])
+def test_lost_state_file_resumes_instead_of_restarting(run_copy):
+  # A state file cut short or empty: official/training/checkpointing_test.py.
+  (run_copy / "checkpoint").unlink()
   before = {name: (run_copy / name).read_bytes() for name in os.listdir(run_copy)
             if name.startswith("ckpt-")}
   out = _train(run_copy, mode="train")

@@ -375,9 +375,10 @@ def build_dataset(dataset_name=gin.REQUIRED,
                   start_batch=0):
   """Builds the training or evaluation `tf.data.Dataset` of `(features, labels)` batches.
 
-  The training order is a function of (`seed`, epoch): epoch e reads the split in one
-  seeded file order, samples clip k of the stream with the stateless seed (`seed`, k) and
-  shuffles with a buffer seeded by (`seed`, e). `start_batch` starts that order at a later
+  The training order is a function of (`seed`, epoch): every epoch reads the split in the
+  same seeded file order, samples clip k of the stream with the stateless seed (`seed`, k)
+  and shuffles within windows of `shuffle_buffer` clips drawn from (`seed`, e)
+  (`shuffle_epoch`). `start_batch` starts that order at a later
   batch without producing the earlier ones: whole epochs are never read, and within the
   starting epoch the skipped clips are only read and selected, not decoded or augmented. So
   a resumed run sees exactly the batches an uninterrupted one would (with
@@ -402,7 +403,7 @@ def build_dataset(dataset_name=gin.REQUIRED,
       evenly spaced along the long side after resizing the short side to S).
     area_range, aspect_ratio_range: random resized crop (training).
     random_flip: random horizontal flip (training).
-    shuffle_buffer: training shuffle buffer, in clips.
+    shuffle_buffer: training shuffle window, in clips (`shuffle_epoch`).
     repeat: repeat forever; defaults to `is_training`.
     deterministic: fixed element order (with `seed`, identical batches across runs).
     seed: seed of file shuffling, element shuffling and augmentation; None = random.
