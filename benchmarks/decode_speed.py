@@ -3,10 +3,13 @@
 The package decodes videos once, during preparation (`data_prep/`), so what matters is
 frames/s when decoding a whole 480p H.264 video to RGB arrays and resampling to 12 fps.
 
-  python benchmarks/decode_speed.py [--seconds 10] [--repeats 3]
+  python -m benchmarks.decode_speed [--seconds 10] [--repeats 3]
 
-Candidates: PyAV (the chosen dependency) single- and frame-threaded, and the ffmpeg command
-line piping raw RGB (measured when `imageio-ffmpeg` or an `ffmpeg` binary is available).
+Candidates: PyAV (the chosen dependency) single- and frame-threaded, the ffmpeg command
+line piping raw RGB (measured when `imageio-ffmpeg` or an `ffmpeg` binary is available), and
+the package's own reader `data_prep.video.read_video` at 12 fps, short side 256, as the
+Charades and Smarthome builders call it, with its `THREAD_TYPE` ("AUTO", frame threads, as
+used) and single-threaded ("NONE"); its frames are resized, so it has no diff column.
 """
 
 import argparse
@@ -19,6 +22,8 @@ import time
 
 import av
 import numpy as np
+
+from data_prep import video as video_lib
 
 WIDTH, HEIGHT, FPS = 854, 480, 24
 
@@ -52,6 +57,15 @@ def decode_pyav(path, threaded):
   return frames
 
 
+def read_video(path, thread_type):
+  """The package's reader as the builders call it, decoding with `thread_type` threads."""
+  saved, video_lib.THREAD_TYPE = video_lib.THREAD_TYPE, thread_type
+  try:
+    return video_lib.read_video(path, fps=12, short_side=256)[0]
+  finally:
+    video_lib.THREAD_TYPE = saved
+
+
 def decode_ffmpeg_cli(path, binary):
   out = subprocess.run(
       [binary, "-loglevel", "error", "-i", path, "-vf", "select=not(mod(n\\,2))",
@@ -79,6 +93,8 @@ def main():
     candidates = {
         "pyav": lambda: decode_pyav(path, threaded=False),
         "pyav_threaded": lambda: decode_pyav(path, threaded=True),
+        "data_prep_read_video_12fps_256": lambda: read_video(path, "AUTO"),
+        "data_prep_read_video_12fps_256_single_thread": lambda: read_video(path, "NONE"),
     }
     binary = ffmpeg_binary()
     if binary:

@@ -81,30 +81,66 @@ def read_classes_file(path, codes, report):
   return descriptions
 
 
-def parse_actions(text, code_to_label):
-  """`c092 11.90 21.20;c147 0.00 12.60` -> [(label, start, end)]; raises ValueError/KeyError."""
-  segments = []
+def parse_actions(text, code_to_label, report=None, where="", video_id=""):
+  """`c092 11.90 21.20;c147 0.00 12.60` -> (segments [(label, start, end)], labels).
+
+  One bad action never loses the video's other actions (REFERENCE.md section 6); each is
+  counted in `report` under its own reason:
+  * `reversed_action`: start after end (several videos of the official train CSV). Kept
+    with its ends swapped; the official scorer counts its class like any other.
+  * `malformed_action`: an unreadable item. When its class code is readable and known, the
+    class stays a video label (the official scorer counts it) but gives no segment.
+  * `unknown_class`: a code that is not a class of this config; dropped.
+
+  Returns:
+    `segments`: the actions with readable times, in file order; `labels`: the sorted
+    class labels of every action with a known code (the video-level ground truth).
+  """
+  def count(reason, detail, repaired=False):
+    if report is not None:
+      (report.repair if repaired else report.skip)(reason, where, f"video {video_id}: {detail}")
+
+  segments, labels = [], set()
   for item in (text or "").split(";"):
     item = item.strip()
     if not item:
       continue
     parts = item.split()
-    if len(parts) != 3 or not _CODE.match(parts[0]):
-      raise ValueError(f"malformed action {item!r}")
-    if parts[0] not in code_to_label:
-      raise KeyError(parts[0])
-    start, end = float(parts[1]), float(parts[2])
-    if not (np.isfinite(start) and np.isfinite(end)) or end < start:
-      raise ValueError(f"malformed action interval {item!r}")
-    segments.append((code_to_label[parts[0]], start, end))
-  return segments
+    code = parts[0] if parts and _CODE.match(parts[0]) else None
+    if code is not None and code not in code_to_label:
+      count(skips.UNKNOWN_CLASS, f"class code {code} in action {item!r}")
+      continue
+    try:
+      if code is None or len(parts) != 3:
+        raise ValueError
+      start, end = float(parts[1]), float(parts[2])
+      if not (np.isfinite(start) and np.isfinite(end)):
+        raise ValueError
+    except ValueError:
+      count(skips.MALFORMED_ACTION, f"action {item!r}" + (
+          f" (class {code} kept as a video label)" if code is not None else ""))
+      if code is not None:
+        labels.add(code_to_label[code])
+      continue
+    if end < start:
+      count(skips.REVERSED_ACTION, f"action {item!r} ends before it starts; ends swapped",
+            repaired=True)
+      start, end = end, start
+    segments.append((code_to_label[code], start, end))
+    labels.add(code_to_label[code])
+  return segments, sorted(labels)
 
 
 def read_split_csv(path, code_to_label, report):
-  """Parses a Charades CSV by header name; bad rows are skipped and counted.
+  """Parses a Charades CSV by header name.
+
+  A row without a usable id (or with the wrong number of fields) is skipped as
+  `malformed_row`; a bad `length` only loses the length (`bad_length`; the video's duration
+  is used); bad actions are handled one by one (`parse_actions`).
 
   Returns:
-    list of {'id', 'segments': [(label, start, end)], 'length': float or None, 'where'}.
+    list of {'id', 'segments': [(label, start, end)], 'labels': [label], 'length': float or
+    None, 'where': 'file:line'}.
   """
   rows = []
   with open(path, newline="", encoding="utf-8") as f:
@@ -122,19 +158,32 @@ def read_split_csv(path, code_to_label, report):
       if not video_id or os.sep in video_id or video_id.startswith("."):
         report.skip(skips.MALFORMED_ROW, where, f"bad id {row['id']!r}")
         continue
+      length = None
       try:
-        length = float(row["length"]) if row["length"].strip() else None
+        if row["length"].strip():
+          length = float(row["length"])
         if length is not None and not (np.isfinite(length) and length >= 0):
-          raise ValueError(f"bad length {row['length']!r}")
-        segments = parse_actions(row["actions"], code_to_label)
-      except KeyError as e:
-        report.skip(skips.UNKNOWN_CLASS, where, f"video {video_id}: class code {e.args[0]}")
-        continue
-      except ValueError as e:
-        report.skip(skips.MALFORMED_ROW, where, f"video {video_id}: {e}")
-        continue
-      rows.append({"id": video_id, "segments": segments, "length": length, "where": where})
+          raise ValueError
+      except ValueError:
+        report.repair(skips.BAD_LENGTH, where,
+                      f"video {video_id}: length {row['length']!r}; its duration is used")
+        length = None
+      segments, labels = parse_actions(row["actions"], code_to_label, report, where,
+                                       video_id)
+      rows.append({"id": video_id, "segments": segments, "labels": labels,
+                   "length": length, "where": where})
   return rows
+
+
+def _find_video(videos_480, videos_rgb, video_id):
+  """The mp4 (any extension case) or JPEG folder of `video_id`, or None."""
+  if videos_480:
+    for name in (video_id + ".mp4", video_id + ".MP4"):
+      if os.path.isfile(os.path.join(videos_480, name)):
+        return os.path.join(videos_480, name)
+  if videos_rgb and os.path.isdir(os.path.join(videos_rgb, video_id)):
+    return os.path.join(videos_rgb, video_id)
+  return None
 
 
 class Charades(video_builder.VideoBuilder):
@@ -197,40 +246,44 @@ class Charades(video_builder.VideoBuilder):
     videos_480 = find_release_path(manual_dir, "Charades_v1_480")
     videos_rgb = find_release_path(manual_dir, "Charades_v1_rgb")
     seen = set()
-    splits = {}
+    splits, annotations = {}, {}
     for split, csv_name in (("train", "Charades_v1_train.csv"),
                             ("test", "Charades_v1_test.csv")):
       csv_path = find_release_path(manual_dir, csv_name)
       if csv_path is None:
         raise FileNotFoundError(f"{csv_name} not found in {manual_dir}.\n"
                                 f"{MANUAL_DOWNLOAD_INSTRUCTIONS}")
-      usable = []
+      usable, annotated = [], []
       for row in read_split_csv(csv_path, code_to_label, self.skip_report):
         if row["id"] in seen:
           self.skip_report.skip(skips.DUPLICATE_ID, row["where"], f"video {row['id']}")
           continue
         seen.add(row["id"])
-        mp4 = videos_480 and os.path.join(videos_480, row["id"] + ".mp4")
-        folder = videos_rgb and os.path.join(videos_rgb, row["id"])
-        if mp4 and os.path.isfile(mp4):
-          row["source"] = mp4
-        elif folder and os.path.isdir(folder):
-          row["source"] = folder
-        else:
+        annotated.append([row["id"], row["labels"]])
+        source = _find_video(videos_480, videos_rgb, row["id"])
+        if source is None:
           self.skip_report.skip(skips.MISSING_VIDEO, row["where"],
                                 f"no {row['id']}.mp4 or frame folder {row['id']}/")
           continue
+        row["source"] = source
         usable.append(row)
-      splits[split] = usable
+      splits[split], annotations[split] = usable, annotated
     if not any(splits.values()):
       raise ValueError(f"Nothing usable in manual_dir {manual_dir}.\n"
                        f"{self.skip_report.format()}\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
-    return {split: self._generate_examples(rows) for split, rows in splits.items()}
+    # Evaluation scores the annotated videos that preparation could not keep as the
+    # official scorer does (official/evaluation/writers.py).
+    self.info.metadata["annotations"] = annotations
+    self.check_splits(splits, {s: len(a) for s, a in annotations.items()},
+                      lambda split: f"their videos go in {videos_480 or 'Charades_v1_480/'} "
+                                    f"or {videos_rgb or 'Charades_v1_rgb/'}")
+    return {split: self.checked_examples(split, self._generate_examples(rows))
+            for split, rows in splits.items()}
 
   def _generate_examples(self, rows):
     config = self.builder_config
     for row in rows:
-      if row["source"].endswith(".mp4"):
+      if row["source"].lower().endswith(".mp4"):
         read_fn = lambda row=row: video_lib.read_video(row["source"], config.fps,
                                                        config.short_side)
       else:
@@ -239,13 +292,12 @@ class Charades(video_builder.VideoBuilder):
       encoded = self._encode_or_skip(row["source"], row["id"], read_fn)
       if encoded is None:
         continue
-      example, (frames, _, num_source, source_fps) = encoded
-      fps = features_lib.stored_fps(config.fps, source_fps)
+      example, decoded = encoded
       length = row["length"]
       if length is None:
-        length = num_source / source_fps if source_fps else len(frames) / fps
+        length = decoded.duration
       example.update({
-          "labels": sorted({label for label, _, _ in row["segments"]}),
+          "labels": row["labels"],
           "segments": [{"label": label, "start": start, "end": end}
                        for label, start, end in row["segments"]],
           "length": np.float32(length),

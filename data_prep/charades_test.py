@@ -51,8 +51,8 @@ def make_release(root):
       "V0002,S2,Hall,6,7,Yes,Short video,,,,1.25",  # Empty actions, 6 source frames.
       "V0003,S3,Hall,6,7,Yes,Corrupt,,,c002 0.0 1.0,3.0",
       "V0004,S4,Hall,6,7,Yes,No video,,,c003 0.0 1.0,3.0",
-      "V0005,S5,Hall,6,7,Yes,Unknown class,,,c157 0.0 1.0,3.0",
-      "V0006,S6,Hall,6,7,Yes,Bad time,,,c001 abc 1.0,3.0",
+      "V0005,S5,Hall,6,7,Yes,Unknown class,,,c157 0.0 1.0,3.0",  # Kept, action dropped.
+      "V0006,S6,Hall,6,7,Yes,Bad length,,,c001 0.0 1.0,abc",
       "V0007,S7",  # Too few fields.
   ])
   _write_csv(os.path.join(meta, "Charades_v1_test.csv"), [
@@ -135,15 +135,21 @@ def test_skip_summary_counts_and_json(prepared):
   builder, _ = prepared
   summary = skips.read_summary(builder.data_path)
   assert summary["by_reason"] == {
-      "corrupt_video": 1, "duplicate_id": 1, "malformed_row": 2, "missing_object_maps": 1,
-      "missing_video": 1, "unknown_class": 2}
-  assert summary["total_skipped"] == 8
+      "bad_length": 1, "corrupt_video": 1, "duplicate_id": 1, "malformed_row": 1,
+      "missing_object_maps": 1, "missing_video": 3, "unknown_class": 2}
+  assert summary["total_skipped"] == 10
   files = {r: [f["path"] for f in v] for r, v in summary["files"].items()}
   assert files["corrupt_video"][0].endswith("V0003.mp4")
   assert files["missing_object_maps"][0].endswith("T0002.mp4")
   assert files["unknown_class"][1].endswith("Charades_v1_train.csv:6")
   assert builder.info.metadata["class_names"][156] == "Class number 156"
   assert builder.info.metadata["object_maps"] == "directory"
+  # Every annotated video, prepared or not, in file order: evaluation scores the missing
+  # ones as the official scorer does.
+  assert builder.info.metadata["annotations"] == {
+      "train": [["V0001", [1, 5]], ["V0002", []], ["V0003", [2]], ["V0004", [3]],
+                ["V0005", []], ["V0006", [1]]],
+      "test": [["T0001", [156]], ["T0002", [10]]]}
   with open(os.path.join(builder.data_dir, "skip_summary.json")) as f:
     assert json.load(f) == summary
 
@@ -156,13 +162,37 @@ def test_read_split_csv_parses_by_header_with_quoted_commas(tmp_path):
     writer.writerow(["3.5", "AB12C", "c003 0.5 1.5; c001 1.0 9.0", "a, b, and c"])
     writer.writerow(["", "XY", "", "no length"])
     writer.writerow(["2", "", "c001 0 1", "no id"])
-    writer.writerow(["2", "Z1", "c001 2 1", "end before start"])
     writer.writerow(["2", "Z2", "c001 0 1", "extra", "field"])
+    writer.writerow(["x", "Z3", "c001 0 1", "bad length"])
   report = skips.SkipReport("test")
   rows = charades.read_split_csv(str(path), {"c001": 1, "c003": 3}, report)
+  # A bad length loses only the length (the video's duration is used instead).
   assert [(r["id"], r["segments"], r["length"]) for r in rows] == [
-      ("AB12C", [(3, 0.5, 1.5), (1, 1.0, 9.0)], 3.5), ("XY", [], None)]
-  assert report.as_dict()["by_reason"] == {"malformed_row": 3}
+      ("AB12C", [(3, 0.5, 1.5), (1, 1.0, 9.0)], 3.5), ("XY", [], None),
+      ("Z3", [(1, 0.0, 1.0)], None)]
+  assert report.as_dict()["by_reason"] == {"bad_length": 1, "malformed_row": 2}
+
+
+def test_a_bad_action_is_dropped_alone_and_a_reversed_one_kept(tmp_path):
+  # The official train CSV has videos with an action whose start is after its end; the
+  # official scorer counts such a class like any other (REFERENCE.md section 6).
+  path = tmp_path / "split.csv"
+  _write_csv(path, [
+      'R1,S,K,6,7,Yes,x,,,"c001 5.0 2.0;c003 0.5 1.5",6.0',
+      'R2,S,K,6,7,Yes,x,,,"c003 0 1;c157 0.0 1.0;c001 abc 1.0;c00x 1 2",6.0',
+  ])
+  report = skips.SkipReport("test")
+  rows = charades.read_split_csv(str(path), {"c001": 1, "c003": 3}, report)
+  assert [r["id"] for r in rows] == ["R1", "R2"]
+  assert rows[0]["segments"] == [(1, 2.0, 5.0), (3, 0.5, 1.5)]
+  assert rows[0]["labels"] == [1, 3]
+  # c001 with an unreadable time still names a class the video shows (the scorer counts
+  # it); it has no interval, so it is a video label but not a segment.
+  assert rows[1]["segments"] == [(3, 0.0, 1.0)]
+  assert rows[1]["labels"] == [1, 3]
+  assert report.as_dict()["by_reason"] == {"malformed_action": 2, "reversed_action": 1,
+                                           "unknown_class": 1}
+  assert "R1" in report.as_dict()["files"]["reversed_action"][0]["detail"]
 
 
 def test_nothing_usable_is_a_clear_error(tmp_path):
@@ -175,3 +205,72 @@ def test_nothing_usable_is_a_clear_error(tmp_path):
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path)))
   assert not list((tmp_path / "data").glob("charades/small/1.0.0/*.tfrecord*"))
+
+
+def _tiny_release(root, test_videos=True):
+  """One train and two test videos (optionally without the test mp4s), with object maps."""
+  meta, videos, maps = (os.path.join(root, d) for d in ("Charades", "Charades_v1_480", "maps"))
+  for d in (meta, videos, maps):
+    os.makedirs(d)
+  _write_csv(os.path.join(meta, "Charades_v1_train.csv"),
+             ["A1,S,K,6,7,Yes,x,,,c001 0.0 0.5,0.5"])
+  _write_csv(os.path.join(meta, "Charades_v1_test.csv"),
+             ["B1,S,K,6,7,Yes,x,,,c002 0.0 0.5,0.5", "B2,S,K,6,7,Yes,x,,,c003 0.0 0.5,0.5"])
+  for vid in ("A1", "B1", "B2") if test_videos else ("A1",):
+    _flat_video(os.path.join(videos, vid + ".mp4"), 80, 6)
+    _maps_folder(maps, vid, 6)
+  return maps
+
+
+def _count_decodes(monkeypatch):
+  calls = []
+  real = video.read_video
+
+  def counting(*args, **kwargs):
+    calls.append(args[0])
+    return real(*args, **kwargs)
+  monkeypatch.setattr(video, "read_video", counting)
+  return calls
+
+
+def test_a_split_without_any_video_fails_before_encoding(tmp_path, monkeypatch):
+  from data_prep import prepare  # pylint: disable=g-import-not-at-top
+  _tiny_release(str(tmp_path / "release"), test_videos=False)
+  calls = _count_decodes(monkeypatch)
+  data_dir = tmp_path / "data"
+  with pytest.raises(ValueError) as error:
+    prepare.prepare("charades", str(tmp_path / "release"), str(data_dir))
+  message = str(error.value)
+  assert "split 'test'" in message and "0 of 2 videos found, 2 missing" in message
+  assert "missing_video: 2" in message
+  assert calls == []  # Nothing was decoded, so no hours of work were thrown away.
+  summary = data_dir / "charades" / "full" / skips.FAILED_SUMMARY_FILENAME
+  assert str(summary) in message
+  assert json.loads(summary.read_text())["by_reason"] == {"missing_video": 2}
+
+
+def test_rerun_with_other_inputs_rebuilds_only_with_overwrite(tmp_path):
+  from data_prep import prepare  # pylint: disable=g-import-not-at-top
+  release = str(tmp_path / "release")
+  maps = _tiny_release(release)
+  data_dir = str(tmp_path / "data")
+  builder = prepare.prepare("charades", release, data_dir)
+  assert builder.info.metadata["object_maps"] == "none"
+  recorded = builder.info.metadata["preparation"]
+  assert recorded["fps"] == 12.0 and recorded["short_side"] == 256
+  assert recorded["object_maps"] == {"kind": "none"}
+  # Same inputs: the prepared data is reused.
+  assert prepare.prepare("charades", release, data_dir).info.metadata["preparation"] == (
+      recorded)
+  with pytest.raises(ValueError,
+                     match=r"(?s)object maps: prepared with .*none.*directory.*--overwrite"):
+    prepare.prepare("charades", release, data_dir, object_maps_dir=maps)
+  # A changed release (a video added to the listing) is noticed too.
+  _flat_video(os.path.join(release, "Charades_v1_480", "extra.mp4"), 10, 4)
+  with pytest.raises(ValueError, match=r"(?s)source listing.*--overwrite"):
+    prepare.prepare("charades", release, data_dir)
+  rebuilt = prepare.prepare("charades", release, data_dir, object_maps_dir=maps,
+                            overwrite=True)
+  assert rebuilt.info.metadata["object_maps"] == "directory"
+  example = next(iter(tfds.as_numpy(rebuilt.as_dataset(split="train"))))
+  assert len(example["object_maps"]) == example["num_frames"] == 3

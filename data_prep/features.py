@@ -62,6 +62,20 @@ class ObjectMapSource:
       return OBJECT_MAPS_DIRECTORY
     return OBJECT_MAPS_NONE
 
+  def record(self):
+    """JSON description of the source, for the dataset's preparation record: the kind, and
+    the absolute path with the number of map folders or the segmenter graph's size."""
+    if self.kind == OBJECT_MAPS_SEGMENTER:
+      path = os.path.abspath(self._segmenter_path)
+      graph = os.path.join(path, "saved_model.pb")
+      return {"kind": self.kind, "path": path,
+              "graph_bytes": os.path.getsize(graph) if os.path.exists(graph) else None}
+    if self.kind == OBJECT_MAPS_DIRECTORY:
+      path = os.path.abspath(self.object_maps_dir)
+      return {"kind": self.kind, "path": path, "num_folders": sum(
+          1 for e in os.scandir(path) if e.is_dir())}
+    return {"kind": self.kind}
+
   def maps(self, video_id, frames, source_indices, num_source_frames):
     """uint8 [T, H, W] maps for the stored frames, or None when no source is set."""
     if self.kind == OBJECT_MAPS_SEGMENTER:

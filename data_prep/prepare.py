@@ -21,15 +21,42 @@ from data_prep import skips
 
 def prepare(dataset, manual_dir, data_dir, segmenter=None, object_maps_dir=None,
             segmenter_batch_size=16, overwrite=False):
-  """Builds `dataset` from `manual_dir` into `data_dir`; returns the prepared builder."""
+  """Builds `dataset` from `manual_dir` into `data_dir`; returns the prepared builder.
+
+  Prepared data is reused only when it was made from the same inputs: the preparation
+  record (`VideoBuilder.preparation_record`: versions, fps, frame size, object-map source,
+  the release's file listing) is compared first.
+
+  Raises:
+    ValueError: the prepared data differs from what this call asks for (names each
+      difference and `--overwrite`); a split has no usable video (before any decoding);
+      nothing in `manual_dir` is usable.
+    FileNotFoundError: an annotation file is missing.
+  """
   builder = tfds.builder(dataset, data_dir=data_dir, segmenter=segmenter,
                          object_maps_dir=object_maps_dir,
                          segmenter_batch_size=segmenter_batch_size)
+  if not overwrite and builder.is_prepared():
+    stale = stale_fields(builder.info.metadata.get("preparation"),
+                         builder.preparation_record(manual_dir))
+    if stale:
+      raise ValueError(
+          f"{builder.data_path} holds {builder.info.full_name} prepared from other inputs "
+          "than this run's:\n  " + "\n  ".join(stale) + "\nRun again with --overwrite "
+          "(prepare(..., overwrite=True)) to rebuild it, or use another --data_dir.")
   mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if overwrite else
           tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=manual_dir, download_mode=mode))
   return builder
+
+
+def stale_fields(recorded, requested):
+  """Lines naming each field of a preparation record that differs (none: reusable)."""
+  if not recorded:
+    return ["preparation record: none (prepared by an older version of this package)"]
+  return [f"{key.replace('_', ' ')}: prepared with {recorded.get(key)!r}, this run has "
+          f"{value!r}" for key, value in requested.items() if recorded.get(key) != value]
 
 
 def define_flags():

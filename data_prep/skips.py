@@ -1,8 +1,11 @@
-"""Bookkeeping for input that preparation skips instead of crashing on.
+"""Bookkeeping for input that preparation skips (or keeps with a repair) instead of
+crashing on.
 
-Every skipped file is logged with a warning that names it, counted under a reason, printed
-in a summary at the end of preparation and written as JSON beside the prepared data
-(`<data_dir>/<dataset>/<config>/<version>/skip_summary.json`).
+Every skipped or repaired input is logged with a warning that names it, counted under a
+reason, printed in a summary at the end of preparation and written as JSON beside the
+prepared data (`<data_dir>/<dataset>/<config>/<version>/skip_summary.json`). When
+preparation stops (a split without any usable video), the summary goes to
+`<data_dir>/<dataset>/<config>/skip_summary.failed.json` instead.
 """
 
 import collections
@@ -12,11 +15,17 @@ import os
 from absl import logging
 
 SUMMARY_FILENAME = "skip_summary.json"
+# Written beside the (absent) data when preparation stops: <data_dir>/<name>/<config>/.
+FAILED_SUMMARY_FILENAME = "skip_summary.failed.json"
 
 # Reasons used by the builders (a reader of the JSON sees these keys).
 MISSING_VIDEO = "missing_video"
 CORRUPT_VIDEO = "corrupt_video"
+TRUNCATED_VIDEO = "truncated_video"  # Decodes to clearly less than its declared duration.
 MALFORMED_ROW = "malformed_row"
+MALFORMED_ACTION = "malformed_action"  # The row's other actions are kept.
+REVERSED_ACTION = "reversed_action"  # Kept with its ends swapped.
+BAD_LENGTH = "bad_length"  # The video's duration is used instead.
 UNKNOWN_CLASS = "unknown_class"
 DUPLICATE_ID = "duplicate_id"
 UNPARSABLE_NAME = "unparsable_name"
@@ -29,7 +38,8 @@ SEGMENTER_FAILED = "segmenter_failed"
 class SkipReport:
   """Counts skipped inputs per reason and remembers which files they were.
 
-  `skip()` logs a warning; `note()` records an expected exclusion (for example a clip of a
+  `skip()` logs a warning; `repair()` logs a warning for an input kept with a fix (a
+  reversed action, a bad length); `note()` records an expected exclusion (for example a clip of a
   class that a cross-view protocol does not use) at info level. Both are counted.
   """
 
@@ -40,6 +50,11 @@ class SkipReport:
 
   def skip(self, reason, path, detail=""):
     logging.warning("Skipping %s (%s)%s", path, reason, f": {detail}" if detail else "")
+    self._add(reason, path, detail)
+
+  def repair(self, reason, path, detail=""):
+    """Counts an input kept after a repair (for example an action with swapped ends)."""
+    logging.warning("Repairing %s (%s)%s", path, reason, f": {detail}" if detail else "")
     self._add(reason, path, detail)
 
   def note(self, reason, path, detail=""):
@@ -73,7 +88,10 @@ class SkipReport:
 
   def write(self, directory):
     """Writes the summary as JSON into `directory`; returns the file path."""
-    path = os.path.join(os.fspath(directory), SUMMARY_FILENAME)
+    return self.write_to(os.path.join(os.fspath(directory), SUMMARY_FILENAME))
+
+  def write_to(self, path):
+    """Writes the summary as JSON to the file `path`; returns it."""
     with open(path, "w") as f:
       json.dump(self.as_dict(), f, indent=1)
     return path

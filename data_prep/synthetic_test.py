@@ -90,12 +90,13 @@ def test_generate_writes_the_charades_layout_deterministically(tmp_path):
   assert [s for s, _, _ in rows[0]["segments"]] == [l for l, _, _ in synthetic.actions_of(spec)]
   # Video and per-frame maps match the renderer.
   frames, maps = synthetic.render(spec, H, W)
-  decoded, _, num_source, fps = video.read_video(a / f"Charades_v1_480/{spec.video_id}.mp4")
-  assert (num_source, fps) == (spec.num_frames, 12.0)
+  decoded = video.read_video(a / f"Charades_v1_480/{spec.video_id}.mp4")
+  assert (decoded.num_source_frames, decoded.source_fps) == (spec.num_frames, 12.0)
+  assert decoded.duration == pytest.approx(spec.num_frames / 12.0)
   # Compare 8x8 block means: H.264 smooths the renderer's pixel noise but keeps the scene.
   blocks = lambda x: x.reshape(-1, H // 8, 8, W // 8, 8, 3).mean(axis=(2, 4))
-  np.testing.assert_allclose(blocks(decoded.astype(float)), blocks(frames.astype(float)),
-                             atol=6)
+  np.testing.assert_allclose(blocks(decoded.frames.astype(float)),
+                             blocks(frames.astype(float)), atol=6)
   map_dir = a / "Charades_v1_objects" / spec.video_id
   assert len(os.listdir(map_dir)) == spec.num_frames
   np.testing.assert_array_equal(

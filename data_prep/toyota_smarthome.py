@@ -31,7 +31,8 @@ CV_CLASSES = (
     "Pour.Fromcan", "Readbook", "Sitdown", "Takepills", "Uselaptop", "Usetablet",
     "Usetelephone", "Walk")
 EXCLUDED_CLASSES = ("Pour.Fromcup",)  # 14 clips outside the 31 classes.
-_FILE_NAME = re.compile(r"^([A-Za-z][A-Za-z.]*)_p(\d+)_r(\d+)_v(\d+)_c(\d+)\.mp4$")
+# Extensions may be upper case (`.MP4`) in copies of the release.
+_FILE_NAME = re.compile(r"^([A-Za-z][A-Za-z.]*)_p(\d+)_r(\d+)_v(\d+)_c(\d+)\.(?i:mp4)$")
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Request Toyota Smarthome (trimmed) at https://project.inria.fr/toyotasmarthome and unpack
@@ -136,7 +137,7 @@ class ToyotaSmarthome(video_builder.VideoBuilder):
           self.skip_report.note(skips.NOT_IN_SPLIT, path,
                                 f"{what} is in no {config.name} split")
           continue
-        video_id = name[:-len(".mp4")]
+        video_id = os.path.splitext(name)[0]
         if video_id in seen:
           self.skip_report.skip(skips.DUPLICATE_ID, path, f"same name as {seen[video_id]}")
           continue
@@ -148,7 +149,20 @@ class ToyotaSmarthome(video_builder.VideoBuilder):
       raise ValueError(f"Nothing usable in manual_dir {manual_dir}: no parsable clip of "
                        f"the {config.name} protocol.\n{self.skip_report.format()}\n"
                        f"{MANUAL_DOWNLOAD_INSTRUCTIONS}")
-    return {split: self._generate_examples(clips) for split, clips in splits.items()}
+    # Every clip of each split, decodable or not: evaluation counts the ones preparation
+    # could not keep (official/evaluation/writers.py).
+    self.info.metadata["annotations"] = {
+        split: [[clip["id"], [config.classes.index(clip["label"])]] for clip in clips]
+        for split, clips in splits.items()}
+
+    def needs(split):
+      keys = getattr(config, split)
+      if config.split_by == "subject":
+        return "it takes subjects " + ", ".join(f"p{k:02d}" for k in keys)
+      return "it takes cameras " + ", ".join(f"c{k:02d}" for k in keys)
+    self.check_splits(splits, {s: len(c) for s, c in splits.items()}, needs)
+    return {split: self.checked_examples(split, self._generate_examples(clips))
+            for split, clips in splits.items()}
 
   def _generate_examples(self, clips):
     config = self.builder_config

@@ -119,3 +119,38 @@ def test_cross_view_1_uses_cameras_and_19_classes(release, tmp_path):
   assert summary["by_reason"] == {"corrupt_video": 1, "excluded_class": 2,
                                   "not_in_split": 1, "unknown_class": 1,
                                   "unparsable_name": 1}
+
+
+def _one_clip_per_split(root, names):
+  for name in names:
+    frames = np.zeros((6, 16, 20, 3), np.uint8)
+    video.write_video(root / name, frames, fps=12)
+
+
+def test_upper_case_extension_is_found(tmp_path):
+  root = tmp_path / "release"
+  root.mkdir()
+  _one_clip_per_split(root, ["Walk_p03_r00_v01_c01.MP4", "Enter_p19_r00_v03_c02.mp4",
+                             "Sitdown_p02_r00_v04_c03.Mp4"])
+  builder = smarthome.ToyotaSmarthome(config="cs", data_dir=str(tmp_path / "data"))
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
+  ids = {split: [ex["video_id"].decode() for ex in tfds.as_numpy(builder.as_dataset(split))]
+         for split in ("train", "validation", "test")}
+  assert ids == {"train": ["Walk_p03_r00_v01_c01"], "validation": ["Enter_p19_r00_v03_c02"],
+                 "test": ["Sitdown_p02_r00_v04_c03"]}
+  assert skips.read_summary(builder.data_path)["total_skipped"] == 0
+
+
+def test_a_protocol_split_without_clips_fails_before_encoding(tmp_path, monkeypatch):
+  from data_prep import prepare  # pylint: disable=g-import-not-at-top
+  root = tmp_path / "release"
+  root.mkdir()
+  _one_clip_per_split(root, ["Walk_p03_r00_v01_c01.mp4", "Sitdown_p02_r00_v04_c03.mp4"])
+  calls = []
+  monkeypatch.setattr(video, "read_video", lambda *a, **k: calls.append(a))
+  with pytest.raises(ValueError) as error:
+    prepare.prepare("toyota_smarthome/cs", str(root), str(tmp_path / "data"))
+  message = str(error.value)
+  assert "split 'validation'" in message and "p19, p25" in message
+  assert calls == []

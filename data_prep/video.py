@@ -1,8 +1,39 @@
-"""Video files -> resampled, resized uint8 frames (PyAV; no ffmpeg binary needed).
+"""Video files -> uint8 RGB frames as a player shows them (PyAV; no ffmpeg binary needed).
 
-Frames are resampled to a target frame rate by index: stored frame k shows source frame
-`floor(k * source_fps / fps)`, so stored frame k covers time `k / fps` seconds. The same
-source indices pick the matching precomputed object maps.
+`read_video` returns what ffplay (FFmpeg's player) displays, resampled to a target rate:
+
+- Orientation. A container may carry a display matrix: phones record portrait video as a
+  landscape picture with a -90 degree matrix (`VideoFrame.rotation`, counter-clockwise
+  degrees, is -90; the legacy `rotate` tag said 90). It is applied as FFmpeg's autorotate
+  applies it: -90 turns the picture 90 degrees clockwise, 90 counter-clockwise, 180 upside
+  down, and mirrored matrices flip as well. `short_side` applies to the displayed picture.
+  Angles that are not a multiple of 90 degrees raise `VideoReadError`.
+- Time. Stored frame k is the source frame on screen at `k / fps` s: the last one whose
+  presentation timestamp, counted from the first frame's, is at or before it. This holds
+  for variable frame rate video (phones, screen recorders, AVI files with empty index
+  entries), where a frame's index is not its time. Timestamps within half a tick of the
+  average rate's frame grid count as on it (containers round them, Matroska to 1 ms), so a
+  constant-rate video gives source frame `floor(k * source_fps / fps)` exactly, as
+  `resampled_indices` does. A frame without a timestamp comes one average-rate frame after
+  its predecessor; one timestamped before its predecessor counts as the predecessor's
+  time. There are `ceil(duration * fps)` stored frames: `duration` runs from the first
+  frame's timestamp to the last frame's plus its duration (else one average-rate frame),
+  and on to the duration the stream itself declares when that is later (the last picture
+  stays on screen, as an AVI's trailing empty entries say). `source_indices` are
+  decode-order indices of the source frames shown; object maps are looked up by them.
+- Completeness. A download cut short still decodes, partly and, with frame threads,
+  without an error. A video is a `TruncatedVideoError` when the file ends inside a video
+  packet (the demuxer flags the packet) or when it decodes to less than its declared
+  duration by more than `max(2 * longest frame duration, TRUNCATION_TOLERANCE * declared)`:
+  twice the longest time a source frame stays on screen (a frozen stretch of a
+  variable-rate video is normal) and 2% of the length. The declared duration is the video
+  stream's (Matroska/WebM: its DURATION tag; a file with only a video stream: the file's);
+  a stream without one is checked by the packet flag alone. Any other packet the demuxer
+  flags as damaged raises `VideoReadError`.
+
+Decoding uses FFmpeg's frame threads (`THREAD_TYPE`): faster on multi-core machines, and the
+two checks above catch the truncation that frame threads decode without an error
+(benchmarks/decode_speed.py).
 """
 
 import fractions
@@ -10,16 +41,44 @@ import io
 import math
 import os
 import re
+import typing
 
+from absl import logging
 import av
 import numpy as np
 from PIL import Image
+from PIL import ImageOps
 
 JPEG_QUALITY = 90
+THREAD_TYPE = "AUTO"
+# Declared duration that may go undecoded before a video counts as truncated (see above).
+TRUNCATION_TOLERANCE = 0.02
 
 
 class VideoReadError(Exception):
   """A video (or frame folder) could not be decoded."""
+
+
+class TruncatedVideoError(VideoReadError):
+  """A video decodes to clearly less than its declared duration (a cut-short download)."""
+
+
+class DecodedVideo(typing.NamedTuple):
+  """A decoded video as it is stored.
+
+  Attributes:
+    frames: uint8 [T, H, W, 3] RGB, upright as a player shows them.
+    source_indices: int64 [T], the decode-order index of the source frame that each stored
+      frame shows (object maps are looked up by it).
+    num_source_frames: int, frames the source decoded to (files of a frame folder).
+    source_fps: float, the source's average frame rate in frames/s (0.0 when unknown).
+    duration: float, seconds the source plays (frame folder: files / source_fps).
+  """
+  frames: np.ndarray
+  source_indices: np.ndarray
+  num_source_frames: int
+  source_fps: float
+  duration: float
 
 
 def resampled_indices(num_source_frames, source_fps, fps):
@@ -40,54 +99,272 @@ def resized_shape(height, width, short_side):
   return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def _source_fps(stream):
+def _source_rate(stream):
+  """The stream's average frame rate as a Fraction (frames/s), or None."""
   for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
     if rate:
-      return float(rate)
-  return 0.0
+      return rate
+  return None
+
+
+def _display_transform(frame, path):
+  """How a player turns `frame`'s coded picture, from its display matrix side data.
+
+  Mirrors FFmpeg's autorotate (fftools, ffplay): `theta`, the matrix's clockwise angle, is
+  minus `VideoFrame.rotation`; 90 -> transpose=clock, 270 -> cclock (each flipped when the
+  matrix mirrors), 180 -> hflip and/or vflip, 0 -> vflip for a vertically mirrored matrix.
+
+  Returns:
+    (turn, swaps): `turn` maps uint8 [h, w, 3] coded pixels to the displayed array, `swaps`
+    says whether it exchanges height and width.
+
+  Raises:
+    VideoReadError: a degenerate matrix, or an angle that is not a multiple of 90 degrees.
+  """
+  side_data = frame.side_data.get("DISPLAYMATRIX")
+  if side_data is None:
+    return (lambda x: x), False
+  # (a b u; c d v; x y w) in native byte order; a, b, c, d are 16.16 fixed point.
+  a, b, _, c, d = np.frombuffer(bytes(side_data), np.int32)[:5].astype(np.float64)
+  scale_x, scale_y = math.hypot(a, c), math.hypot(b, d)
+  if not scale_x or not scale_y:
+    raise VideoReadError(f"{path}: degenerate display matrix {(a, b, c, d)}")
+  theta = math.degrees(math.atan2(b / scale_y, a / scale_x))
+  theta -= 360 * math.floor(theta / 360 + 0.9 / 360)  # -> [-0.9, 359.1)
+  if abs(theta - 90) < 1:
+    if c > 0:  # transpose=cclock_flip
+      return (lambda x: x.transpose(1, 0, 2)), True
+    return (lambda x: np.rot90(x, -1)), True  # transpose=clock
+  if abs(theta - 270) < 1:
+    if c < 0:  # transpose=clock_flip
+      return (lambda x: np.rot90(x, -1)[::-1]), True
+    return (lambda x: np.rot90(x, 1)), True  # transpose=cclock
+  if abs(theta - 180) < 1:
+    rows, cols = (-1 if d < 0 else 1), (-1 if a < 0 else 1)
+    return (lambda x: x[::rows, ::cols]), False
+  if abs(theta) < 1:
+    return ((lambda x: x[::-1]) if d < 0 else (lambda x: x)), False
+  raise VideoReadError(f"{path}: display rotation of {theta:.1f} degrees is not a multiple "
+                       "of 90 (unsupported)")
+
+
+_DURATION_TAG = re.compile(r"^(\d+):(\d\d):(\d\d(?:\.\d+)?)$")
+
+
+def _declared_duration(container, stream):
+  """(seconds, own): the duration the container declares for the video stream (a Fraction)
+  and whether it is the stream's own rather than the file's; (None, False) if none."""
+  if stream.duration:
+    return stream.duration * stream.time_base, True
+  # Matroska/WebM: the per-track tag that FFmpeg and mkvmerge write ("00:00:02.000000000").
+  match = _DURATION_TAG.match(stream.metadata.get("DURATION", ""))
+  if match:
+    hours, minutes, seconds = match.groups()
+    return 3600 * int(hours) + 60 * int(minutes) + fractions.Fraction(seconds), True
+  # The file's duration is its longest stream's.
+  if container.duration and len(container.streams) == 1:
+    return fractions.Fraction(container.duration, av.time_base), False
+  return None, False
+
+
+def _ends_the_file(packet, path):
+  return packet.pos is not None and packet.pos >= 0 and (
+      packet.pos + packet.size >= os.path.getsize(path))
+
+
+class _Clock:
+  """Presentation times of the decoded frames: seconds after the first frame (Fractions).
+
+  A timestamp within half a tick of a multiple of the average frame period is taken as
+  exactly that multiple: containers round timestamps to their time base (1 ms in
+  Matroska), which would otherwise move a constant-rate frame across a stored time that it
+  starts exactly at (for other frames this moves a time by less than its rounding). A frame
+  without a timestamp comes one average-rate frame after its predecessor; a timestamp
+  before the predecessor's counts as the predecessor's.
+
+  Args:
+    time_base: the stream's time base (a Fraction of a second).
+    rate: the stream's average frame rate (a Fraction), or None.
+    path: the video, for errors.
+  """
+
+  def __init__(self, time_base, rate, path):
+    self._tick = time_base
+    self._rate = rate
+    self._step = 1 / rate if rate else None  # Seconds.
+    self._path = path
+    self.origin = None  # Timestamp of the first frame, seconds.
+    self.count = 0
+    self.last = None  # Time of the last frame.
+    self.longest = self._step or 0  # Longest time a frame stays on screen, seconds.
+
+  def time(self, frame):
+    """Time of the next decoded frame (frames arrive in presentation order)."""
+    if frame.pts is not None:
+      time = frame.pts * self._tick
+      if self.origin is None:  # Frames before it without a timestamp keep their places.
+        self.origin = time - (0 if self.last is None else self.last + (self._step or 0))
+      time -= self.origin
+    elif self.last is None:
+      time = fractions.Fraction(0)
+    elif self._step is None:
+      raise VideoReadError(f"{self._path}: frame {self.count} has no timestamp and the "
+                           "stream no frame rate")
+    else:
+      time = self.last + self._step
+    time = self.snap(time, self._tick / 2)
+    if self.last is not None:
+      time = max(time, self.last)
+      self.longest = max(self.longest, time - self.last)
+    self.count += 1
+    self.last = time
+    return time
+
+  def end(self, frame):
+    """When the last frame, `frame`, leaves the screen: its time plus its duration (else one
+    average-rate frame), seconds."""
+    duration = frame.duration * self._tick if frame.duration else self._step or 0
+    self.longest = max(self.longest, duration)
+    return self.snap(self.last + duration, self._tick)
+
+  def snap(self, time, radius):
+    """`time`, or the multiple of the average frame period within `radius` of it."""
+    if self._rate:
+      grid = round(time * self._rate) / self._rate
+      if abs(time - grid) <= radius:
+        return grid
+    return time
+
+
+class _FrameSampler:
+  """Picks the source frames on screen at the stored times 0, 1/fps, 2/fps, ... from frames
+  that arrive in presentation order (every frame once when `fps` is None), converting only
+  the frames it keeps.
+
+  Args:
+    fps: stored frame rate, or None.
+    convert: VideoFrame -> uint8 [H, W, 3].
+  """
+
+  def __init__(self, fps, convert):
+    self._period = 1 / fractions.Fraction(fps) if fps else None
+    self._convert = convert
+    self._pending = None  # (source index, VideoFrame) on screen since the last `add`.
+    self._pending_rgb = None
+    self.frames, self.indices = [], []
+
+  def add(self, index, frame, time):
+    """Source frame `index` is on screen from `time` (seconds after the first frame)."""
+    self._show_pending_until(time)
+    self._pending, self._pending_rgb = (index, frame), None
+
+  def finish(self, end):
+    """The last frame stays on screen until `end` (seconds); it is stored at least once."""
+    self._show_pending_until(end)
+    if not self.frames:
+      self._store()
+
+  def _show_pending_until(self, time):
+    """Stores the pending frame at every stored time before `time` (once if fps is None)."""
+    if self._pending is None:
+      return
+    if self._period is None:
+      self._store()
+      return
+    while len(self.frames) * self._period < time:
+      self._store()
+
+  def _store(self):
+    if self._pending_rgb is None:
+      self._pending_rgb = self._convert(self._pending[1])
+    self.frames.append(self._pending_rgb)
+    self.indices.append(self._pending[0])
 
 
 def read_video(path, fps=None, short_side=None):
-  """Decodes an mp4 (any container FFmpeg reads).
+  """Decodes a video file (any container FFmpeg reads) as a player shows it; see the module
+  docstring for orientation, timing and truncation.
 
   Args:
     path: video file.
-    fps: frame rate of the returned frames (None keeps every source frame).
-    short_side: resize so the short side has this length (None keeps the size).
+    fps: frame rate of the returned frames (None keeps every decoded frame, once; for a
+      variable-rate source their times are then not `k / source_fps`).
+    short_side: resize so the displayed picture's short side has this length in pixels
+      (None keeps the size).
 
   Returns:
-    (frames uint8 [T, H, W, 3], source_indices int64 [T], num_source_frames, source_fps).
+    `DecodedVideo`: frames uint8 [T, H, W, 3], source_indices int64 [T], num_source_frames,
+    source_fps (average, frames/s) and duration (s).
 
   Raises:
-    VideoReadError: the file is missing, corrupt or has no decodable frame.
+    TruncatedVideoError: the file ends inside a video packet, or decodes to clearly less
+      than its declared duration.
+    VideoReadError: the file is missing or corrupt (a packet flagged as damaged included),
+      has no decodable frame, an unsupported display matrix, or frames without timestamps
+      and no frame rate.
   """
+  path = os.fspath(path)
   try:
-    with av.open(os.fspath(path)) as container:
+    with av.open(path) as container:
       if not container.streams.video:
         raise VideoReadError(f"no video stream in {path}")
       stream = container.streams.video[0]
-      stream.thread_type = "AUTO"
-      source_fps = _source_fps(stream)
-      ratio = source_fps / fps if fps and source_fps > 0 else 1.0
-      frames, indices = [], []
-      next_out = 0
-      size = None
-      for i, frame in enumerate(container.decode(stream)):
-        # Stored frame k shows source frame floor(k * ratio); upsampling repeats frames.
-        while math.floor(next_out * ratio) <= i:
-          if math.floor(next_out * ratio) == i:
-            if size is None:
-              size = resized_shape(frame.height, frame.width, short_side)
-            frames.append(frame.to_ndarray(format="rgb24", height=size[0],
-                                           width=size[1]))
-            indices.append(i)
-          next_out += 1
-      num_source = i + 1 if frames else 0
+      stream.thread_type = THREAD_TYPE
+      return _decode_stream(container, stream, path, fps, short_side)
   except (av.FFmpegError, OSError, ValueError, RuntimeError) as e:
     raise VideoReadError(f"{type(e).__name__}: {e}") from e
-  if not frames:
+
+
+def _decode_stream(container, stream, path, fps, short_side):
+  rate = _source_rate(stream)
+  clock = _Clock(stream.time_base, rate, path)
+  sampler = last_frame = None
+  ends_inside_packet = False
+
+  def decoded_frames():
+    nonlocal ends_inside_packet
+    for packet in container.demux(stream):
+      if packet.is_corrupt:  # A frame-threaded decoder would not say so.
+        if _ends_the_file(packet, path):
+          ends_inside_packet = True
+          yield from stream.decode(None)  # Flush what decoded before it.
+          return
+        raise VideoReadError(f"{path}: damaged video packet at byte {packet.pos}")
+      yield from stream.decode(packet)
+
+  for index, frame in enumerate(decoded_frames()):
+    time = clock.time(frame)
+    if sampler is None:
+      turn, swaps = _display_transform(frame, path)
+      height, width = (frame.width, frame.height) if swaps else (frame.height, frame.width)
+      height, width = resized_shape(height, width, short_side)
+      coded_height, coded_width = (width, height) if swaps else (height, width)
+      sampler = _FrameSampler(fps, lambda f: turn(f.to_ndarray(
+          format="rgb24", height=coded_height, width=coded_width)))
+    sampler.add(index, frame, time)
+    last_frame = frame
+
+  duration = clock.end(last_frame) if last_frame else fractions.Fraction(0)
+  declared, own = _declared_duration(container, stream)
+  if declared is not None:
+    # A stream's duration counts from its first frame, a file's from time 0 (FLV).
+    decoded = duration if own else duration + (clock.origin or 0)
+    if ends_inside_packet or declared - decoded > max(2 * clock.longest,
+                                                      TRUNCATION_TOLERANCE * declared):
+      raise TruncatedVideoError(
+          f"{path}: truncated video: decoded {float(decoded):.2f} s of declared "
+          f"{float(declared):.2f} s" +
+          (" (the file ends inside a video packet)" if ends_inside_packet else ""))
+    if own:  # The last picture stays on screen until the stream's declared end.
+      duration = max(duration, clock.snap(declared, stream.time_base))
+  elif ends_inside_packet:
+    raise TruncatedVideoError(f"{path}: truncated video: the file ends inside a video "
+                              f"packet after {float(duration):.2f} s")
+  if sampler is None:
     raise VideoReadError(f"no decodable frame in {path}")
-  return np.stack(frames), np.asarray(indices, np.int64), num_source, source_fps
+  sampler.finish(duration)
+  return DecodedVideo(np.stack(sampler.frames), np.asarray(sampler.indices, np.int64),
+                      clock.count, float(rate) if rate else 0.0, float(duration))
 
 
 _FRAME_NUMBER = re.compile(r"(\d+)\.(jpg|jpeg|png)$", re.IGNORECASE)
@@ -95,36 +372,65 @@ _FRAME_NUMBER = re.compile(r"(\d+)\.(jpg|jpeg|png)$", re.IGNORECASE)
 
 def numbered_files(directory):
   """Files of a frame folder sorted by their trailing frame number (`<id>-000001.jpg`)."""
+  return [path for _, path in _numbered(directory)]
+
+
+def _numbered(directory):
   numbered = []
   for name in os.listdir(directory):
     match = _FRAME_NUMBER.search(name)
     if match:
       numbered.append((int(match.group(1)), os.path.join(directory, name)))
-  return [path for _, path in sorted(numbered)]
+  return sorted(numbered)
 
 
 def read_frame_folder(directory, source_fps, fps=None, short_side=None):
-  """Like `read_video` for a folder of numbered JPEG frames (Charades_v1_rgb, 24 fps)."""
+  """Like `read_video` for a folder of numbered JPEG frames (Charades_v1_rgb, 24 fps).
+
+  A frame's number, not its position in the folder, gives its time: frame n shows time
+  `(n - first) / source_fps` s, so a folder with missing frames is timed like a
+  variable-rate video (the previous frame stays on screen; a warning counts the gaps).
+  EXIF orientation (phone JPEGs) is applied as a viewer shows the picture.
+
+  Returns:
+    `DecodedVideo`: source_indices are `n - first`, num_source_frames and the duration
+    (`num_source_frames / source_fps` s) run from the first to the last number.
+
+  Raises:
+    VideoReadError: no numbered frame, or one that cannot be read.
+  """
   try:
-    files = numbered_files(directory)
+    numbered = _numbered(directory)
   except OSError as e:
     raise VideoReadError(f"{type(e).__name__}: {e}") from e
-  if not files:
+  if not numbered:
     raise VideoReadError(f"no numbered frames in {directory}")
-  indices = resampled_indices(len(files), source_fps, fps)
-  frames, size = [], None
-  for i in indices:
-    try:
-      with Image.open(files[i]) as image:
-        image = image.convert("RGB")
-        if size is None:
-          size = resized_shape(image.height, image.width, short_side)
-        if (image.height, image.width) != size:
-          image = image.resize((size[1], size[0]), Image.BILINEAR)
-        frames.append(np.asarray(image))
-    except OSError as e:
-      raise VideoReadError(f"{files[i]}: {e}") from e
-  return np.stack(frames), indices, len(files), float(source_fps)
+  numbers = np.array([n for n, _ in numbered], np.int64) - numbered[0][0]
+  num_source = int(numbers[-1]) + 1
+  if num_source != len(numbers):
+    logging.warning("%s: %d of %d numbered frames are missing; the frame before each gap "
+                    "stays on screen.", directory, num_source - len(numbers), num_source)
+  # Stored frame k shows the last frame whose number is at or before source frame
+  # floor(k * source_fps / fps) (exactly `resampled_indices` when no number is missing).
+  wanted = resampled_indices(num_source, source_fps, fps)
+  positions = np.searchsorted(numbers, wanted, side="right") - 1
+  frames, size, cache = [], None, {}
+  for position in positions:
+    if position not in cache:
+      path = numbered[position][1]
+      try:
+        with Image.open(path) as image:
+          image = ImageOps.exif_transpose(image).convert("RGB")
+          if size is None:
+            size = resized_shape(image.height, image.width, short_side)
+          if (image.height, image.width) != size:
+            image = image.resize((size[1], size[0]), Image.BILINEAR)
+          cache = {position: np.asarray(image)}  # Only the latest is shown again.
+      except OSError as e:
+        raise VideoReadError(f"{path}: {e}") from e
+    frames.append(cache[position])
+  return DecodedVideo(np.stack(frames), numbers[positions], num_source, float(source_fps),
+                      num_source / source_fps if source_fps > 0 else 0.0)
 
 
 def encode_jpeg(frame, quality=JPEG_QUALITY):

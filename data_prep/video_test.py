@@ -1,6 +1,9 @@
+from fractions import Fraction
 import io
 import os
+import types
 
+import av
 import numpy as np
 from PIL import Image
 import pytest
@@ -11,6 +14,64 @@ from data_prep import video
 def _gray_frames(values, height=32, width=48):
   # Frame k is uniformly `values[k]`: decoded frames reveal which source frame they are.
   return np.stack([np.full((height, width, 3), v, np.uint8) for v in values])
+
+
+def _write_timed_video(path, frames, times, end, *, codec="libx264",
+                       time_base=Fraction(1, 90000), display_matrix=None, movflags=None,
+                       audio_seconds=None):
+  """Writes uint8 [T, H, W, 3] `frames`, frame k on screen from `times[k]` (seconds, exact
+  Fractions) until the next time, the last until `end`: variable frame rate as cameras and
+  screen recorders write it. No B-frames, so each packet's duration is its frame's."""
+  starts = [round(t / time_base) for t in times]
+  ends = starts[1:] + [round(end / time_base)]
+  duration = dict(zip(starts, np.subtract(ends, starts).tolist()))
+  options = {"movflags": movflags} if movflags else {}
+  with av.open(os.fspath(path), "w", options=options) as container:
+    stream = container.add_stream(codec, rate=24)
+    stream.height, stream.width = frames.shape[1:3]
+    stream.pix_fmt = "yuv420p"
+    stream.codec_context.time_base = stream.time_base = time_base
+    stream.codec_context.max_b_frames = 0
+    stream.bit_rate = 4_000_000  # Flat gray frames within 3 levels, with mpeg4 too.
+    stream.options = {"threads": "1"}
+    if display_matrix is not None:
+      # ISO 14496-12 / FFmpeg display matrix: a, b, c, d in 16.16 fixed point, w in 2.30.
+      a, b, c, d = display_matrix
+      stream.set_display_matrix([a << 16, b << 16, 0, c << 16, d << 16, 0, 0, 0, 1 << 30])
+    if audio_seconds:
+      audio = container.add_stream("aac", rate=48000)
+      audio.layout = "mono"
+
+    def mux(packets):
+      for packet in packets:
+        packet.duration = duration[packet.pts]
+        container.mux(packet)
+
+    for frame, pts in zip(frames, starts):
+      video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+      video_frame.pts, video_frame.time_base = pts, time_base
+      mux(stream.encode(video_frame))
+    mux(stream.encode())
+    for k in range(round(audio_seconds * 48000 / 1024) if audio_seconds else 0):
+      silence = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                           layout="mono")
+      silence.sample_rate, silence.time_base = 48000, Fraction(1, 48000)
+      silence.pts = 1024 * k
+      container.mux(audio.encode(silence))
+    if audio_seconds:
+      container.mux(audio.encode())
+
+
+def _constant_rate(num_frames, fps):
+  return [Fraction(k, fps) for k in range(num_frames)], Fraction(num_frames, fps)
+
+
+def _quadrant_means(frame):
+  """Mean of each quadrant of an [H, W, 3] frame: [[top-left, top-right], [bottom-left,
+  bottom-right]]."""
+  h, w = frame.shape[0] // 2, frame.shape[1] // 2
+  return np.array([[frame[:h, :w].mean(), frame[:h, w:].mean()],
+                   [frame[h:, :w].mean(), frame[h:, w:].mean()]])
 
 
 def test_resampled_indices_down_up_and_keep():
@@ -30,13 +91,125 @@ def test_read_video_resamples_and_resizes(tmp_path):
   values = [8 * k for k in range(25)]
   path = tmp_path / "v.mp4"
   video.write_video(path, _gray_frames(values), fps=24)
-  frames, indices, num_source, source_fps = video.read_video(path, fps=12, short_side=16)
-  assert (num_source, source_fps) == (25, 24.0)
-  np.testing.assert_array_equal(indices, np.arange(0, 25, 2))
-  assert frames.shape == (13, 16, 24, 3)
+  decoded = video.read_video(path, fps=12, short_side=16)
+  assert (decoded.num_source_frames, decoded.source_fps) == (25, 24.0)
+  assert decoded.duration == pytest.approx(25 / 24)
+  np.testing.assert_array_equal(decoded.source_indices, np.arange(0, 25, 2))
+  assert decoded.frames.shape == (13, 16, 24, 3)
   # Each stored frame shows the source frame it claims (H.264 error on flat gray < 3).
-  np.testing.assert_allclose(frames.mean(axis=(1, 2, 3)), np.asarray(values)[indices],
-                             atol=3)
+  np.testing.assert_allclose(decoded.frames.mean(axis=(1, 2, 3)),
+                             np.asarray(values)[decoded.source_indices], atol=3)
+
+
+# Display matrices (a, b, c, d) as cameras write them, the rotation PyAV reads back
+# (`VideoFrame.rotation`, counter-clockwise degrees) and the quadrant where a player
+# (ffplay, `ffmpeg` autorotate) shows the coded picture's top-left corner.
+@pytest.mark.parametrize("matrix, rotation, corner", [
+    ((0, 1, -1, 0), -90, (0, 1)),  # Phone held upright: turned clockwise, to the top right.
+    ((0, -1, 1, 0), 90, (1, 0)),  # Turned counter-clockwise: to the bottom left.
+    ((-1, 0, 0, -1), -180, (1, 1)),  # Upside down: to the bottom right.
+    ((-1, 0, 0, 1), -180, (0, 1)),  # Mirrored left-right: to the top right.
+    ((0, 1, 1, 0), -90, (0, 0)),  # Transposed (transpose=cclock_flip): stays top left.
+    ((0, -1, -1, 0), 90, (1, 1)),  # Anti-transposed (transpose=clock_flip): bottom right.
+])
+def test_read_video_shows_frames_as_a_player_turns_them(tmp_path, matrix, rotation, corner):
+  frames = np.full((6, 32, 48, 3), 20, np.uint8)
+  frames[:, :16, :24] = 230  # The coded top-left quadrant is bright.
+  path = tmp_path / "phone.mp4"
+  _write_timed_video(path, frames, *_constant_rate(6, 24), display_matrix=matrix)
+  with av.open(os.fspath(path)) as container:
+    assert next(container.decode(video=0)).rotation == rotation
+  decoded = video.read_video(path, fps=12, short_side=16)
+  # The short side of the displayed picture gets `short_side`.
+  assert decoded.frames.shape == ((3, 24, 16, 3) if abs(rotation) == 90 else (3, 16, 24, 3))
+  for frame in decoded.frames:
+    means = _quadrant_means(frame)
+    assert means[corner] > 150, means
+    assert np.delete(means.ravel(), 2 * corner[0] + corner[1]).max() < 80, means
+
+
+# 30 frames in the first second, 6 in the second: frame k is on screen from TIMES[k].
+VFR_TIMES = [Fraction(k, 30) for k in range(30)] + [1 + Fraction(k, 6) for k in range(6)]
+
+
+@pytest.mark.parametrize("name, codec, time_base", [
+    ("vfr.mp4", "libx264", Fraction(1, 90000)),
+    # AVI has no timestamps, only an index: the muxer fills the gaps with empty entries.
+    ("vfr.avi", "mpeg4", Fraction(1, 30)),
+])
+def test_read_video_picks_the_frame_on_screen_at_each_stored_time(tmp_path, name, codec,
+                                                                  time_base):
+  values = [7 * k for k in range(len(VFR_TIMES))]
+  path = tmp_path / name
+  _write_timed_video(path, _gray_frames(values), VFR_TIMES, 2, codec=codec,
+                     time_base=time_base)
+  decoded = video.read_video(path, fps=12)
+  # Stored frame k is the last source frame that started at or before k / 12 s.
+  expected = [max(i for i, t in enumerate(VFR_TIMES) if t <= Fraction(k, 12))
+              for k in range(24)]
+  np.testing.assert_array_equal(decoded.source_indices, expected)
+  assert decoded.frames.shape == (24, 32, 48, 3)
+  np.testing.assert_allclose(decoded.frames.mean(axis=(1, 2, 3)),
+                             np.asarray(values)[expected], atol=3)
+  assert decoded.num_source_frames == 36 and decoded.duration == pytest.approx(2.0)
+  # Without a target rate every source frame is kept, once.
+  np.testing.assert_array_equal(video.read_video(path).source_indices, np.arange(36))
+
+
+def _truncated_copy(tmp_path, cut):
+  """A 1 s mp4 with its index in front (`faststart`, as web downloads are) cut at `cut`:
+  'half' of its bytes, or 'packet' (the end of the 11th video packet)."""
+  noise = np.random.default_rng(0).integers(0, 256, (24, 32, 48, 3), dtype=np.uint8)
+  path = tmp_path / "whole.mp4"
+  _write_timed_video(path, noise, *_constant_rate(24, 24), movflags="faststart")
+  data = path.read_bytes()
+  assert data.find(b"moov") < data.find(b"mdat")
+  if cut == "half":
+    size = len(data) // 2
+  else:
+    with av.open(os.fspath(path)) as container:
+      packets = [p for p in container.demux(video=0) if p.size]
+      size = packets[10].pos + packets[10].size
+  cut_path = tmp_path / f"cut_{cut}.mp4"
+  cut_path.write_bytes(data[:size])
+  return cut_path
+
+
+@pytest.mark.parametrize("cut", ["half", "packet"])
+def test_read_video_rejects_truncated_files_with_threaded_decoding(tmp_path, cut):
+  path = _truncated_copy(tmp_path, cut)
+  # The failure this guards against: frame-threaded decoding stops early without an error.
+  with av.open(os.fspath(path)) as container:
+    container.streams.video[0].thread_type = "AUTO"
+    assert 0 < sum(1 for _ in container.decode(video=0)) < 24
+  with pytest.raises(video.TruncatedVideoError, match=r"truncated.* of declared 1\.00 s"):
+    video.read_video(path, fps=12)
+  assert issubclass(video.TruncatedVideoError, video.VideoReadError)
+
+
+def test_builders_count_truncated_and_corrupt_videos_apart(tmp_path):
+  # pylint: disable=g-import-not-at-top
+  from data_prep import features
+  from data_prep import skips
+  from data_prep import video_builder
+  builder = types.SimpleNamespace(  # What `_encode_or_skip` uses of a builder.
+      skip_report=skips.SkipReport("test"), builder_config=types.SimpleNamespace(fps=12),
+      _object_source=features.ObjectMapSource())
+  corrupt = tmp_path / "corrupt.mp4"
+  corrupt.write_bytes(b"not a video" * 50)
+  for path in (_truncated_copy(tmp_path, "half"), corrupt):
+    assert video_builder.VideoBuilder._encode_or_skip(  # pylint: disable=protected-access
+        builder, path, "id", lambda path=path: video.read_video(path, fps=12)) is None
+  assert builder.skip_report.as_dict()["by_reason"] == {skips.TRUNCATED_VIDEO: 1,
+                                                        skips.CORRUPT_VIDEO: 1}
+
+
+def test_read_video_accepts_audio_longer_than_video(tmp_path):
+  path = tmp_path / "av.mp4"
+  _write_timed_video(path, _gray_frames([100] * 24), *_constant_rate(24, 24),
+                     audio_seconds=1.5)
+  decoded = video.read_video(path, fps=12)
+  assert decoded.frames.shape[0] == 12 and decoded.duration == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("content", [b"", b"not a video" * 50])
@@ -56,11 +229,40 @@ def test_read_frame_folder_picks_resampled_frames(tmp_path):
     Image.fromarray(np.full((20, 30, 3), 40 * k, np.uint8)).save(
         folder / f"ABC12-{k + 1:06d}.jpg", quality=95)
   (folder / "notes.txt").write_text("ignored")
-  frames, indices, num_source, fps = video.read_frame_folder(folder, 24.0, fps=12.0,
-                                                             short_side=10)
-  np.testing.assert_array_equal(indices, [0, 2, 4])
-  assert (num_source, fps, frames.shape) == (6, 24.0, (3, 10, 15, 3))
-  np.testing.assert_allclose(frames.mean(axis=(1, 2, 3)), [0, 80, 160], atol=2)
+  decoded = video.read_frame_folder(folder, 24.0, fps=12.0, short_side=10)
+  np.testing.assert_array_equal(decoded.source_indices, [0, 2, 4])
+  assert (decoded.num_source_frames, decoded.source_fps, decoded.duration,
+          decoded.frames.shape) == (6, 24.0, 0.25, (3, 10, 15, 3))
+  np.testing.assert_allclose(decoded.frames.mean(axis=(1, 2, 3)), [0, 80, 160], atol=2)
+
+
+def test_read_frame_folder_times_frames_by_their_numbers_not_positions(tmp_path):
+  # Frames 3 and 4 of a 24 fps folder are missing: frame number n shows time (n - 1) / 24,
+  # so the stored frame at 1/12 s is frame 2, still on screen (as in a variable-rate video).
+  folder = tmp_path / "GAP01"
+  folder.mkdir()
+  for number in (1, 2, 5, 6, 7, 8):
+    Image.fromarray(np.full((8, 8, 3), 20 * number, np.uint8)).save(
+        folder / f"GAP01-{number:06d}.jpg", quality=95)
+  decoded = video.read_frame_folder(folder, 24.0, fps=12.0)
+  np.testing.assert_array_equal(decoded.source_indices, [0, 1, 4, 6])
+  np.testing.assert_allclose(decoded.frames.mean(axis=(1, 2, 3)), [20, 40, 100, 140], atol=2)
+  assert (decoded.num_source_frames, decoded.duration) == (8, 8 / 24)
+
+
+def test_read_frame_folder_applies_exif_orientation(tmp_path):
+  # A phone JPEG: coded landscape 8x16 (bright left half) with EXIF orientation 6 (shown
+  # turned 90 degrees clockwise), so the player shows a 16x8 picture, bright at the top.
+  folder = tmp_path / "EXIF1"
+  folder.mkdir()
+  coded = np.zeros((8, 16, 3), np.uint8)
+  coded[:, :8] = 255
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  Image.fromarray(coded).save(folder / "EXIF1-000001.jpg", quality=95, exif=exif)
+  frames = video.read_frame_folder(folder, 24.0).frames
+  assert frames.shape == (1, 16, 8, 3)
+  assert frames[0, :8].mean() > 200 and frames[0, 8:].mean() < 50
 
 
 def test_numbered_files_sorts_by_number_not_name(tmp_path):

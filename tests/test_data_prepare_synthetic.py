@@ -54,3 +54,16 @@ def test_synthetic_cli_then_prepare_cli_then_pipelines(tmp_path):
                                             image_size=32, num_clips=2, num_crops=3)
   ids = [v.decode() for f, _ in evaluation for v in f["video_id"].numpy()]
   assert sorted(ids) == sorted(["TE00000"] * 6 + ["TE00001"] * 6)
+
+
+@pytest.mark.slow
+def test_self_contained_synthetic_data_follows_its_generation_arguments(tmp_path):
+  from official.training import synthetic_data  # pylint: disable=g-import-not-at-top
+  small = dict(num_train=2, height=16, width=16, min_frames=8, max_frames=8)
+  data_dir = synthetic_data.prepare_synthetic_charades(str(tmp_path), num_test=2, **small)
+  assert input_pipeline.dataset_info("charades/synthetic", data_dir).split_sizes == {
+      "train": 2, "test": 2}
+  # Other generation arguments on the same directory: regenerated, not the old videos.
+  data_dir = synthetic_data.prepare_synthetic_charades(str(tmp_path), num_test=3, **small)
+  assert input_pipeline.dataset_info("charades/synthetic", data_dir).split_sizes == {
+      "train": 2, "test": 3}

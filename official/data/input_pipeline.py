@@ -45,6 +45,9 @@ class DatasetInfo:
     multi_label: True for Charades (multi-hot labels), False for Smarthome (one-hot).
     has_object_maps: whether object maps were prepared.
     fps: frame rate of the stored frames from the dataset config (None: source rate).
+    annotated_videos: {split: [(video_id, [class ids])]}, every annotated video of each
+      split in the annotation's order, prepared or not (TFDS metadata `annotations`);
+      empty for data prepared before the package recorded it.
   """
   name: str
   num_classes: int
@@ -53,6 +56,7 @@ class DatasetInfo:
   multi_label: bool
   has_object_maps: bool
   fps: Optional[float]
+  annotated_videos: dict = dataclasses.field(default_factory=dict)
 
 
 def load_builder(name, data_dir=None):
@@ -114,6 +118,8 @@ def dataset_info(name, data_dir=None):
       multi_label="segments" in builder.info.features,
       has_object_maps=metadata.get("object_maps", "none") != "none",
       fps=getattr(builder.builder_config, "fps", None),
+      annotated_videos={split: [(vid, list(labels)) for vid, labels in videos]
+                        for split, videos in metadata.get("annotations", {}).items()},
   )
 
 

@@ -39,9 +39,37 @@ def average_precision(labels, scores):
   return float(precision[positive].sum() / num_positives)
 
 
+def check_finite_scores(scores, allow_missing_rows=False):
+  """Raises a `ValueError` naming how many scores are NaN or infinite.
+
+  A checkpoint with NaN weights gives NaN scores, and ranking or arg-maxing them gives
+  ordinary-looking metrics (an all-NaN score matrix scores mAP 0.38 on Charades), so every
+  metric refuses them. With `allow_missing_rows`, a row that is -inf throughout is allowed:
+  the official Charades scorer's value for a video missing from a submission.
+
+  Args:
+    scores: `[N, C]` float scores.
+    allow_missing_rows: accept whole rows of -inf.
+  """
+  scores = np.asarray(scores, dtype=np.float64)
+  bad = ~np.isfinite(scores)
+  if allow_missing_rows and scores.ndim == 2:
+    bad &= ~np.all(scores == -np.inf, axis=1, keepdims=True)
+  if np.any(bad):
+    raise ValueError(
+        f"{int(bad.sum())} of {scores.size} scores are not finite "
+        f"({int(np.isnan(scores[bad]).sum())} NaN): the model or its checkpoint holds "
+        "non-finite values; metrics over such scores would be meaningless.")
+
+
 def per_class_average_precision(labels, scores):
-  """`[N, C]` multi-hot labels and scores -> `[C]` AP per class (NaN without positives)."""
+  """`[N, C]` multi-hot labels and scores -> `[C]` AP per class (NaN without positives).
+
+  Raises:
+    ValueError: when a score is NaN or +-inf (whole rows of -inf, missing videos, excepted).
+  """
   labels, scores = _check_2d(labels, scores)
+  check_finite_scores(scores, allow_missing_rows=True)
   return np.array([average_precision(labels[:, c], scores[:, c])
                    for c in range(labels.shape[1])])
 
@@ -53,10 +81,15 @@ def charades_map(labels, scores):
   Args:
     labels: `[num_videos, num_classes]` multi-hot array (video-level ground truth).
     scores: `[num_videos, num_classes]` scores; higher means more confident. Videos missing
-      from a submission should carry `-inf`, as the official script gives them.
+      from a submission should carry `-inf` in every class, as the official script gives
+      them.
 
   Returns:
     mAP as a float in [0, 1].
+
+  Raises:
+    ValueError: when no class has a positive, or a score is NaN or infinite (other than a
+      missing video's row of -inf).
   """
   aps = per_class_average_precision(labels, scores)
   if np.all(np.isnan(aps)):
@@ -76,6 +109,8 @@ def _check_2d(labels, scores):
 def _class_ids(values, name):
   values = np.asarray(values)
   if values.ndim == 2:  # One-hot labels or per-class scores.
+    if values.dtype.kind == "f":
+      check_finite_scores(values)
     return np.argmax(values, axis=1)
   if values.ndim == 1:
     return values.astype(np.int64)
@@ -89,10 +124,14 @@ def mean_class_accuracy(labels, predicted):
 
   Args:
     labels: `[N]` class ids or `[N, C]` one-hot labels.
-    predicted: `[N]` predicted class ids or `[N, C]` scores (argmax is taken).
+    predicted: `[N]` predicted class ids or `[N, C]` scores (argmax is taken). A
+      predicted id of -1 (a video without a prediction) is wrong for every class.
 
   Returns:
     Mean per-class accuracy as a float in [0, 1].
+
+  Raises:
+    ValueError: on shapes that disagree, no examples, or non-finite scores.
   """
   true_ids = _class_ids(labels, "labels")
   predicted_ids = _class_ids(predicted, "predicted")

@@ -98,3 +98,30 @@ def test_aggregate_views_detects_missing_views():
 def test_aggregate_views_rejects_disagreeing_labels():
   with pytest.raises(ValueError, match="different labels"):
     metrics.aggregate_views(["a", "a"], np.zeros((2, 2)), np.array([[1, 0], [0, 1]]))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_scores_are_a_clear_error_naming_the_count(bad):
+  labels = np.array([[1, 0], [0, 1], [1, 1]])
+  scores = np.array([[0.9, 0.1], [bad, 0.2], [0.3, bad]])
+  with pytest.raises(ValueError, match="2 of 6 scores are not finite"):
+    metrics.charades_map(labels, scores)
+  with pytest.raises(ValueError, match="2 of 6 scores are not finite"):
+    metrics.mean_class_accuracy([0, 1, 1], scores)
+  with pytest.raises(ValueError, match="2 of 6 scores are not finite"):
+    metrics.top1_accuracy([0, 1, 1], scores)
+
+
+def test_all_nan_checkpoint_scores_do_not_give_a_plausible_map():
+  labels = np.eye(4)[[0, 1, 2, 3, 0, 1]]
+  with pytest.raises(ValueError, match="24 of 24 scores are not finite"):
+    metrics.charades_map(labels, np.full((6, 4), np.nan))
+
+
+def test_minus_inf_is_allowed_only_for_whole_missing_videos():
+  labels = np.array([[1, 0], [0, 1], [1, 0]])
+  # A whole row of -inf is a missing video (the official scorer's convention).
+  assert metrics.charades_map(labels, [[0.9, 0.1], [0.2, 0.8], [-np.inf, -np.inf]]) == (
+      pytest.approx(((1 + 2 / 3) / 2 + 1) / 2))
+  with pytest.raises(ValueError, match="1 of 6 scores are not finite"):
+    metrics.charades_map(labels, [[0.9, 0.1], [0.2, 0.8], [0.5, -np.inf]])

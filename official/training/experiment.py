@@ -253,11 +253,24 @@ class Runner:
       pass  # Not build_dataset, or its defaults: progress without a total.
     return history.Progress(total, views)
 
+  def _annotated_eval_videos(self):
+    """The evaluation split's whole annotated list `[(video_id, [class ids])]`, or None when
+    the dataset does not record it (a custom `dataset_fn`, or older prepared data)."""
+    try:
+      info = self._dataset_info()
+    except (ValueError, KeyError, FileNotFoundError) as e:
+      logging.warning("Cannot read the evaluation dataset's annotations: %s", e)
+      return None
+    return info.annotated_videos.get(self.exp.eval_split)
+
   def _evaluate_and_write(self, step):
-    video_scores = self.trainer.evaluate(self._dataset(is_training=False),
-                                         self.exp.view_aggregation,
-                                         self.exp.views_per_video,
-                                         progress=self._eval_progress())
+    annotated = self._annotated_eval_videos()
+    longest_id = max((len(vid) for vid, _ in annotated), default=0) if annotated else 0
+    video_scores = self.trainer.evaluate(
+        self._dataset(is_training=False), self.exp.view_aggregation,
+        self.exp.views_per_video,
+        max_video_id_length=max(longest_id, trainer_lib.MAX_VIDEO_ID_LENGTH),
+        progress=self._eval_progress())
     protocol = {"aggregation": self.exp.view_aggregation,
                 "views_per_video": video_scores.views_per_video,
                 "split": self.exp.eval_split,
@@ -265,7 +278,7 @@ class Runner:
     eval_dir = os.path.join(self.model_dir, "eval")
     if self.is_chief:
       record = writers.write_evaluation(eval_dir, self.exp.eval_metric, video_scores, step,
-                                        protocol)
+                                        protocol, annotated_videos=annotated)
     else:
       record = writers.compute_metrics(self.exp.eval_metric, video_scores.labels,
                                        video_scores.scores)
@@ -348,9 +361,13 @@ class Runner:
     if self.exp.class_names is not None:
       return list(self.exp.class_names)
     # The prepared dataset knows its class names (TFDS metadata).
+    return list(self._dataset_info().class_names)
+
+  def _dataset_info(self):
+    """`input_pipeline.DatasetInfo` of the dataset `build_dataset` reads."""
     from official.data import input_pipeline  # pylint: disable=g-import-not-at-top
     name, data_dir = self._dataset_name_and_dir()
-    return list(input_pipeline.dataset_info(name, data_dir).class_names)
+    return input_pipeline.dataset_info(name, data_dir)
 
   def _dataset_name_and_dir(self):
     """(TFDS name, data_dir) that `build_dataset` reads. Raises ValueError when the dataset

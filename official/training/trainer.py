@@ -20,15 +20,27 @@ from official.modeling import builders
 from official.training import checkpointing
 
 # Video ids travel through the distributed evaluation step as int32 code points (strings
-# cannot go to accelerators, nor through cross-worker gathers), zero-padded to this length.
+# cannot go to accelerators, nor through cross-worker gathers), zero-padded to a fixed
+# length: the longest annotated id of the split, or this default.
 MAX_VIDEO_ID_LENGTH = 128
 _ID_CODES = "video_id_codes"
 
 
-def encode_video_ids(video_ids):
-  """string `[B]` -> int32 `[B, MAX_VIDEO_ID_LENGTH]` Unicode code points, zero-padded."""
+def encode_video_ids(video_ids, max_length=MAX_VIDEO_ID_LENGTH):
+  """string `[B]` -> int32 `[B, max_length]` Unicode code points, zero-padded.
+
+  Raises:
+    tf.errors.InvalidArgumentError: when an id is longer than `max_length` code points
+      (cutting it would merge the views of different videos that share a prefix).
+  """
   codes = tf.strings.unicode_decode(video_ids, "UTF-8")
-  return codes.to_tensor(default_value=0, shape=[None, MAX_VIDEO_ID_LENGTH])
+  longest = tf.reduce_max(codes.row_lengths())
+  check = tf.debugging.assert_less_equal(
+      longest, tf.cast(max_length, longest.dtype),
+      message=f"A video id is longer than {max_length} characters; pass a larger "
+              "max_video_id_length to Trainer.evaluate.")
+  with tf.control_dependencies([check]):
+    return tf.identity(codes.to_tensor(default_value=0, shape=[None, max_length]))
 
 
 def decode_video_ids(codes):
@@ -388,7 +400,8 @@ class Trainer:
         if math.isfinite(value):
           write_scalar(name, value, step)
 
-  def evaluate(self, dataset, aggregation="max", views_per_video=None, progress=None):
+  def evaluate(self, dataset, aggregation="max", views_per_video=None,
+               max_video_id_length=None, progress=None):
     """Scores every view of `dataset`, gathers them from all replicas and combines the views
     of each video.
 
@@ -396,6 +409,8 @@ class Trainer:
       dataset: finite `tf.data.Dataset` of `(features, labels)` with `features['video_id']`.
       aggregation: 'max' or 'mean' over a video's views.
       views_per_video: the views every video must have (None: all the same number).
+      max_video_id_length: the longest video id (code points) to carry through the
+        evaluation step (default `MAX_VIDEO_ID_LENGTH`); a longer id is an error.
       progress: optional callable taking the number of views scored so far, after each
         batch (`history.Progress` logs them with an ETA); its `done()` is called at the end.
 
@@ -404,7 +419,8 @@ class Trainer:
     """
     def keep_inputs_and_ids(features, labels):
       kept = self._select_inputs(features)
-      kept[_ID_CODES] = encode_video_ids(features["video_id"])
+      kept[_ID_CODES] = encode_video_ids(features["video_id"],
+                                         max_video_id_length or MAX_VIDEO_ID_LENGTH)
       return kept, labels
 
     dataset = dataset.map(keep_inputs_and_ids)
