@@ -168,6 +168,7 @@ def define_flags():
   flags.DEFINE_string("out", "runs/demo", "Where the data, checkpoints, TensorBoard logs, "
                       "pictures and the SavedModel go.")
   gin_flags.define_gin_flags()  # --gin_file (default: the demo's), --gin_param
+  flags.adopt_module_key_flags(gin_flags)  # Listed by --help.
   flags.DEFINE_integer("seed", 0, "Seed of initialisation, data order and augmentation.")
 
 

@@ -3,10 +3,19 @@ and parsing them with every configurable registered.
 
 Several mains (train, model_info, benchmarks, tools) share these flags, and tests import more
 than one of them into a process, so the flags are defined once, by whichever comes first.
+Each main lists them under `--help` with `flags.adopt_module_key_flags(gin_flags)`.
+
+`include` lines in the gin files name files relative to the repository root, which is on
+gin's search path: a gin file given by absolute path works from any directory.
 """
+
+import os
 
 from absl import flags
 import gin
+
+# The repository root: `include 'gin/base/train.gin'` resolves against it from any cwd.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def define_gin_flags():
@@ -17,6 +26,14 @@ def define_gin_flags():
   flags.DEFINE_multi_string("gin_param", [], "Gin bindings applied after the files, e.g. "
                             "'Experiment.train_steps=10' (repeatable).")
   flags.DEFINE_multi_string("gin_bindings", [], "Alias of --gin_param.")
+
+
+def add_repository_search_path():
+  """Puts the repository root on gin's include search path (once)."""
+  # gin keeps the search path in a module list and has no query for it.
+  from gin import config as gin_config  # pylint: disable=g-import-not-at-top
+  if ROOT not in getattr(gin_config, "_LOCATION_PREFIXES", ()):
+    gin.add_config_file_search_path(ROOT)
 
 
 def gin_bindings_from_flags():
@@ -37,4 +54,5 @@ def parse_gin(gin_files, gin_bindings, finalize=True):
   from official.modeling import builders  # pylint: disable=g-import-not-at-top,unused-import
   from official.training import experiment  # pylint: disable=g-import-not-at-top,unused-import
   from official.training import synthetic_data  # pylint: disable=g-import-not-at-top,unused-import
+  add_repository_search_path()
   gin.parse_config_files_and_bindings(gin_files, gin_bindings, finalize_config=finalize)

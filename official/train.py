@@ -4,15 +4,22 @@
       --gin_file=gin/experiments/tiny_smoke.gin [--gin_param='Experiment.train_steps=10']
 
 Flags say where and how (paths, mode, strategy); gin says what (gin/experiments/*.gin).
-Re-running a training command resumes from the latest checkpoint in --model_dir.
+Re-running a training command resumes from the latest checkpoint in --model_dir (and runs
+any due evaluation the interrupted run did not finish); a second training job on the same
+--model_dir is refused. --mode=continuous_eval evaluates each new checkpoint of a training
+job once, beside it. Every mode ends by printing where its outputs are; a failure is one
+`error:` line naming the input and the way out (exit status 1; 2 for configuration errors).
 """
 
+import errno
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
+import tensorflow as tf
 
+from official import errors
 from official import gin_flags
 from official.training import experiment
 from official.training import strategies
@@ -26,8 +33,12 @@ flags.DEFINE_string("export_dir", None, "TF Serving base path for --mode=export 
                     "(default: MODEL_DIR/export).")
 flags.DEFINE_string("checkpoint", None, "Checkpoint prefix or directory for eval/export "
                     "(default: the latest in --model_dir).")
+flags.DEFINE_float("eval_timeout", 3600.0, "--mode=continuous_eval stops after this many "
+                   "seconds without a new checkpoint (it stops anyway once the final step "
+                   "is evaluated).")
 flags.mark_flag_as_required("model_dir")
 gin_flags.define_gin_flags()
+flags.adopt_module_key_flags(gin_flags)  # --gin_file and --gin_param under --help.
 
 FLAGS = flags.FLAGS
 
@@ -38,19 +49,42 @@ def main(argv):
   try:
     gin_flags.parse_gin(FLAGS.gin_file, gin_flags.gin_bindings_from_flags())
   except (ValueError, KeyError, SyntaxError, IOError) as e:
-    logging.error("Gin configuration error: %s", e)
-    print(f"error: gin configuration: {e}", file=sys.stderr)
-    return 2
+    return _error(f"gin configuration: {e}", 2)
   flags_text = FLAGS.flags_into_string()
   try:
     result = experiment.run_mode(FLAGS.mode, FLAGS.model_dir, FLAGS.strategy, FLAGS.tpu,
-                                 FLAGS.seed, FLAGS.checkpoint, FLAGS.export_dir, flags_text)
-  except (FileNotFoundError, RuntimeError) as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+                                 FLAGS.seed, FLAGS.checkpoint, FLAGS.export_dir, flags_text,
+                                 FLAGS.eval_timeout)
+  except errors.ConfigError as e:
+    return _error(f"gin configuration: {e}", 2)
+  except (FileNotFoundError, RuntimeError, FloatingPointError) as e:
+    # Checkpoints damaged or missing, data not prepared, model_dir locked, NaN stop, a full
+    # disk: the message names the input and the way out; the traceback is not needed.
+    return _error(str(e), 1)
+  except (OSError, tf.errors.OpError) as e:
+    if not _disk_full(e):
+      raise
+    # Outside checkpoint writes (which name their own way out): summaries, evaluation files.
+    return _error(f"No space left on device while writing to --model_dir={FLAGS.model_dir} "
+                  f"({e}). Free space and rerun the same command: training resumes from "
+                  "its latest checkpoint, and due evaluations without a result are redone.", 1)
   logging.info("Done: %s", result)
+  for line in experiment.output_summary(FLAGS.mode, FLAGS.model_dir, result):
+    print(line)
   return 0
+
+
+def _disk_full(error):
+  return (getattr(error, "errno", None) == errno.ENOSPC or
+          "No space left on device" in str(error))
+
+
+def _error(message, status):
+  logging.error("%s", message)
+  # One line: gin appends its context ("In call to configurable ...") on further lines.
+  print("error: " + " ".join(line.strip() for line in message.splitlines() if line.strip()),
+        file=sys.stderr)
+  return status
 
 
 if __name__ == "__main__":

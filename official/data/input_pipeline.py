@@ -18,6 +18,7 @@ pipeline with `deterministic=True` yields the same batches on every run.
 """
 
 import dataclasses
+import os
 from typing import Optional
 
 import gin
@@ -25,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from official import errors
 from official.data import preprocessing
 
 OBJECTS_ONE_HOT = "one_hot"
@@ -61,6 +63,38 @@ def load_builder(name, data_dir=None):
   """The TFDS builder of a prepared dataset ('charades', 'toyota_smarthome/cs', ...)."""
   import data_prep  # pylint: disable=g-import-not-at-top,unused-import  (registers builders)
   return tfds.builder(name, data_dir=data_dir)
+
+
+class DataNotPreparedError(FileNotFoundError):
+  """The dataset is not prepared where the configuration says; the message gives the
+  `python -m data_prep.prepare` command that prepares it."""
+
+
+def check_prepared(name, data_dir=None):
+  """Checks, before anything is built, that dataset `name` is prepared under `data_dir`.
+
+  The prepared datasets are manual TFDS datasets: TFDS's own advice to call
+  `download_and_prepare()` does not apply, `data_prep.prepare` does.
+
+  Args:
+    name: TFDS name, e.g. 'charades/full'.
+    data_dir: TFDS data_dir (None: TFDS's default, ~/tensorflow_datasets).
+
+  Raises:
+    DataNotPreparedError: the directory does not exist or holds no prepared `name`.
+  """
+  builder = load_builder(name, data_dir)
+  where = data_dir or os.path.dirname(os.path.dirname(os.path.dirname(builder.data_dir)))
+  command = (f"python -m data_prep.prepare --dataset={name} --manual_dir=<the unpacked "
+             f"release> --data_dir={where} (see the README, \"Data\"), or set "
+             "build_dataset.data_dir to where it was prepared")
+  if not tf.io.gfile.isdir(where):
+    raise DataNotPreparedError(f"data_dir {where} does not exist, so dataset {name} cannot "
+                               f"be read. Prepare it with: {command}.")
+  if not tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json")):
+    raise DataNotPreparedError(f"data_dir {where} holds no prepared {name} (no "
+                               f"{builder.data_dir}/dataset_info.json). Prepare it with: "
+                               f"{command}.")
 
 
 def _label_feature(builder):
@@ -282,13 +316,46 @@ def eval_views(images, image_size, num_crops):
 # The pipeline.
 
 
+# Epochs of a repeating training stream (as good as endless: 2**62 epochs).
+_NO_END = 2**62
+
+
+def shuffle_epoch(clips, window, epoch_seed):
+  """Shuffles one epoch's clips within windows of `window` clips, statelessly.
+
+  A function of `epoch_seed` alone (int64 [2], e.g. (seed, epoch)), so epoch e is shuffled
+  the same in every process: the property that lets a resumed run continue the order
+  (`tf.data.Dataset.shuffle` keeps its state in the iterator). The window boundaries move by
+  a random offset each epoch, so the clips that share a window change from epoch to epoch.
+
+  Args:
+    clips: finite dataset of fixed-shape elements.
+    window: clips shuffled together (`build_dataset.shuffle_buffer`).
+    epoch_seed: int64 [2] stateless seed.
+  """
+  if window < 2:
+    return clips
+  offset = tf.random.stateless_uniform([], epoch_seed, 0, window, dtype=tf.int64)
+
+  def permute(index, batch):
+    # [n, ...] -> [n, ...] in an order drawn from (epoch_seed, window index)
+    window_seed = tf.random.experimental.stateless_fold_in(epoch_seed, index)
+    n = tf.shape(tf.nest.flatten(batch)[0])[0]
+    order = tf.argsort(tf.random.stateless_uniform([n], window_seed))
+    return tf.data.Dataset.from_tensor_slices(
+        tf.nest.map_structure(lambda t: tf.gather(t, order), batch))
+
+  windows = clips.take(offset).batch(window).concatenate(clips.skip(offset).batch(window))
+  return windows.enumerate().flat_map(permute)
+
+
 def _video_labels(example, num_classes, multi_label):
   if multi_label:
     return multi_hot(example["labels"], num_classes)
   return tf.one_hot(tf.cast(example["label"], tf.int32), num_classes)
 
 
-@gin.configurable(denylist=["split", "is_training"])
+@gin.configurable(denylist=["split", "is_training", "start_batch"])
 def build_dataset(dataset_name=gin.REQUIRED,
                   split="train",
                   data_dir=None,
@@ -310,8 +377,18 @@ def build_dataset(dataset_name=gin.REQUIRED,
                   seed=None,
                   num_parallel_calls=tf.data.AUTOTUNE,
                   private_threadpool_size=0,
-                  drop_remainder=None):
+                  drop_remainder=None,
+                  start_batch=0):
   """Builds the training or evaluation `tf.data.Dataset` of `(features, labels)` batches.
+
+  The training order is a function of (`seed`, epoch): every epoch reads the split in the
+  same seeded file order, samples clip k of the stream with the stateless seed (`seed`, k)
+  and shuffles within windows of `shuffle_buffer` clips drawn from (`seed`, e)
+  (`shuffle_epoch`). `start_batch` starts that order at a later
+  batch without producing the earlier ones: whole epochs are never read, and within the
+  starting epoch the skipped clips are only read and selected, not decoded or augmented. So
+  a resumed run sees exactly the batches an uninterrupted one would (with
+  `deterministic=True`), at a cost bounded by one epoch of reading, whatever the step.
 
   Args:
     dataset_name: TFDS name: 'charades' (= 'charades/full'), 'charades/synthetic',
@@ -332,7 +409,7 @@ def build_dataset(dataset_name=gin.REQUIRED,
       evenly spaced along the long side after resizing the short side to S).
     area_range, aspect_ratio_range: random resized crop (training).
     random_flip: random horizontal flip (training).
-    shuffle_buffer: training shuffle buffer, in clips.
+    shuffle_buffer: training shuffle window, in clips (`shuffle_epoch`).
     repeat: repeat forever; defaults to `is_training`.
     deterministic: fixed element order (with `seed`, identical batches across runs).
     seed: seed of file shuffling, element shuffling and augmentation; None = random.
@@ -340,19 +417,29 @@ def build_dataset(dataset_name=gin.REQUIRED,
     private_threadpool_size: >0 gives the pipeline its own thread pool of that size
       (benchmarks use it to measure throughput per core).
     drop_remainder: drop a last partial batch; defaults to `is_training`.
+    start_batch: training only: the first batch to yield (batches already trained on);
+      not a gin parameter, the trainer sets it on resume.
 
   Returns:
     A `tf.data.Dataset` of `(features, labels)`.
+
+  Raises:
+    errors.ConfigError: an argument of the wrong type or range, naming `build_dataset.<arg>`.
+    ValueError: object maps requested but not prepared; `start_batch` in evaluation.
   """
   if objects_format not in (OBJECTS_ONE_HOT, OBJECTS_IDS):
     raise ValueError(f"objects_format must be '{OBJECTS_ONE_HOT}' or '{OBJECTS_IDS}'. "
                      f"Received: {objects_format!r}")
-  if num_frames < 1 or frame_stride < 1 or image_size < 1 or batch_size < 1:
-    raise ValueError("num_frames, frame_stride, image_size and batch_size must be positive. "
-                     f"Received: {num_frames}, {frame_stride}, {image_size}, {batch_size}")
-  if not is_training and (num_clips < 1 or num_crops < 1):
-    raise ValueError(f"num_clips and num_crops must be positive. Received: {num_clips}, "
-                     f"{num_crops}")
+  for name, value in (("num_frames", num_frames), ("frame_stride", frame_stride),
+                      ("image_size", image_size), ("batch_size", batch_size),
+                      ("shuffle_buffer", shuffle_buffer)):
+    errors.check_int(f"build_dataset.{name}", value)
+  if not is_training:
+    errors.check_int("build_dataset.num_clips", num_clips)
+    errors.check_int("build_dataset.num_crops", num_crops)
+    if start_batch:
+      raise ValueError(f"start_batch is for training only. Received: {start_batch}")
+  errors.check_int("start_batch", start_batch, minimum=0)
   builder = load_builder(dataset_name, data_dir)
   info = dataset_info(dataset_name, data_dir)
   if use_objects and not info.has_object_maps:
@@ -366,13 +453,16 @@ def build_dataset(dataset_name=gin.REQUIRED,
 
   decoders = {"frames": tfds.decode.SkipDecoding(),
               "object_maps": tfds.decode.SkipDecoding()}
+  # The same seeded file order in every epoch (reshuffling would tie the order of epoch e
+  # to how many epochs this process has read, breaking resume).
   read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False,
+                                shuffle_reshuffle_each_iteration=False,
                                 interleave_cycle_length=4 if is_training else 1)
   ds = builder.as_dataset(split=split, shuffle_files=is_training, decoders=decoders,
                           read_config=read_config)
-  if repeat:
-    ds = ds.repeat()
-  ds = ds.enumerate()
+  num_examples = builder.info.splits[split].num_examples
+  if is_training and num_examples < 1:
+    raise ValueError(f"Split {split!r} of {info.name} in {builder.data_dir} is empty.")
 
   def select(index, example):
     # Cheap stage: pick the clip's undecoded frames so the shuffle buffer holds T frames,
@@ -429,12 +519,26 @@ def build_dataset(dataset_name=gin.REQUIRED,
     labels = tf.tile(element["labels"][None], [views, 1])
     return features, labels
 
-  ds = ds.map(select, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
   if is_training:
-    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    examples = ds
+    first_epoch, offset = divmod(start_batch * batch_size, num_examples)
+
+    def epoch_clips(epoch):
+      # Clip k = epoch * num_examples + j of the stream: its seed depends on k alone.
+      clips = examples.enumerate().map(lambda j, example: (epoch * num_examples + j, example))
+      clips = clips.map(select, num_parallel_calls=num_parallel_calls,
+                        deterministic=deterministic)
+      return shuffle_epoch(clips, shuffle_buffer, tf.stack([tf.constant(seed, tf.int64),
+                                                            epoch]))
+
+    ds = tf.data.Dataset.range(first_epoch, _NO_END if repeat else 1).flat_map(epoch_clips)
+    # The batches already trained on end here, before decoding (see the docstring).
+    ds = ds.skip(offset)
     ds = ds.map(decode_train, num_parallel_calls=num_parallel_calls,
                 deterministic=deterministic)
   else:
+    ds = ds.enumerate()
+    ds = ds.map(select, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     ds = ds.map(decode_eval, num_parallel_calls=num_parallel_calls,
                 deterministic=deterministic)
     ds = ds.unbatch()

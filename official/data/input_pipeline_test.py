@@ -290,3 +290,55 @@ def test_data_gin_files_configure_build_dataset(synthetic_data):
   finally:
     gin.clear_config()
     os.chdir(cwd)
+
+
+def _train_batches(data_dir, count, start_batch=0):
+  # 4 training videos, batches of 3: batches straddle epochs.
+  ds = ip.build_dataset("charades/synthetic", "train", data_dir, batch_size=3, num_frames=3,
+                        image_size=16, seed=5, deterministic=True, shuffle_buffer=2,
+                        start_batch=start_batch)
+  return [(f["rgb"].numpy(), l.numpy()) for f, l in ds.take(count)]
+
+
+@pytest.mark.slow
+def test_resumed_training_order_equals_the_uninterrupted_one(synthetic_data):
+  data_dir, _ = synthetic_data
+  uninterrupted = _train_batches(data_dir, 8)
+  # Epochs differ (clips, crops and shuffle order come from the epoch), so equality below
+  # is not that of a repeated epoch: 12 clips = 3 epochs of the 4 videos.
+  assert not np.array_equal(uninterrupted[0][0], uninterrupted[4][0])
+  for start in (1, 4, 6):
+    resumed = _train_batches(data_dir, 8 - start, start_batch=start)
+    for k, ((rgb, labels), (rgb_0, labels_0)) in enumerate(zip(resumed,
+                                                               uninterrupted[start:])):
+      np.testing.assert_array_equal(rgb, rgb_0, err_msg=f"start {start}, batch {k}")
+      np.testing.assert_array_equal(labels, labels_0)
+
+
+@pytest.mark.slow
+def test_resume_cost_does_not_grow_with_the_step(synthetic_data):
+  # Skipping happens on epochs (free) and on undecoded clips: starting at batch 10**6 (a
+  # million decoded batches the old dataset.skip would produce) costs what batch 0 does.
+  import time  # pylint: disable=g-import-not-at-top
+  data_dir, _ = synthetic_data
+  timings = {}
+  for start in (0, 10**6, 2 * 10**6):
+    begin = time.perf_counter()
+    _train_batches(data_dir, 1, start_batch=start)
+    timings[start] = time.perf_counter() - begin
+  assert timings[2 * 10**6] < 3 * timings[0] + 2.0, timings
+
+
+def test_shuffle_epoch_is_a_seeded_permutation_that_moves_clips_between_windows():
+  def shuffled(epoch):
+    ds = ip.shuffle_epoch(tf.data.Dataset.range(40), 8, tf.constant([3, epoch], tf.int64))
+    return [int(x) for x in ds]
+  first = shuffled(0)
+  assert sorted(first) == list(range(40)) and first != list(range(40))
+  assert shuffled(0) == first  # A function of the seed alone.
+  second = shuffled(1)
+  assert sorted(second) == list(range(40)) and second != first
+  # Shuffling stays local (a window of 8 plus the epoch's offset) ...
+  assert max(abs(position - value) for position, value in enumerate(first)) < 16
+  # ... but the clips that share the first 8 positions differ between epochs.
+  assert set(first[:8]) != set(second[:8])

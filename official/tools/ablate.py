@@ -309,6 +309,7 @@ FLAGS = flags.FLAGS
 def define_flags():
   flags.DEFINE_string("out", "runs/ablations", "Output folder (runs, table, chart).")
   gin_flags.define_gin_flags()  # --gin_file (default: the demo's), --gin_param
+  flags.adopt_module_key_flags(gin_flags)  # Listed by --help.
   flags.DEFINE_list("seeds", ["0"], "Seeds; each variant runs once per seed.")
   flags.DEFINE_integer("steps", 500, "Training steps per variant (the demo trains longer).")
   flags.DEFINE_list("only", None, f"Run only these variants: {[v.name for v in VARIANTS]}.")

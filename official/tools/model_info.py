@@ -22,6 +22,7 @@ from official.modeling import builders
 
 FLAGS = flags.FLAGS
 gin_flags.define_gin_flags()
+flags.adopt_module_key_flags(gin_flags)  # Listed by --help.
 
 # Graph ops whose multiply-adds are counted, with how to count them.
 _MATMUL_OPS = ("MatMul", "BatchMatMulV2", "BatchMatMulV3", "BatchMatMul")

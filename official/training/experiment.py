@@ -5,24 +5,30 @@
 train / eval / train_and_eval / export with the flags' paths and strategy.
 """
 
+import inspect
 import os
+import time
 
 from absl import logging
 import gin
 import keras
 import tensorflow as tf
 
+from official import errors
+from official.evaluation import history
 from official.evaluation import writers
 from official.export import serving
 from official.inference import views
 from official.training import checkpointing
+from official.training import model_dir_lock
 from official.training import losses
 from official.training import optimization
 from official.training import reproducibility
 from official.training import strategies
 from official.training import trainer as trainer_lib
 
-MODES = ("train", "eval", "train_and_eval", "export")
+MODES = ("train", "eval", "train_and_eval", "export", "continuous_eval")
+TRAINING_MODES = ("train", "train_and_eval")
 EVAL_METRICS = ("map", "mean_class_accuracy")
 
 
@@ -53,7 +59,12 @@ class Experiment:
     class_names: names for the export; default: the prepared dataset's.
     prepare_data_fn: optional `(model_dir) -> data_dir` run first (self-contained runs);
       its data_dir is then passed to `dataset_fn`.
-    skip_consumed_batches: on resume, skip the batches already trained on.
+    skip_consumed_batches: on resume, continue the training data order where the
+      interrupted run stopped (cheaply, before decoding; see `build_dataset(start_batch=)`)
+      instead of starting it again.
+
+  Raises:
+    errors.ConfigError: a value of the wrong type or range, naming its binding.
   """
 
   def __init__(self, model_fn=gin.REQUIRED, dataset_fn=gin.REQUIRED, train_split="train",
@@ -64,6 +75,16 @@ class Experiment:
                jit_compile=False, deterministic=False, eval_metric="map",
                view_aggregation="max", views_per_video=None, class_names=None,
                prepare_data_fn=None, skip_consumed_batches=True):
+    for name, value, minimum in (
+        ("train_batch_size", train_batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
+        ("train_steps", train_steps, 1), ("eval_interval", eval_interval, 0),
+        ("checkpoint_interval", checkpoint_interval, 1), ("max_to_keep", max_to_keep, 1),
+        ("log_interval", log_interval, 1)):
+      errors.check_int(f"Experiment.{name}", value, minimum)
+    errors.check_int("Experiment.views_per_video", views_per_video, allow_none=True)
+    for name, value in (("jit_compile", jit_compile), ("deterministic", deterministic),
+                        ("skip_consumed_batches", skip_consumed_batches)):
+      errors.check_bool(f"Experiment.{name}", value)
     if eval_metric not in EVAL_METRICS:
       raise ValueError(f"eval_metric must be one of {EVAL_METRICS}. Received: "
                        f"{eval_metric!r}")
@@ -112,14 +133,14 @@ def _input_keys(model):
 class Runner:
   """Builds the strategy, model, optimiser and trainer of an `Experiment` and runs a mode."""
 
-  def __init__(self, experiment, model_dir, strategy, seed=0, flags_text=""):
+  def __init__(self, experiment, model_dir, strategy, seed=0, flags_text="", data_dir=None):
     self.exp = experiment
     self.model_dir = model_dir
     self.strategy = strategy
     self.seed = seed
     self.flags_text = flags_text
     self.is_chief = strategies.is_chief(strategy)
-    self.data_dir = None
+    self.data_dir = data_dir
     reproducibility.set_seed_and_determinism(seed, experiment.deterministic)
     if experiment.mixed_precision:
       keras.mixed_precision.set_global_policy(experiment.mixed_precision)
@@ -150,19 +171,30 @@ class Runner:
     if self.exp.prepare_data_fn is not None and self.data_dir is None:
       self.data_dir = self.exp.prepare_data_fn(model_dir=self.model_dir)
 
-  def _dataset(self, is_training):
+  def _dataset(self, is_training, start_batch=0):
     self._prepare_data()
     kwargs = {} if self.data_dir is None else {"data_dir": self.data_dir}
+    skip = 0
+    if start_batch:
+      if "start_batch" in inspect.signature(self.exp.dataset_fn).parameters:
+        # The pipeline starts its (seed, epoch)-determined order at this batch, skipping
+        # the batches already trained on before decoding anything.
+        kwargs["start_batch"] = start_batch
+      else:
+        logging.warning("The dataset function takes no start_batch: skipping %d batches "
+                        "by producing them (slow for long runs).", start_batch)
+        skip = start_batch
     if uses_object_input(self.model):
       kwargs["objects_format"] = "ids"  # one-hot on the device (Trainer._model_inputs)
     scope = "train" if is_training else "eval"
     with gin.config_scope(scope):
-      return self.exp.dataset_fn(
+      dataset = self.exp.dataset_fn(
           split=self.exp.train_split if is_training else self.exp.eval_split,
           is_training=is_training,
           batch_size=self.exp.train_batch_size if is_training else self.exp.eval_batch_size,
           use_objects=uses_object_input(self.model), seed=self.seed,
           deterministic=self.exp.deterministic, **kwargs)
+    return dataset.skip(skip) if skip else dataset
 
   # Modes ---------------------------------------------------------------------------------
 
@@ -177,23 +209,50 @@ class Runner:
 
     def evaluate(step):
       record = self._evaluate_and_write(step)
-      with eval_writer.as_default():
-        for name in ("map", "mean_class_accuracy", "top1"):
-          if name in record:
-            trainer_lib.write_scalar(name, record[name], step)
-      eval_writer.flush()
-      if keeper is not None and self.is_chief:
-        keeper.maybe_save(step, record[self.exp.eval_metric])
+      self._after_evaluation(step, record, eval_writer, keeper)
       return record
 
     def after_first_step():
       if self.is_chief:
         reproducibility.write_operative_config(self.model_dir)
 
-    return self.trainer.train(self._dataset(is_training=True),
-                              evaluate_fn=evaluate if with_eval else None,
-                              eval_interval=self.exp.eval_interval,
-                              after_first_step=after_first_step)
+    return self.trainer.train(
+        lambda start_batch: self._dataset(is_training=True, start_batch=start_batch),
+        evaluate_fn=evaluate if with_eval else None, eval_interval=self.exp.eval_interval,
+        after_first_step=after_first_step, is_evaluated=self._is_evaluated)
+
+  @property
+  def eval_dir(self):
+    return os.path.join(self.model_dir, "eval")
+
+  def _is_evaluated(self, step):
+    return step in history.evaluated_steps(self.eval_dir)
+
+  def _after_evaluation(self, step, record, writer, keeper=None, checkpoint=None):
+    """TensorBoard scalars, the best checkpoint, then the history record: written last, it
+    marks the evaluation of `step` complete (a resumed run redoes one without it)."""
+    history.write_scalars(writer, record, step)
+    if keeper is not None and self.is_chief:
+      keeper.maybe_save(step, record[self.exp.eval_metric])
+    if self.is_chief:
+      history.write_record(self.eval_dir, record, step, checkpoint)
+
+  def _eval_progress(self):
+    """Progress of one evaluation, with the total when the split's size is known."""
+    views = self.exp.views_per_video
+    total = None
+    try:
+      name, data_dir = self._dataset_name_and_dir()
+      from official.data import input_pipeline  # pylint: disable=g-import-not-at-top
+      videos = input_pipeline.dataset_info(name, data_dir).split_sizes.get(
+          self.exp.eval_split)
+      if views is None:
+        views = (gin.query_parameter("build_dataset.num_clips") *
+                 gin.query_parameter("build_dataset.num_crops"))
+      total = videos * views if videos else None
+    except (ValueError, KeyError, TypeError):
+      pass  # Not build_dataset, or its defaults: progress without a total.
+    return history.Progress(total, views)
 
   def _annotated_eval_videos(self):
     """The evaluation split's whole annotated list `[(video_id, [class ids])]`, or None when
@@ -211,7 +270,8 @@ class Runner:
     video_scores = self.trainer.evaluate(
         self._dataset(is_training=False), self.exp.view_aggregation,
         self.exp.views_per_video,
-        max_video_id_length=max(longest_id, trainer_lib.MAX_VIDEO_ID_LENGTH))
+        max_video_id_length=max(longest_id, trainer_lib.MAX_VIDEO_ID_LENGTH),
+        progress=self._eval_progress())
     protocol = {"aggregation": self.exp.view_aggregation,
                 "views_per_video": video_scores.views_per_video,
                 "split": self.exp.eval_split,
@@ -227,10 +287,60 @@ class Runner:
                                                      if isinstance(v, float)})
     return record
 
-  def evaluate(self, checkpoint=None):
+  def evaluate(self, checkpoint=None, writer=None, keeper=None):
+    """Evaluates one checkpoint (default: the latest); writes the metrics, TensorBoard
+    scalars (`MODEL_DIR/eval`) and the history record of its step."""
     path = checkpointing.resolve_checkpoint(self.model_dir, checkpoint)
     step = self.trainer.restore(path)
-    return self._evaluate_and_write(step)
+    record = self._evaluate_and_write(step)
+    self._after_evaluation(step, record, writer or self.trainer.summary_writer("eval"),
+                           keeper, checkpoint=path)
+    return record
+
+  def continuous_evaluate(self, timeout_s=3600.0, poll_s=10.0):
+    """Watches `model_dir` and evaluates each new checkpoint once (oldest first), until the
+    one at `train_steps` is evaluated or no new checkpoint came for `timeout_s` seconds.
+
+    Safe beside a `--mode=train` job: it takes no lock, reads only the checkpoints the
+    state file lists (complete ones), and skips (counted, logged) a checkpoint that the
+    training job deleted (`max_to_keep`) before it was read. Keeps `best/` (run training in
+    `--mode=train`, so that only this job writes `eval/` and `best/`).
+
+    Returns:
+      `{"evaluated": [steps], "skipped": [steps], "last": metrics of the last or None}`.
+    """
+    writer = self.trainer.summary_writer("eval")
+    keeper = checkpointing.BestCheckpointKeeper(self.trainer.checkpoint(), self.model_dir,
+                                                self.exp.eval_metric)
+    evaluated, skipped, last = [], [], None
+    waited_since = time.monotonic()
+    while True:
+      done = set(history.evaluated_steps(self.eval_dir)) | set(skipped)
+      pending = [(step, path) for step, path in _listed_checkpoints(self.model_dir)
+                 if step not in done]
+      if not pending:
+        if self.exp.train_steps in done:
+          logging.info("Continuous evaluation: the final step %d is evaluated; done.",
+                       self.exp.train_steps)
+          break
+        if time.monotonic() - waited_since > timeout_s:
+          logging.info("Continuous evaluation: no new checkpoint in %s for %.0f s; "
+                       "stopping.", self.model_dir, timeout_s)
+          break
+        time.sleep(poll_s)
+        continue
+      step, path = pending[0]
+      try:
+        last = self.evaluate(path, writer, keeper)
+        evaluated.append(step)
+      except checkpointing.CheckpointError:
+        if tf.io.gfile.exists(path + ".index"):
+          raise  # Damaged, not deleted: the message says what to do.
+        skipped.append(step)
+        logging.warning("Continuous evaluation: %s was deleted (max_to_keep) before it "
+                        "was evaluated; skipped (%d so far).", path, len(skipped))
+      waited_since = time.monotonic()
+    return {"evaluated": evaluated, "skipped": skipped, "last": last}
 
   def export(self, export_dir, checkpoint=None):
     path = checkpointing.resolve_checkpoint(self.model_dir, checkpoint)
@@ -260,31 +370,145 @@ class Runner:
   def _dataset_info(self):
     """`input_pipeline.DatasetInfo` of the dataset `build_dataset` reads."""
     from official.data import input_pipeline  # pylint: disable=g-import-not-at-top
-    self._prepare_data()
-    name = gin.query_parameter("build_dataset.dataset_name")
-    data_dir = self.data_dir
-    if data_dir is None:
-      try:
-        data_dir = gin.query_parameter("build_dataset.data_dir")
-      except ValueError:
-        data_dir = None
+    name, data_dir = self._dataset_name_and_dir()
     return input_pipeline.dataset_info(name, data_dir)
+
+  def _dataset_name_and_dir(self):
+    """(TFDS name, data_dir) that `build_dataset` reads. Raises ValueError when the dataset
+    is not built by a gin-bound `build_dataset`."""
+    self._prepare_data()
+    return dataset_name_and_dir(self.data_dir)
+
+  def check_num_classes(self):
+    """Raises `errors.ConfigError` when the model's class count is not the dataset's."""
+    from official.data import input_pipeline  # pylint: disable=g-import-not-at-top
+    try:
+      name, data_dir = self._dataset_name_and_dir()
+    except ValueError:
+      return  # Not build_dataset: nothing to compare with.
+    expected = input_pipeline.dataset_info(name, data_dir).num_classes
+    got = int(self.model.outputs[0].shape[-1])
+    if got != expected:
+      raise errors.ConfigError(
+          f"The model has {got} classes (build_model.num_classes, usually NUM_CLASSES in "
+          f"the gin file) but the dataset {name} has {expected}: set NUM_CLASSES = "
+          f"{expected}.")
+
+
+def dataset_name_and_dir(data_dir=None):
+  """(`build_dataset.dataset_name`, data_dir or `build_dataset.data_dir`) as gin binds them.
+
+  Raises:
+    ValueError: `build_dataset.dataset_name` is not bound.
+  """
+  name = gin.query_parameter("build_dataset.dataset_name")
+  if data_dir is None:
+    try:
+      data_dir = gin.query_parameter("build_dataset.data_dir")
+    except ValueError:
+      data_dir = None
+  return name, data_dir
+
+
+def _listed_checkpoints(model_dir):
+  """[(step, prefix)] of the complete checkpoints the state file lists, oldest first."""
+  try:
+    state = tf.train.get_checkpoint_state(model_dir)
+  except (ValueError, tf.errors.OpError):
+    state = None  # Being rewritten; the next poll reads it.
+  if state is None:
+    return []
+  listed = []
+  for path in state.all_model_checkpoint_paths:
+    path = path if os.path.isabs(path) or "://" in path else os.path.join(model_dir, path)
+    name = os.path.basename(path)
+    if name.startswith(checkpointing.CHECKPOINT_NAME + "-"):
+      listed.append((int(name.rsplit("-", 1)[1]), path))
+  return sorted(listed)
+
+
+def _check_data(experiment, data_dir, mode):
+  """Checks that the dataset `build_dataset` will read is prepared (None: not needed or not
+  build_dataset)."""
+  if mode == "export" and experiment.class_names is not None:
+    return
+  from official.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  try:
+    name, data_dir = dataset_name_and_dir(data_dir)
+  except ValueError:
+    return  # Not build_dataset: its own errors apply.
+  input_pipeline.check_prepared(name, data_dir)
 
 
 def run_mode(mode, model_dir, strategy_name="one_device", tpu=None, seed=0,
-             checkpoint=None, export_dir=None, flags_text=""):
+             checkpoint=None, export_dir=None, flags_text="", eval_timeout_s=3600.0):
   """Runs one mode of the experiment gin has configured; returns its result (final step,
-  metrics dict or export path)."""
+  metrics dict, export path, or the continuous evaluation's summary).
+
+  Training modes hold the model_dir's lock (`model_dir_lock`) for the whole run.
+
+  Raises:
+    errors.ConfigError: a gin value of the wrong type, or classes that disagree.
+    input_pipeline.DataNotPreparedError: the dataset is not prepared (checked first).
+    checkpointing.CheckpointError, model_dir_lock.ModelDirLockedError, FileNotFoundError,
+    trainer.NonFiniteLossError: see those.
+  """
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}. Received: {mode!r}")
+  experiment = Experiment()
   if mode in ("eval", "export"):  # A bad path fails before any model is built.
     checkpoint = checkpointing.resolve_checkpoint(model_dir, checkpoint)
+  if experiment.prepare_data_fn is None:  # Unprepared data fails before anything is built.
+    _check_data(experiment, None, mode)
   strategy = strategies.build_strategy(strategy_name, tpu=tpu)
   logging.info("Strategy %s with %d replica(s).", type(strategy).__name__,
                strategy.num_replicas_in_sync)
-  runner = Runner(Experiment(), model_dir, strategy, seed=seed, flags_text=flags_text)
-  if mode in ("train", "train_and_eval"):
-    return runner.train(with_eval=mode == "train_and_eval")
-  if mode == "eval":
-    return runner.evaluate(checkpoint)
-  return runner.export(export_dir, checkpoint)
+  lock = None
+  if mode in TRAINING_MODES and strategies.is_chief(strategy):
+    lock = model_dir_lock.ModelDirLock(model_dir, mode)
+    lock.acquire()
+  try:
+    data_dir = None
+    if experiment.prepare_data_fn is not None:  # Under the lock: it writes into model_dir.
+      data_dir = experiment.prepare_data_fn(model_dir=model_dir)
+      _check_data(experiment, data_dir, mode)
+    runner = Runner(experiment, model_dir, strategy, seed=seed, flags_text=flags_text,
+                    data_dir=data_dir)
+    if mode != "export" or experiment.class_names is None:
+      runner.check_num_classes()
+    if mode in TRAINING_MODES:
+      return runner.train(with_eval=mode == "train_and_eval")
+    if mode == "eval":
+      return runner.evaluate(checkpoint)
+    if mode == "continuous_eval":
+      return runner.continuous_evaluate(eval_timeout_s)
+    return runner.export(export_dir, checkpoint)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def output_summary(mode, model_dir, result, export_dir=None):
+  """Lines saying where a finished mode's outputs are (printed by `official.train`)."""
+  eval_dir = os.path.join(model_dir, "eval")
+  lines = []
+  if mode in TRAINING_MODES:
+    latest = checkpointing.latest_checkpoint(model_dir)
+    lines.append(f"Checkpoints: {latest} (latest); TensorBoard: {model_dir}")
+  if mode in ("train_and_eval", "eval", "continuous_eval"):
+    lines.append(f"Metrics: {os.path.join(eval_dir, writers.METRICS_FILE)} (latest), "
+                 f"{os.path.join(eval_dir, history.HISTORY_DIR)}/ (every evaluated step)")
+    submission = os.path.join(eval_dir, writers.SUBMISSION_FILE)
+    if tf.io.gfile.exists(submission):
+      lines.append(f"Charades submission file: {submission}")
+    lines.append(f"Per-video scores: {os.path.join(eval_dir, writers.PER_VIDEO_FILE)}")
+  if mode in ("train_and_eval", "continuous_eval"):
+    best = os.path.join(model_dir, checkpointing.BEST_DIR, checkpointing.BEST_JSON)
+    if tf.io.gfile.exists(best):
+      lines.append(f"Best checkpoint: {best}")
+  if mode == "continuous_eval":
+    lines.append(f"Evaluated steps: {result['evaluated']}; skipped (deleted before "
+                 f"evaluation): {result['skipped']}")
+  if mode == "export":
+    lines.append(f"SavedModel: {result}")
+  return lines

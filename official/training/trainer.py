@@ -88,10 +88,11 @@ class Trainer:
     max_to_keep: checkpoints kept for resuming.
     log_interval: steps between progress logs and summaries.
     jit_compile: XLA-compile the forward/backward pass.
-    skip_consumed_batches: on resume, skip the batches already trained on (`dataset.skip`),
-      so the resumed run sees exactly the batches an uninterrupted one would. The skipped
-      batches are still read and decoded; turn off for very long runs, at the price of
-      restarting the data order.
+    skip_consumed_batches: on resume, continue after the batches already trained on, so
+      the resumed run sees exactly the batches an uninterrupted one would: a dataset
+      callable is asked to start at that batch (cheap with `build_dataset(start_batch=)`),
+      a plain dataset is skipped (`dataset.skip`, which produces every skipped batch).
+      False restarts the data order.
     is_chief: whether this process writes checkpoints and summaries (multi-worker).
     worker_id: this worker's index (multi-worker), for its scratch checkpoint directory.
   """
@@ -131,6 +132,7 @@ class Trainer:
         self.ema = ema_lib.ExponentialMovingAverage(model, ema_decay)
     self._train_step_fn = None
     self._eval_step_fn = None
+    self._finite_fn = None
     self.last_good_checkpoint = None
 
   # Checkpoints -------------------------------------------------------------------------
@@ -149,18 +151,60 @@ class Trainer:
     return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=self.max_to_keep)
 
   def _save(self, manager):
-    path = manager.save(checkpoint_number=int(self.step.numpy()))
-    if not self.is_chief:
-      tf.io.gfile.rmtree(manager.directory)
-    else:
+    """Writes a checkpoint of the current step, after checking every value is finite.
+
+    Raises:
+      NonFiniteLossError: a weight, optimiser slot or EMA value is NaN or infinite (the
+        loss of a step is computed before its update, so a finite loss does not prove the
+        updated weights finite); nothing is written.
+      CheckpointError: the write failed (a full disk, permissions), naming the directory
+        and the checkpoint a rerun resumes from.
+    """
+    step = int(self.step.numpy())
+    if not bool(self._checkpointed_values_finite()):
+      raise NonFiniteLossError(
+          f"Weights are not finite after step {step}: training stopped without writing "
+          f"that checkpoint. {self._last_good_message()}")
+    try:
+      path = manager.save(checkpoint_number=step)
+      if not self.is_chief:
+        tf.io.gfile.rmtree(manager.directory)
+    except (OSError, tf.errors.OpError) as e:
+      raise checkpointing.CheckpointError(
+          f"Could not write checkpoint {checkpointing.CHECKPOINT_NAME}-{step} to "
+          f"{manager.directory}: {e}. If the disk is full, free space and rerun the same "
+          "command: it resumes from "
+          f"{self.last_good_checkpoint or 'the start (no checkpoint was written yet)'}."
+      ) from e
+    if self.is_chief:
       self.last_good_checkpoint = path
     return path
 
+  def _last_good_message(self):
+    return ("The last good checkpoint is "
+            f"{self.last_good_checkpoint or 'none (no checkpoint was written yet)'}; lower "
+            "the learning rate or check the data before resuming.")
+
+  def _checkpointed_values_finite(self):
+    if self._finite_fn is None:
+      variables = [v for v in self.model.variables + list(self.optimizer.variables) +
+                   ([] if self.ema is None else list(self.ema.shadow))
+                   if tf.as_dtype(v.dtype).is_floating]
+
+      @tf.function
+      def all_finite():
+        return tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables])
+      self._finite_fn = all_finite
+    return self._finite_fn()
+
   def restore(self, checkpoint_path):
-    """Restores model, step and EMA (not the optimiser's slots) for evaluation or export."""
-    status = self.checkpoint().read(checkpoint_path)
-    status.expect_partial()
-    status.assert_existing_objects_matched()
+    """Restores model, step and EMA (not the optimiser's slots) for evaluation or export.
+
+    Raises:
+      CheckpointError: the checkpoint is damaged or does not match the model.
+    """
+    checkpointing.restore(self.checkpoint(), checkpoint_path,
+                          os.path.dirname(checkpoint_path), partial=True)
     logging.info("Restored %s (step %d).", checkpoint_path, int(self.step.numpy()))
     return int(self.step.numpy())
 
@@ -231,36 +275,60 @@ class Trainer:
       return tf.summary.create_noop_writer()
     return tf.summary.create_file_writer(os.path.join(self.model_dir, name))
 
-  def train(self, dataset, evaluate_fn=None, eval_interval=None, after_first_step=None):
+  def train(self, dataset, evaluate_fn=None, eval_interval=None, after_first_step=None,
+            is_evaluated=None):
     """Trains to `train_steps`, resuming from the latest checkpoint in `model_dir`.
 
     Args:
-      dataset: `tf.data.Dataset` of `(features, labels)` global batches, repeating.
+      dataset: `tf.data.Dataset` of `(features, labels)` global batches, repeating; or a
+        callable `(start_batch) -> Dataset` that starts the same batch order at batch
+        `start_batch` (cheap resume, `build_dataset(start_batch=)`). A plain dataset is
+        resumed with `dataset.skip(step)`, which produces (decodes) every skipped batch.
       evaluate_fn: optional `(step) -> {metric: value}` run every `eval_interval` steps and
         at the end (after a checkpoint of that step is written).
       eval_interval: steps between evaluations.
       after_first_step: optional callable run once after the first step of this job.
+      is_evaluated: optional `(step) -> bool`, whether the evaluation of `step` has a
+        written result. On resume at a step where an evaluation was due (an
+        `eval_interval` multiple or the last step) and has none, as after a kill during
+        that evaluation, `evaluate_fn` runs before training continues.
 
     Returns:
       The final step.
 
     Raises:
-      NonFiniteLossError: on a NaN or infinite loss; the last good checkpoint stays.
+      NonFiniteLossError: on a NaN or infinite loss or weights; no checkpoint with
+        non-finite values is written, the last good one stays.
+      CheckpointError: a checkpoint cannot be read or written (see `checkpointing`).
     """
     checkpoint = self.checkpoint()
     manager = self._manager(checkpoint)
-    latest = tf.train.latest_checkpoint(self.model_dir)
+    latest = checkpointing.latest_checkpoint(self.model_dir)
     if latest:
-      checkpoint.restore(latest).assert_existing_objects_matched()
+      checkpointing.restore(checkpoint, latest, self.model_dir)
+      if not bool(self._checkpointed_values_finite()):
+        raise checkpointing.CheckpointError(
+            f"Checkpoint {latest} holds NaN or infinite values (written before the NaN "
+            "guard checked weights); move its files out of model_dir to resume from an "
+            "older checkpoint.")
       self.last_good_checkpoint = latest
       logging.info("Resuming from %s at step %d.", latest, int(self.step.numpy()))
     else:
       logging.info("No checkpoint in %s: training from scratch.", self.model_dir)
     step = int(self.step.numpy())
-    if step and self.skip_consumed_batches:
-      # Distributed iterators cannot be checkpointed; skipping the batches already trained
-      # on makes the resumed run see exactly what an uninterrupted run would.
-      dataset = dataset.skip(step)
+    if (evaluate_fn and step and self._eval_due(step, eval_interval) and
+        not (is_evaluated and is_evaluated(step))):
+      logging.info("The evaluation at step %d has no written result (interrupted?): "
+                   "running it before training continues.", step)
+      evaluate_fn(step)
+    # Distributed iterators cannot be checkpointed; continuing the batch order after the
+    # batches already trained on makes the resumed run see exactly what an uninterrupted
+    # run would.
+    start_batch = step if self.skip_consumed_batches else 0
+    if callable(dataset) and not isinstance(dataset, tf.data.Dataset):
+      dataset = dataset(start_batch)
+    elif start_batch:
+      dataset = dataset.skip(start_batch)
     dataset = dataset.map(lambda f, l: (self._select_inputs(f), l))
     iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
     if self._train_step_fn is None:
@@ -279,9 +347,7 @@ class Trainer:
       step = int(self.step.numpy())
       if not math.isfinite(loss):
         raise NonFiniteLossError(
-            f"Loss is {loss} at step {step}: training stopped. The last good checkpoint is "
-            f"{self.last_good_checkpoint or 'none (no checkpoint was written yet)'}; lower "
-            "the learning rate or check the data before resuming.")
+            f"Loss is {loss} at step {step}: training stopped. {self._last_good_message()}")
       if step == start_step + 1:
         logging.info("First step (with tracing/compilation) took %.1f s.", t2 - t0)
         if after_first_step is not None:
@@ -305,6 +371,9 @@ class Trainer:
         evaluate_fn(step)
     writer.flush()
     return step
+
+  def _eval_due(self, step, eval_interval):
+    return step == self.train_steps or bool(eval_interval and step % eval_interval == 0)
 
   def _log_progress(self, writer, step, window, timed_steps, timed_seconds):
     n = window["steps"]
@@ -332,7 +401,7 @@ class Trainer:
           write_scalar(name, value, step)
 
   def evaluate(self, dataset, aggregation="max", views_per_video=None,
-               max_video_id_length=None):
+               max_video_id_length=None, progress=None):
     """Scores every view of `dataset`, gathers them from all replicas and combines the views
     of each video.
 
@@ -342,6 +411,8 @@ class Trainer:
       views_per_video: the views every video must have (None: all the same number).
       max_video_id_length: the longest video id (code points) to carry through the
         evaluation step (default `MAX_VIDEO_ID_LENGTH`); a longer id is an error.
+      progress: optional callable taking the number of views scored so far, after each
+        batch (`history.Progress` logs them with an ETA); its `done()` is called at the end.
 
     Returns:
       `official.evaluation.metrics.VideoScores`.
@@ -369,9 +440,13 @@ class Trainer:
         scores.append(s.numpy())
         labels.append(l.numpy())
         codes.append(c.numpy())
+        if progress is not None:
+          progress(sum(len(x) for x in scores))
     finally:
       if self.ema is not None:
         self.ema.swap()
+    if progress is not None and hasattr(progress, "done"):
+      progress.done()
     if not scores:
       raise ValueError("The evaluation dataset is empty.")
     return metrics_lib.aggregate_views(

@@ -205,3 +205,60 @@ def test_deterministic_with_xla_is_a_clear_error():
     experiment.Experiment(model_fn=None, dataset_fn=None, train_batch_size=1,
                           eval_batch_size=1, train_steps=1, jit_compile=True,
                           deterministic=True)
+
+
+def test_resume_starts_the_data_order_at_the_resumed_step(tmp_path):
+  # A dataset callable gets the batches already trained on, so the pipeline skips them
+  # before decoding (build_dataset(start_batch=)) instead of producing them again.
+  starts = []
+
+  def dataset_fn(start_batch):
+    starts.append(start_batch)
+    return _dataset()
+
+  assert _tiny_trainer(tmp_path, 0.1, 2).train(dataset_fn) == 2
+  assert _tiny_trainer(tmp_path, 0.1, 4).train(dataset_fn) == 4
+  assert starts == [0, 2]
+
+
+def test_due_evaluation_without_a_result_runs_on_resume(tmp_path):
+  _tiny_trainer(tmp_path, 0.1, 2).train(_dataset())  # Killed before evaluating step 2.
+  evaluated = []
+  resumed = _tiny_trainer(tmp_path, 0.1, 4)
+  resumed.train(_dataset(), evaluate_fn=evaluated.append, eval_interval=2,
+                is_evaluated=lambda step: False)
+  assert evaluated == [2, 4]
+  evaluated.clear()
+  # Step 4's result was written: a rerun has nothing to do.
+  _tiny_trainer(tmp_path, 0.1, 4).train(_dataset(), evaluate_fn=evaluated.append,
+                                        eval_interval=2, is_evaluated=lambda step: True)
+  assert not evaluated
+
+
+_FULL_DISK = r"""
+import errno, sys
+from absl import app
+from official import train
+from official.training import experiment
+
+def run_mode(*unused_args, **unused_kwargs):
+  raise OSError(errno.ENOSPC, "No space left on device", "/m/eval/metrics.json.tmp")
+
+experiment.run_mode = run_mode
+train.gin_flags.parse_gin = lambda *args, **kwargs: None
+sys.argv = ["train", "--model_dir=/m"]
+app.run(lambda argv: sys.exit(train.main(argv)))
+"""
+
+
+@pytest.mark.slow
+def test_full_disk_outside_checkpoints_is_one_error_line():
+  # A fresh process: official.train's flags (--mode) clash with other mains' in this one.
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  out = subprocess.run([sys.executable, "-c", _FULL_DISK], cwd=root, capture_output=True,
+                       text=True, timeout=120, env=dict(os.environ, PYTHONPATH=root))
+  assert out.returncode == 1, out.stderr[-2000:]
+  assert "Traceback" not in out.stderr
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: No space left on device while writing to --model_dir=/m (")
+  assert "Free space and rerun the same command" in last

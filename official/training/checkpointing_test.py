@@ -1,0 +1,156 @@
+"""Checkpoints that cannot be trusted are recovered from or refused, never silently replaced:
+the state file lost or cut short (issue 13, fault 2), a damaged data file (fault 5), non-finite
+weights (fault 3), a full disk (fault 5)."""
+
+import errno
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from official.training import checkpointing
+from official.training import losses
+from official.training import optimization
+from official.training import strategies
+from official.training import trainer as trainer_lib
+
+
+def _two_checkpoints(model_dir):
+  """ckpt-6 (all 6.0) and ckpt-12 (all 12.0) of one variable, through a manager."""
+  variable = tf.Variable(tf.zeros([64]))
+  checkpoint = tf.train.Checkpoint(v=variable)
+  manager = tf.train.CheckpointManager(checkpoint, str(model_dir), max_to_keep=3)
+  for step in (6, 12):
+    variable.assign(tf.fill([64], float(step)))
+    manager.save(checkpoint_number=step)
+  return checkpoint, variable
+
+
+def _truncate(path):
+  data = path.read_bytes()
+  path.write_bytes(data[:len(data) // 2])
+
+
+@pytest.mark.parametrize("damage", ["deleted", "empty", "cut_short"])
+def test_lost_state_file_recovers_latest_intact_checkpoint(tmp_path, damage):
+  _two_checkpoints(tmp_path)
+  state = tmp_path / "checkpoint"
+  if damage == "deleted":
+    state.unlink()
+  elif damage == "empty":
+    state.write_text("")
+  else:
+    state.write_text(state.read_text()[:25])
+  latest = checkpointing.latest_checkpoint(str(tmp_path))
+  assert latest == str(tmp_path / "ckpt-12")
+  # The state file is rewritten, so TensorFlow's own lookup (and a CheckpointManager that
+  # prunes old checkpoints) agrees again.
+  assert tf.train.latest_checkpoint(str(tmp_path)) == str(tmp_path / "ckpt-12")
+  manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=tf.Variable(tf.zeros([64]))),
+                                       str(tmp_path), max_to_keep=3)
+  assert manager.checkpoints == [str(tmp_path / "ckpt-6"), str(tmp_path / "ckpt-12")]
+
+
+def test_lost_state_file_skips_a_damaged_newest_checkpoint(tmp_path):
+  _two_checkpoints(tmp_path)
+  (tmp_path / "checkpoint").unlink()
+  _truncate(tmp_path / "ckpt-12.data-00000-of-00001")
+  assert checkpointing.latest_checkpoint(str(tmp_path)) == str(tmp_path / "ckpt-6")
+
+
+def test_no_intact_checkpoint_is_refused_naming_the_files(tmp_path):
+  _two_checkpoints(tmp_path)
+  (tmp_path / "checkpoint").unlink()
+  for step in (6, 12):
+    _truncate(tmp_path / f"ckpt-{step}.data-00000-of-00001")
+  with pytest.raises(checkpointing.CheckpointError,
+                     match=r"ckpt-6, ckpt-12 .*none of them can be read"):
+    checkpointing.latest_checkpoint(str(tmp_path))
+
+
+def test_empty_model_dir_has_no_latest_checkpoint(tmp_path):
+  assert checkpointing.latest_checkpoint(str(tmp_path)) is None
+  assert checkpointing.latest_checkpoint(str(tmp_path / "not_yet")) is None
+
+
+def test_damaged_checkpoint_error_names_it_and_the_way_out(tmp_path):
+  checkpoint, _ = _two_checkpoints(tmp_path)
+  _truncate(tmp_path / "ckpt-12.data-00000-of-00001")
+  with pytest.raises(checkpointing.CheckpointError) as info:
+    checkpointing.restore(checkpoint, str(tmp_path / "ckpt-12"), str(tmp_path))
+  message = str(info.value)
+  assert f"Checkpoint {tmp_path / 'ckpt-12'} is damaged" in message
+  assert "Read less bytes than requested" in message
+  assert f"--checkpoint={tmp_path / 'ckpt-6'}" in message
+  assert "move the ckpt-12.* files out of" in message
+  # The intact one restores.
+  checkpointing.restore(checkpoint, str(tmp_path / "ckpt-6"), str(tmp_path))
+
+
+def _tiny_trainer(model_dir, learning_rate, steps, checkpoint_interval=1):
+  strategy = strategies.build_strategy("one_device")
+  with strategy.scope():
+    rgb = keras.Input((1, 2, 2, 3), name="rgb")
+    model = keras.Model({"rgb": rgb}, keras.layers.Dense(2)(keras.layers.Flatten()(rgb)))
+    optimizer = optimization.build_optimizer(learning_rate, name="sgd", momentum=0.0)
+  return trainer_lib.Trainer(strategy, model, optimizer, losses.build_loss(),
+                             str(model_dir), global_batch_size=2, train_steps=steps,
+                             checkpoint_interval=checkpoint_interval, log_interval=1)
+
+
+def _huge_inputs():
+  # Finite losses, but one SGD step at this learning rate sends the weights to +-inf: the
+  # loss of step k is computed before step k's update, so it is still finite. Two equal
+  # clips with opposite labels keep every logit's gradient away from zero, whatever the
+  # initial weights.
+  x = np.full((2, 1, 2, 2, 3), 1e20, np.float32)
+  labels = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+  return tf.data.Dataset.from_tensors(({"rgb": x}, labels)).repeat()
+
+
+def _all_checkpoints_finite(model_dir):
+  for name in sorted(os.listdir(model_dir)):
+    if name.endswith(".index"):
+      reader = tf.train.load_checkpoint(os.path.join(model_dir, name[:-len(".index")]))
+      for key in reader.get_variable_to_shape_map():
+        value = reader.get_tensor(key)
+        if np.issubdtype(np.asarray(value).dtype, np.floating) and not np.all(
+            np.isfinite(value)):
+          return f"{name}: {key}"
+  return None
+
+
+def test_no_checkpoint_with_non_finite_weights_is_written(tmp_path):
+  keras.utils.set_random_seed(0)
+  trainer = _tiny_trainer(tmp_path, 1e30, 10)
+  ordinary = _huge_inputs().map(lambda f, l: ({"rgb": f["rgb"] * 0.0}, l)).take(2)
+  with pytest.raises(trainer_lib.NonFiniteLossError) as info:
+    trainer.train(ordinary.concatenate(_huge_inputs()))
+  # Steps 1 and 2 are ordinary (their checkpoints are finite); step 3's update overflows.
+  assert _all_checkpoints_finite(str(tmp_path)) is None
+  assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-2")
+  assert str(info.value).startswith("Weights are not finite after step 3: training stopped "
+                                    "without writing that checkpoint. The last good "
+                                    f"checkpoint is {tmp_path / 'ckpt-2'};")
+
+
+def test_failed_checkpoint_write_names_directory_and_resume_point(tmp_path, monkeypatch):
+  trainer = _tiny_trainer(tmp_path, 0.1, 4, checkpoint_interval=2)
+  x = np.ones((2, 1, 2, 2, 3), np.float32)
+  dataset = tf.data.Dataset.from_tensors(({"rgb": x}, np.ones((2, 2), np.float32))).repeat()
+  real_save = tf.train.CheckpointManager.save
+  calls = []
+
+  def save(self, checkpoint_number=None, **kwargs):
+    calls.append(checkpoint_number)
+    if len(calls) > 1:
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return real_save(self, checkpoint_number=checkpoint_number, **kwargs)
+
+  monkeypatch.setattr(tf.train.CheckpointManager, "save", save)
+  with pytest.raises(checkpointing.CheckpointError,
+                     match=r"Could not write checkpoint ckpt-4 to .*No space left on device.*"
+                           r"free space .*resumes from .*ckpt-2"):
+    trainer.train(dataset)

@@ -1,0 +1,169 @@
+"""One training job per model_dir: a lock file that outlives a crash of its holder.
+
+Two training jobs on one model_dir would overwrite each other's checkpoints, config, `best/`
+and metrics. The chief of a training job holds `MODEL_DIR/train.lock` (JSON: pid, host, mode,
+start time) for its whole run; a daemon thread refreshes the file's modification time every
+`HEARTBEAT_SECONDS`. A second job refuses to start, naming the holder. A lock left behind by
+a crash (kill -9, a lost machine) is stale, and taken over with a warning, when
+  - its host is this host and its pid is no longer running, or
+  - its heartbeat is older than `STALE_AFTER_SECONDS` (another host, which cannot be asked).
+
+Evaluation-only modes do not take the lock: continuous evaluation runs beside training.
+The lock uses the local file system's atomic create (`O_CREAT | O_EXCL`); on remote file
+systems (`gs://`) no lock is taken and a warning says so.
+"""
+
+import datetime
+import json
+import os
+import socket
+import threading
+import time
+
+from absl import logging
+
+LOCK_FILE = "train.lock"
+HEARTBEAT_SECONDS = 60.0
+STALE_AFTER_SECONDS = 600.0
+
+
+class ModelDirLockedError(RuntimeError):
+  """Another run holds the model_dir's lock; the message names it and what to do."""
+
+
+def _pid_running(pid):
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # Running, as another user.
+    return True
+  return True
+
+
+class ModelDirLock:
+  """The training lock of `model_dir`; use as a context manager.
+
+  Args:
+    model_dir: the training directory (created if missing).
+    mode: recorded in the lock for the message a second run prints.
+    stale_after: seconds without a heartbeat after which another host's lock is stale.
+    heartbeat: seconds between refreshes of the lock's modification time.
+
+  Raises (on entering):
+    ModelDirLockedError: a live run holds the lock.
+  """
+
+  def __init__(self, model_dir, mode="train", stale_after=STALE_AFTER_SECONDS,
+               heartbeat=HEARTBEAT_SECONDS):
+    self.model_dir = model_dir
+    self.path = os.path.join(model_dir, LOCK_FILE)
+    self.mode = mode
+    self.stale_after = stale_after
+    self.heartbeat = heartbeat
+    self._stop = threading.Event()
+    self._thread = None
+    self._held = False
+
+  def __enter__(self):
+    self.acquire()
+    return self
+
+  def __exit__(self, *unused_exc):
+    self.release()
+
+  def _record(self):
+    return {"pid": os.getpid(), "host": socket.gethostname(), "mode": self.mode,
+            "started": datetime.datetime.now().isoformat(timespec="seconds")}
+
+  def _read(self):
+    try:
+      with open(self.path) as f:
+        return json.load(f)
+    except (OSError, ValueError):
+      return None  # Vanished, or cut short by a crash while it was written.
+
+  def _age(self):
+    try:
+      return time.time() - os.stat(self.path).st_mtime
+    except FileNotFoundError:
+      return 0.0
+
+  def stale_reason(self, holder):
+    """Why the lock held by `holder` (its JSON, or None if unreadable) is stale, or None
+    when it may be live."""
+    age = self._age()
+    if holder is None or not isinstance(holder.get("pid"), int):
+      return (f"unreadable, {age:.0f} s old" if age > self.stale_after else None)
+    if holder.get("host") == socket.gethostname():
+      if not _pid_running(holder["pid"]):
+        return f"pid {holder['pid']} is no longer running on this host"
+      return None
+    if age > self.stale_after:
+      return (f"no heartbeat from {holder.get('host')} for {age:.0f} s "
+              f"(> {self.stale_after:.0f} s)")
+    return None
+
+  def acquire(self):
+    """Takes the lock (taking over a stale one); see the class docstring."""
+    if "://" in self.model_dir:
+      logging.warning("model_dir %s is not on a local file system: no lock is taken, so "
+                      "make sure no other training job uses it.", self.model_dir)
+      return
+    os.makedirs(self.model_dir, exist_ok=True)
+    for _ in range(3):
+      try:
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      except FileExistsError:
+        holder = self._read()
+        reason = self.stale_reason(holder)
+        if reason is None:
+          raise ModelDirLockedError(self._locked_message(holder)) from None
+        logging.warning("Taking over the stale lock %s of %s: %s.", self.path,
+                        holder or "an unknown run", reason)
+        try:
+          os.remove(self.path)
+        except FileNotFoundError:
+          pass
+        continue
+      with os.fdopen(fd, "w") as f:
+        json.dump(self._record(), f)
+      self._held = True
+      break
+    else:
+      raise ModelDirLockedError(f"Could not take the lock {self.path}: other runs keep "
+                                "taking it. Check what runs on this model_dir.")
+    self._thread = threading.Thread(target=self._beat, name="model_dir_lock", daemon=True)
+    self._thread.start()
+
+  def _locked_message(self, holder):
+    if holder is None:
+      who = "an unknown run (the lock is unreadable)"
+    else:
+      who = (f"pid {holder.get('pid')} on {holder.get('host')} (mode "
+             f"{holder.get('mode')}, started {holder.get('started')})")
+    return (f"model_dir {self.model_dir} is in use by another run: {who}; its lock "
+            f"{self.path} was refreshed {self._age():.0f} s ago. Wait for that run to end "
+            "or stop it, or use another --model_dir. A lock left by a crashed run is taken "
+            "over by itself (on this host once its pid is gone, from other hosts after "
+            f"{self.stale_after:.0f} s without a heartbeat); delete it by hand only if you "
+            "are sure that no run uses this model_dir.")
+
+  def _beat(self):
+    while not self._stop.wait(self.heartbeat):
+      try:
+        os.utime(self.path)
+      except FileNotFoundError:
+        logging.warning("The lock %s was deleted while this run held it.", self.path)
+        return
+
+  def release(self):
+    """Stops the heartbeat and removes the lock if this process holds it."""
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join()
+    if self._held:
+      holder = self._read()
+      if holder is not None and holder.get("pid") == os.getpid():
+        os.remove(self.path)
+      self._held = False
