@@ -2,12 +2,14 @@
 
 `read_video` returns what ffplay (FFmpeg's player) displays, resampled to a target rate:
 
-- Orientation. A container may carry a display matrix: phones record portrait video as a
-  landscape picture with a -90 degree matrix (`VideoFrame.rotation`, counter-clockwise
-  degrees, is -90; the legacy `rotate` tag said 90). It is applied as FFmpeg's autorotate
-  applies it: -90 turns the picture 90 degrees clockwise, 90 counter-clockwise, 180 upside
-  down, and mirrored matrices flip as well. `short_side` applies to the displayed picture.
-  Angles that are not a multiple of 90 degrees raise `VideoReadError`.
+- Shape. A stream's sample aspect ratio (anamorphic video: 2:1 pixels) stretches the coded
+  picture's width, as ffplay shows it (48x32 coded at 2:1 is shown 96x32). Then a display
+  matrix turns it: phones record portrait video as a landscape picture with a -90 degree
+  matrix (`VideoFrame.rotation`, counter-clockwise degrees, is -90; the legacy `rotate` tag
+  said 90). It is applied as FFmpeg's autorotate applies it: -90 turns the picture 90
+  degrees clockwise, 90 counter-clockwise, 180 upside down, and mirrored matrices flip as
+  well. `short_side` applies to the displayed picture. Angles that are not a multiple of 90
+  degrees raise `VideoReadError`.
 - Time. Stored frame k is the source frame on screen at `k / fps` s: the last one whose
   presentation timestamp, counted from the first frame's, is at or before it. This holds
   for variable frame rate video (phones, screen recorders, AVI files with empty index
@@ -18,18 +20,27 @@
   its predecessor; one timestamped before its predecessor counts as the predecessor's
   time. There are `ceil(duration * fps)` stored frames: `duration` runs from the first
   frame's timestamp to the last frame's plus its duration (else one average-rate frame),
-  and on to the duration the stream itself declares when that is later (the last picture
-  stays on screen, as an AVI's trailing empty entries say). `source_indices` are
-  decode-order indices of the source frames shown; object maps are looked up by them.
+  and on to the end the stream itself declares when that is later (the last picture stays
+  on screen, as an AVI's trailing empty entries say). `source_indices` are decode-order
+  indices of the source frames shown; object maps are looked up by them.
 - Completeness. A download cut short still decodes, partly and, with frame threads,
-  without an error. A video is a `TruncatedVideoError` when the file ends inside a video
-  packet (the demuxer flags the packet) or when it decodes to less than its declared
-  duration by more than `max(2 * longest frame duration, TRUNCATION_TOLERANCE * declared)`:
-  twice the longest time a source frame stays on screen (a frozen stretch of a
-  variable-rate video is normal) and 2% of the length. The declared duration is the video
-  stream's (Matroska/WebM: its DURATION tag; a file with only a video stream: the file's);
-  a stream without one is checked by the packet flag alone. Any other packet the demuxer
-  flags as damaged raises `VideoReadError`.
+  without an error. A video is a `TruncatedVideoError` when the file ends inside a packet
+  of any stream (the demuxer flags the packet; all streams are demuxed, only the video is
+  decoded), or when it decodes to less than its declared duration by more than
+  `max(2 * end period, TRUNCATION_TOLERANCE * declared)`, the end period being the longest
+  time on screen of the two frames before the last. What may legitimately go undecoded is
+  the last frame's time on screen beyond what its packet says (an AVI's trailing empty
+  entries), and the frames just before it predict that time: a frozen stretch earlier in
+  a variable-rate video does not (the video decodes up to its end), nor does the average
+  rate (an AVI whose end is slower than its average). The declared duration is the video
+  stream's (Matroska/WebM: its DURATION tag, which FFmpeg writes as the track's end
+  timestamp and mkvmerge as its length; a file with only a video stream: the file's end);
+  a stream without one is checked by the packet flag alone. A damaged video packet
+  elsewhere raises `VideoReadError`. An mp4 that FFmpeg cannot open because the file ends
+  inside its media data or index box, or after its media data without the index (written
+  last unless `faststart`), is a `TruncatedVideoError` too.
+- Still images (FFmpeg's image demuxers: a JPEG or PNG renamed `.mp4`) raise
+  `VideoReadError`.
 
 Decoding uses FFmpeg's frame threads (`THREAD_TYPE`): faster on multi-core machines, and the
 two checks above catch the truncation that frame threads decode without an error
@@ -152,19 +163,23 @@ _DURATION_TAG = re.compile(r"^(\d+):(\d\d):(\d\d(?:\.\d+)?)$")
 
 
 def _declared_duration(container, stream):
-  """(seconds, own): the duration the container declares for the video stream (a Fraction)
-  and whether it is the stream's own rather than the file's; (None, False) if none."""
+  """(seconds, from_zero, own): the duration the container declares for the video stream
+  (a Fraction), whether it counts from time 0 rather than from the stream's first frame,
+  and whether it is the stream's own rather than the file's; (None, False, False) if none.
+  """
   if stream.duration:
-    return stream.duration * stream.time_base, True
-  # Matroska/WebM: the per-track tag that FFmpeg and mkvmerge write ("00:00:02.000000000").
+    return stream.duration * stream.time_base, False, True
+  # Matroska/WebM: the per-track tag ("00:00:02.000000000"). FFmpeg writes the track's end
+  # timestamp; mkvmerge and mkvpropedit (with their _STATISTICS_ tags) its length.
   match = _DURATION_TAG.match(stream.metadata.get("DURATION", ""))
   if match:
     hours, minutes, seconds = match.groups()
-    return 3600 * int(hours) + 60 * int(minutes) + fractions.Fraction(seconds), True
+    length = 3600 * int(hours) + 60 * int(minutes) + fractions.Fraction(seconds)
+    return length, "_STATISTICS_WRITING_APP" not in stream.metadata, True
   # The file's duration is its longest stream's.
   if container.duration and len(container.streams) == 1:
-    return fractions.Fraction(container.duration, av.time_base), False
-  return None, False
+    return fractions.Fraction(container.duration, av.time_base), True, False
+  return None, False, False
 
 
 def _ends_the_file(packet, path):
@@ -196,7 +211,7 @@ class _Clock:
     self.origin = None  # Timestamp of the first frame, seconds.
     self.count = 0
     self.last = None  # Time of the last frame.
-    self.longest = self._step or 0  # Longest time a frame stays on screen, seconds.
+    self._recent = []  # How long the (up to) two frames before the last stayed on screen.
 
   def time(self, frame):
     """Time of the next decoded frame (frames arrive in presentation order)."""
@@ -215,7 +230,7 @@ class _Clock:
     time = self.snap(time, self._tick / 2)
     if self.last is not None:
       time = max(time, self.last)
-      self.longest = max(self.longest, time - self.last)
+      self._recent = self._recent[-1:] + [time - self.last]
     self.count += 1
     self.last = time
     return time
@@ -224,8 +239,13 @@ class _Clock:
     """When the last frame, `frame`, leaves the screen: its time plus its duration (else one
     average-rate frame), seconds."""
     duration = frame.duration * self._tick if frame.duration else self._step or 0
-    self.longest = max(self.longest, duration)
     return self.snap(self.last + duration, self._tick)
+
+  @property
+  def end_period(self):
+    """The frame period where the decoded frames end: the longest time on screen of the two
+    frames before the last (one average-rate frame for a single frame), seconds."""
+    return max(self._recent) if self._recent else self._step or 0
 
   def snap(self, time, radius):
     """`time`, or the multiple of the average frame period within `radius` of it."""
@@ -297,22 +317,60 @@ def read_video(path, fps=None, short_side=None):
     source_fps (average, frames/s) and duration (s).
 
   Raises:
-    TruncatedVideoError: the file ends inside a video packet, or decodes to clearly less
-      than its declared duration.
-    VideoReadError: the file is missing or corrupt (a packet flagged as damaged included),
-      has no decodable frame, an unsupported display matrix, or frames without timestamps
-      and no frame rate.
+    TruncatedVideoError: the file ends inside a packet of any stream, or decodes to clearly
+      less than its declared duration, or is an mp4 cut before its index.
+    VideoReadError: the file is missing, corrupt (a damaged video packet included) or a
+      still image, has no decodable frame, an unsupported display matrix, or frames
+      without timestamps and no frame rate.
   """
   path = os.fspath(path)
   try:
     with av.open(path) as container:
+      if container.format.name in _IMAGE_FORMATS or container.format.name.endswith("_pipe"):
+        raise VideoReadError(f"{path} is a still image ({container.format.name}), not a "
+                             "video")
       if not container.streams.video:
         raise VideoReadError(f"no video stream in {path}")
       stream = container.streams.video[0]
       stream.thread_type = THREAD_TYPE
       return _decode_stream(container, stream, path, fps, short_side)
   except (av.FFmpegError, OSError, ValueError, RuntimeError) as e:
+    if _is_cut_mp4(path):
+      raise TruncatedVideoError(f"{path}: truncated mp4: it ends inside its media data or "
+                                f"index, or without an index ({type(e).__name__}: {e})") from e
     raise VideoReadError(f"{type(e).__name__}: {e}") from e
+
+
+# FFmpeg's still-image demuxers (besides these, every `<codec>_pipe`).
+_IMAGE_FORMATS = ("image2", "image2pipe")
+
+
+def _is_cut_mp4(path):
+  """Whether `path` is an ISO media file (mp4, mov) cut short: its media data (`mdat`) or
+  index (`moov`) box runs past the end of the file, or the media data ends the file without
+  the index that a muxer writes last when not asked for `faststart`."""
+  try:
+    with open(path, "rb") as f:
+      size = os.fstat(f.fileno()).st_size
+      position, types = 0, []
+      while position + 8 <= size:
+        f.seek(position)
+        header = f.read(16)
+        box_size, box_type = int.from_bytes(header[:4], "big"), header[4:8]
+        if box_size == 1 and len(header) == 16:  # A 64-bit size follows the type.
+          box_size = int.from_bytes(header[8:16], "big")
+        elif box_size == 0:  # The box runs to the end of the file.
+          box_size = size - position
+        if (box_size < 8 or not re.fullmatch(rb"[A-Za-z0-9 ]{4}", box_type) or
+            (not types and box_type != b"ftyp")):
+          return False  # Not a sequence of boxes: corrupt rather than cut.
+        types.append(box_type)
+        if position + box_size > size:
+          return box_type in (b"mdat", b"moov")
+        position += box_size
+      return b"mdat" in types and b"moov" not in types
+  except OSError:
+    return False
 
 
 def _decode_stream(container, stream, path, fps, short_side):
@@ -323,20 +381,32 @@ def _decode_stream(container, stream, path, fps, short_side):
 
   def decoded_frames():
     nonlocal ends_inside_packet
-    for packet in container.demux(stream):
+    # All streams: a file cut inside an audio packet is as truncated as one cut inside a
+    # video packet (the demuxer reads the other streams' packets anyway).
+    for packet in container.demux():
+      is_video = packet.stream.index == stream.index  # Flush packets have no stream_index.
       if packet.is_corrupt:  # A frame-threaded decoder would not say so.
         if _ends_the_file(packet, path):
           ends_inside_packet = True
           yield from stream.decode(None)  # Flush what decoded before it.
           return
-        raise VideoReadError(f"{path}: damaged video packet at byte {packet.pos}")
-      yield from stream.decode(packet)
+        if is_video:  # A damaged packet of another stream is not decoded.
+          raise VideoReadError(f"{path}: damaged video packet at byte {packet.pos}")
+      if is_video:
+        yield from stream.decode(packet)
 
   for index, frame in enumerate(decoded_frames()):
     time = clock.time(frame)
     if sampler is None:
       turn, swaps = _display_transform(frame, path)
-      height, width = (frame.width, frame.height) if swaps else (frame.height, frame.width)
+      # The sample aspect ratio (the container's, else the codec's, as ffplay guesses it)
+      # stretches the coded picture before the display matrix turns it; ffplay keeps the
+      # height and scales the width.
+      height, width = frame.height, frame.width
+      sar = stream.sample_aspect_ratio
+      if sar and sar > 0:
+        width = max(1, round(width * sar))
+      height, width = (width, height) if swaps else (height, width)
       height, width = resized_shape(height, width, short_side)
       coded_height, coded_width = (width, height) if swaps else (height, width)
       sampler = _FrameSampler(fps, lambda f: turn(f.to_ndarray(
@@ -345,21 +415,17 @@ def _decode_stream(container, stream, path, fps, short_side):
     last_frame = frame
 
   duration = clock.end(last_frame) if last_frame else fractions.Fraction(0)
-  declared, own = _declared_duration(container, stream)
-  if declared is not None:
-    # A stream's duration counts from its first frame, a file's from time 0 (FLV).
-    decoded = duration if own else duration + (clock.origin or 0)
-    if ends_inside_packet or declared - decoded > max(2 * clock.longest,
-                                                      TRUNCATION_TOLERANCE * declared):
-      raise TruncatedVideoError(
-          f"{path}: truncated video: decoded {float(decoded):.2f} s of declared "
-          f"{float(declared):.2f} s" +
-          (" (the file ends inside a video packet)" if ends_inside_packet else ""))
-    if own:  # The last picture stays on screen until the stream's declared end.
-      duration = max(duration, clock.snap(declared, stream.time_base))
-  elif ends_inside_packet:
-    raise TruncatedVideoError(f"{path}: truncated video: the file ends inside a video "
-                              f"packet after {float(duration):.2f} s")
+  declared, from_zero, own = _declared_duration(container, stream)
+  if declared is not None and from_zero:  # -> seconds from the first frame, as `duration`.
+    declared -= clock.origin or 0
+  if ends_inside_packet or (declared is not None and declared - duration > max(
+      2 * clock.end_period, TRUNCATION_TOLERANCE * declared)):
+    raise TruncatedVideoError(
+        f"{path}: truncated video: decoded {float(duration):.2f} s" +
+        (f" of declared {float(declared):.2f} s" if declared is not None else "") +
+        (" (the file ends inside a packet)" if ends_inside_packet else ""))
+  if own:  # The last picture stays on screen until the stream's declared end.
+    duration = max(duration, clock.snap(declared, stream.time_base))
   if sampler is None:
     raise VideoReadError(f"no decodable frame in {path}")
   sampler.finish(duration)
@@ -371,33 +437,44 @@ _FRAME_NUMBER = re.compile(r"(\d+)\.(jpg|jpeg|png)$", re.IGNORECASE)
 
 
 def numbered_files(directory):
-  """Files of a frame folder sorted by their trailing frame number (`<id>-000001.jpg`)."""
+  """Files of a frame folder sorted by their trailing frame number (`<id>-000001.jpg`); when
+  some are named `<folder name>-<number>`, only those."""
   return [path for _, path in _numbered(directory)]
 
 
 def _numbered(directory):
-  numbered = []
+  """[(number, path)] sorted by number, of the files `numbered_files` takes."""
+  prefix = os.path.basename(os.path.normpath(directory)) + "-"
+  numbered, own = [], []
   for name in os.listdir(directory):
     match = _FRAME_NUMBER.search(name)
     if match:
-      numbered.append((int(match.group(1)), os.path.join(directory, name)))
-  return sorted(numbered)
+      entry = (int(match.group(1)), os.path.join(directory, name))
+      numbered.append(entry)
+      if name[:match.start()] == prefix:
+        own.append(entry)
+  return sorted(own or numbered)
 
 
 def read_frame_folder(directory, source_fps, fps=None, short_side=None):
   """Like `read_video` for a folder of numbered JPEG frames (Charades_v1_rgb, 24 fps).
 
-  A frame's number, not its position in the folder, gives its time: frame n shows time
-  `(n - first) / source_fps` s, so a folder with missing frames is timed like a
-  variable-rate video (the previous frame stays on screen; a warning counts the gaps).
-  EXIF orientation (phone JPEGs) is applied as a viewer shows the picture.
+  Files named `<folder name>-<number>.jpg` are the frames when there are any (a stray
+  `thumb-000001.jpg` is then ignored); otherwise every file with a trailing number. A frame's
+  number, not its position in the folder, gives its time: numbering starts at 1 (Charades;
+  at 0 when a file 0 exists), so frame n shows time `(n - origin) / source_fps` s, origin
+  being min(first number, 1). A folder with missing frames is timed like a variable-rate
+  video: the previous frame stays on screen, the first existing frame stands in for the
+  missing ones before it, and a warning counts them. EXIF orientation (phone JPEGs) is
+  applied as a viewer shows the picture.
 
   Returns:
-    `DecodedVideo`: source_indices are `n - first`, num_source_frames and the duration
-    (`num_source_frames / source_fps` s) run from the first to the last number.
+    `DecodedVideo`: source_indices are `n - origin`; num_source_frames and the duration
+    (`num_source_frames / source_fps` s) run from the origin to the last number.
 
   Raises:
-    VideoReadError: no numbered frame, or one that cannot be read.
+    VideoReadError: no numbered frame, two frames with the same number, or one that cannot
+      be read.
   """
   try:
     numbered = _numbered(directory)
@@ -405,15 +482,21 @@ def read_frame_folder(directory, source_fps, fps=None, short_side=None):
     raise VideoReadError(f"{type(e).__name__}: {e}") from e
   if not numbered:
     raise VideoReadError(f"no numbered frames in {directory}")
-  numbers = np.array([n for n, _ in numbered], np.int64) - numbered[0][0]
+  for (number, path), (next_number, next_path) in zip(numbered, numbered[1:]):
+    if number == next_number:
+      raise VideoReadError(f"{directory}: two frames numbered {number}: {path} and "
+                           f"{next_path}")
+  origin = min(numbered[0][0], 1)
+  numbers = np.array([n for n, _ in numbered], np.int64) - origin
   num_source = int(numbers[-1]) + 1
   if num_source != len(numbers):
     logging.warning("%s: %d of %d numbered frames are missing; the frame before each gap "
                     "stays on screen.", directory, num_source - len(numbers), num_source)
   # Stored frame k shows the last frame whose number is at or before source frame
-  # floor(k * source_fps / fps) (exactly `resampled_indices` when no number is missing).
+  # floor(k * source_fps / fps) (exactly `resampled_indices` when no number is missing),
+  # the first frame before it.
   wanted = resampled_indices(num_source, source_fps, fps)
-  positions = np.searchsorted(numbers, wanted, side="right") - 1
+  positions = np.maximum(np.searchsorted(numbers, wanted, side="right") - 1, 0)
   frames, size, cache = [], None, {}
   for position in positions:
     if position not in cache:

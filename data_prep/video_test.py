@@ -18,7 +18,7 @@ def _gray_frames(values, height=32, width=48):
 
 def _write_timed_video(path, frames, times, end, *, codec="libx264",
                        time_base=Fraction(1, 90000), display_matrix=None, movflags=None,
-                       audio_seconds=None):
+                       audio_seconds=None, sample_aspect_ratio=None):
   """Writes uint8 [T, H, W, 3] `frames`, frame k on screen from `times[k]` (seconds, exact
   Fractions) until the next time, the last until `end`: variable frame rate as cameras and
   screen recorders write it. No B-frames, so each packet's duration is its frame's."""
@@ -34,6 +34,8 @@ def _write_timed_video(path, frames, times, end, *, codec="libx264",
     stream.codec_context.max_b_frames = 0
     stream.bit_rate = 4_000_000  # Flat gray frames within 3 levels, with mpeg4 too.
     stream.options = {"threads": "1"}
+    if sample_aspect_ratio is not None:
+      stream.codec_context.sample_aspect_ratio = sample_aspect_ratio
     if display_matrix is not None:
       # ISO 14496-12 / FFmpeg display matrix: a, b, c, d in 16.16 fixed point, w in 2.30.
       a, b, c, d = display_matrix
@@ -128,6 +130,25 @@ def test_read_video_shows_frames_as_a_player_turns_them(tmp_path, matrix, rotati
     assert np.delete(means.ravel(), 2 * corner[0] + corner[1]).max() < 80, means
 
 
+@pytest.mark.parametrize("matrix, shape, corner", [
+    (None, (16, 48), (0, 0)),
+    ((0, 1, -1, 0), (48, 16), (0, 1)),  # Turned clockwise after the stretch.
+])
+def test_read_video_stretches_by_the_sample_aspect_ratio_before_turning(tmp_path, matrix,
+                                                                        shape, corner):
+  # A 48x32 picture of 2:1 pixels (anamorphic) that a player shows 96x32, and 32x96 with a
+  # -90 degree matrix: the stretch applies to the coded picture, before the turn.
+  frames = np.full((4, 32, 48, 3), 20, np.uint8)
+  frames[:, :16, :24] = 230
+  path = tmp_path / "anamorphic.mp4"
+  _write_timed_video(path, frames, *_constant_rate(4, 24), display_matrix=matrix,
+                     sample_aspect_ratio=Fraction(2, 1))
+  decoded = video.read_video(path, fps=12, short_side=16)
+  assert decoded.frames.shape == (2, *shape, 3)
+  means = _quadrant_means(decoded.frames[0])
+  assert means[corner] > 150 and np.sort(means.ravel())[2] < 80, means
+
+
 # 30 frames in the first second, 6 in the second: frame k is on screen from TIMES[k].
 VFR_TIMES = [Fraction(k, 30) for k in range(30)] + [1 + Fraction(k, 6) for k in range(6)]
 
@@ -154,6 +175,79 @@ def test_read_video_picks_the_frame_on_screen_at_each_stored_time(tmp_path, name
   assert decoded.num_source_frames == 36 and decoded.duration == pytest.approx(2.0)
   # Without a target rate every source frame is kept, once.
   np.testing.assert_array_equal(video.read_video(path).source_indices, np.arange(36))
+
+
+@pytest.mark.parametrize("name, codec, start", [
+    ("late.mkv", "libx264", Fraction(1, 10)),
+    ("late.mkv", "libx264", Fraction(1, 20)),
+    ("late.webm", "libvpx-vp9", Fraction(1, 2)),
+])
+def test_read_video_times_matroska_from_its_first_frame(tmp_path, name, codec, start):
+  # FFmpeg's Matroska muxer tags a track with its END timestamp (DURATION 00:00:02.1 for
+  # 2 s starting at 0.1 s): a complete file is neither truncated nor extended.
+  times, end = _constant_rate(48, 24)
+  path = tmp_path / name
+  _write_timed_video(path, _gray_frames([5 * k for k in range(48)]),
+                     [start + t for t in times], start + end, codec=codec,
+                     time_base=Fraction(1, 1000))
+  with av.open(os.fspath(path)) as container:
+    assert container.streams.video[0].metadata["DURATION"].startswith(
+        f"00:00:02.{round(1000 * start):03d}")
+  decoded = video.read_video(path, fps=12)
+  np.testing.assert_array_equal(decoded.source_indices, np.arange(0, 48, 2))
+  assert decoded.duration == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("metadata, from_zero", [
+    ({"DURATION": "00:00:02.100000000"}, True),  # FFmpeg: the end timestamp.
+    ({"DURATION": "00:00:02.000000000", "_STATISTICS_WRITING_APP": "mkvmerge v80"},
+     False),  # mkvmerge, mkvpropedit: the track's length.
+])
+def test_declared_duration_reads_both_matroska_duration_tags(metadata, from_zero):
+  stream = types.SimpleNamespace(duration=None, metadata=metadata)
+  container = types.SimpleNamespace(duration=None, streams=[stream])
+  assert video._declared_duration(container, stream) == (  # pylint: disable=protected-access
+      Fraction(21 if from_zero else 20, 10), from_zero, True)
+
+
+# Variable rate with a frozen middle: 24 fps for 1 s, then one picture until 3 s, then
+# 24 fps until 5 s (a screen recording of a pause). A 5 s silent audio track runs beside it.
+FROZEN_TIMES = ([Fraction(k, 24) for k in range(24)] + [Fraction(1)] +
+                [3 + Fraction(k, 24) for k in range(48)])
+
+
+def _frozen_with_audio(tmp_path):
+  path = tmp_path / "frozen.mp4"
+  _write_timed_video(path, _gray_frames([3 * k for k in range(len(FROZEN_TIMES))]),
+                     FROZEN_TIMES, 5, movflags="faststart", audio_seconds=5)
+  return path
+
+
+def test_read_video_accepts_a_frozen_stretch_in_the_middle(tmp_path):
+  decoded = video.read_video(_frozen_with_audio(tmp_path), fps=12)
+  expected = [max(i for i, t in enumerate(FROZEN_TIMES) if t <= Fraction(k, 12))
+              for k in range(60)]
+  np.testing.assert_array_equal(decoded.source_indices, expected)
+  assert decoded.duration == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("cut", ["inside an audio packet", "between packets"])
+def test_read_video_rejects_a_cut_after_a_frozen_stretch(tmp_path, cut):
+  # Cut at 3.5 s of 5: inside the audio packet after the 3.5 s video packet (only the
+  # audio packet is damaged), or exactly after that video packet (nothing is damaged;
+  # 1.5 s are missing, less than twice the frozen 2 s but 36 frame periods at the end).
+  path = _frozen_with_audio(tmp_path)
+  with av.open(os.fspath(path)) as container:
+    packets = [(p.stream.type, p.pts * p.time_base, p.pos, p.size)
+               for p in container.demux() if p.size]
+  _, _, pos, size = max(p for p in packets if p[0] == "video" and p[1] <= 3.5)
+  audio_pos, audio_size = min(p[2:] for p in packets if p[0] == "audio" and p[2] > pos)
+  assert audio_pos == pos + size  # The next packet in the file is audio.
+  size = pos + size + (audio_size // 2 if cut == "inside an audio packet" else 0)
+  cut_path = tmp_path / "cut.mp4"
+  cut_path.write_bytes(path.read_bytes()[:size])
+  with pytest.raises(video.TruncatedVideoError, match=r"decoded 3\.54 s of declared 5\.00"):
+    video.read_video(cut_path, fps=12)
 
 
 def _truncated_copy(tmp_path, cut):
@@ -222,6 +316,34 @@ def test_read_video_rejects_corrupt_and_missing_files(tmp_path, content):
     video.read_video(tmp_path / "missing.mp4")
 
 
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
+def test_read_video_rejects_a_still_image_named_mp4(tmp_path, image_format):
+  path = tmp_path / "still.mp4"
+  Image.fromarray(np.full((32, 48, 3), 100, np.uint8)).save(path, format=image_format)
+  with pytest.raises(video.VideoReadError, match="still image"):
+    video.read_video(path, fps=12)
+
+
+def test_read_video_tells_a_cut_mp4_with_its_index_at_the_end(tmp_path):
+  # Without faststart the index (moov) comes after the pictures (mdat): a download cut
+  # short has no index and FFmpeg cannot open it at all.
+  path = tmp_path / "slow.mp4"
+  _write_timed_video(path, _gray_frames(range(0, 240, 10)), *_constant_rate(24, 24))
+  data = path.read_bytes()
+  assert data.find(b"mdat") < data.find(b"moov")
+  for size in (len(data) // 2, data.find(b"moov") - 4):  # Inside mdat; before moov.
+    cut_path = tmp_path / f"cut{size}.mp4"
+    cut_path.write_bytes(data[:size])
+    with pytest.raises(video.TruncatedVideoError, match="truncated mp4"):
+      video.read_video(cut_path, fps=12)
+  # A file that is no mp4 at all stays corrupt.
+  corrupt = tmp_path / "corrupt.mp4"
+  corrupt.write_bytes(b"not a video" * 50)
+  with pytest.raises(video.VideoReadError) as error:
+    video.read_video(corrupt)
+  assert not isinstance(error.value, video.TruncatedVideoError)
+
+
 def test_read_frame_folder_picks_resampled_frames(tmp_path):
   folder = tmp_path / "ABC12"
   folder.mkdir()
@@ -248,6 +370,47 @@ def test_read_frame_folder_times_frames_by_their_numbers_not_positions(tmp_path)
   np.testing.assert_array_equal(decoded.source_indices, [0, 1, 4, 6])
   np.testing.assert_allclose(decoded.frames.mean(axis=(1, 2, 3)), [20, 40, 100, 140], atol=2)
   assert (decoded.num_source_frames, decoded.duration) == (8, 8 / 24)
+
+
+def test_read_frame_folder_ignores_stray_numbered_files(tmp_path):
+  # `thumb-000001.jpg` (a thumbnail) beside the frames must not replace frame 1.
+  folder = tmp_path / "ABC12"
+  folder.mkdir()
+  for k in range(1, 5):
+    Image.fromarray(np.full((8, 8, 3), 40 * k, np.uint8)).save(
+        folder / f"ABC12-{k:06d}.jpg", quality=95)
+  Image.fromarray(np.full((8, 8, 3), 250, np.uint8)).save(folder / "thumb-000001.jpg")
+  decoded = video.read_frame_folder(folder, 24.0)
+  np.testing.assert_allclose(decoded.frames.mean(axis=(1, 2, 3)), [40, 80, 120, 160],
+                             atol=2)
+  assert decoded.num_source_frames == 4
+  assert [os.path.basename(p) for p in video.numbered_files(folder)] == [
+      f"ABC12-{k:06d}.jpg" for k in range(1, 5)]
+
+
+def test_read_frame_folder_rejects_two_frames_with_one_number(tmp_path):
+  folder = tmp_path / "frames"
+  folder.mkdir()
+  for name in ("a-000001.jpg", "a-000002.jpg", "b-000002.jpg"):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / name)
+  with pytest.raises(video.VideoReadError, match=r"numbered 2: .*a-000002.jpg and "
+                     r".*b-000002.jpg"):
+    video.read_frame_folder(folder, 24.0)
+
+
+def test_read_frame_folder_keeps_time_when_the_first_frames_are_missing(tmp_path, caplog):
+  # Frames 1 and 2 of a 24 fps folder are missing: frame n still shows (n - 1) / 24 s, and
+  # frame 3 stands in for the missing ones before it.
+  folder = tmp_path / "LATE1"
+  folder.mkdir()
+  for number in range(3, 9):
+    Image.fromarray(np.full((8, 8, 3), 20 * number, np.uint8)).save(
+        folder / f"LATE1-{number:06d}.jpg", quality=95)
+  decoded = video.read_frame_folder(folder, 24.0, fps=12.0)
+  np.testing.assert_array_equal(decoded.source_indices, [2, 2, 4, 6])
+  np.testing.assert_allclose(decoded.frames.mean(axis=(1, 2, 3)), [60, 60, 100, 140], atol=2)
+  assert (decoded.num_source_frames, decoded.duration) == (8, 8 / 24)
+  assert "2 of 8 numbered frames are missing" in caplog.text
 
 
 def test_read_frame_folder_applies_exif_orientation(tmp_path):
