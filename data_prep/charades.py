@@ -175,15 +175,18 @@ def read_split_csv(path, code_to_label, report):
   return rows
 
 
-def _find_video(videos_480, videos_rgb, video_id):
-  """The mp4 (any extension case) or JPEG folder of `video_id`, or None."""
+def _find_videos(videos_480, videos_rgb, video_id):
+  """The existing sources of `video_id`, best first: its mp4 (any extension case), then its
+  JPEG frame folder."""
+  sources = []
   if videos_480:
     for name in (video_id + ".mp4", video_id + ".MP4"):
       if os.path.isfile(os.path.join(videos_480, name)):
-        return os.path.join(videos_480, name)
+        sources.append(os.path.join(videos_480, name))
+        break
   if videos_rgb and os.path.isdir(os.path.join(videos_rgb, video_id)):
-    return os.path.join(videos_rgb, video_id)
-  return None
+    sources.append(os.path.join(videos_rgb, video_id))
+  return sources
 
 
 class Charades(video_builder.VideoBuilder):
@@ -260,13 +263,13 @@ class Charades(video_builder.VideoBuilder):
           continue
         seen.add(row["id"])
         annotated.append([row["id"], row["labels"]])
-        source = _find_video(videos_480, videos_rgb, row["id"])
-        if source is None:
+        sources = _find_videos(videos_480, videos_rgb, row["id"])
+        if not sources:
           self.skip_report.skip(skips.MISSING_VIDEO, row["where"],
                                 f"no {row['id']}.mp4 or frame folder {row['id']}/")
           continue
-        row["source"] = source
-        if self.has_object_maps(source, row["id"]):
+        row["source"], row["fallback"] = sources[0], sources[1:]
+        if self.has_object_maps(sources[0], row["id"]):
           usable.append(row)
       splits[split], annotations[split] = usable, annotated
     if not any(splits.values()):
@@ -295,14 +298,26 @@ class Charades(video_builder.VideoBuilder):
 
   def _generate_examples(self, rows):
     config = self.builder_config
+    def read(source):
+      if source.lower().endswith(".mp4"):
+        return video_lib.read_video(source, config.fps, config.short_side)
+      return video_lib.read_frame_folder(source, RGB_RELEASE_FPS, config.fps,
+                                         config.short_side)
+
+    def read_with_fallback(row):
+      # A broken mp4 with an intact JPEG release of the same video: use the frames.
+      try:
+        return read(row["source"])
+      except video_lib.VideoReadError as e:
+        if not row["fallback"]:
+          raise
+        self.skip_report.repair(skips.VIDEO_FROM_FRAMES, row["source"],
+                                f"{e}; using the frames in {row['fallback'][0]}")
+        return read(row["fallback"][0])
+
     for row in rows:
-      if row["source"].lower().endswith(".mp4"):
-        read_fn = lambda row=row: video_lib.read_video(row["source"], config.fps,
-                                                       config.short_side)
-      else:
-        read_fn = lambda row=row: video_lib.read_frame_folder(
-            row["source"], RGB_RELEASE_FPS, config.fps, config.short_side)
-      encoded = self._encode_or_skip(row["source"], row["id"], read_fn)
+      encoded = self._encode_or_skip(row["source"], row["id"],
+                                     lambda row=row: read_with_fallback(row))
       if encoded is None:
         continue
       example, decoded = encoded

@@ -371,3 +371,23 @@ def test_a_second_preparation_at_once_is_refused_and_leftovers_are_removed(tmp_p
   prepare.prepare("charades", release, data_dir)
   assert sorted(f for f in os.listdir(config_dir) if not f.startswith(".")) == ["1.0.0"]
   assert not [d for d in os.listdir(data_dir) if d.startswith(".rebuild-")]
+
+
+def test_a_broken_mp4_falls_back_to_the_jpeg_frames_of_the_release(tmp_path):
+  from data_prep import prepare  # pylint: disable=g-import-not-at-top
+  release, data_dir = str(tmp_path / "release"), str(tmp_path / "data")
+  _tiny_release(release)
+  with open(os.path.join(release, "Charades_v1_480", "A1.mp4"), "r+b") as f:
+    f.truncate(200)  # A download cut short.
+  frames = os.path.join(release, "Charades_v1_rgb", "A1")
+  os.makedirs(frames)
+  for k in range(8):  # 8 JPEGs at 24 fps -> 4 stored frames at 12 fps.
+    Image.fromarray(np.full((16, 24, 3), 30, np.uint8)).save(
+        os.path.join(frames, f"A1-{k + 1:06d}.jpg"), quality=95)
+  builder = prepare.prepare("charades", release, data_dir)
+  example = next(iter(tfds.as_numpy(builder.as_dataset(split="train"))))
+  assert example["video_id"] == b"A1" and example["num_frames"] == 4
+  np.testing.assert_allclose(example["frames"].mean(), 30, atol=3)
+  summary = skips.read_summary(builder.data_path)
+  assert summary["by_reason"] == {"video_from_frames": 1}
+  assert "A1-" not in summary["files"]["video_from_frames"][0]["path"]

@@ -26,6 +26,7 @@ MALFORMED_ROW = "malformed_row"
 MALFORMED_ACTION = "malformed_action"  # The row's other actions are kept.
 REVERSED_ACTION = "reversed_action"  # Kept with its ends swapped.
 BAD_LENGTH = "bad_length"  # The video's duration is used instead.
+VIDEO_FROM_FRAMES = "video_from_frames"  # A broken mp4 replaced by its JPEG frames.
 UNKNOWN_CLASS = "unknown_class"
 DUPLICATE_ID = "duplicate_id"
 UNPARSABLE_NAME = "unparsable_name"
