@@ -102,7 +102,11 @@ class Segmenter:
     maps = []
     for start in range(0, len(frames), self.batch_size):
       batch = tf.constant(frames[start:start + self.batch_size], tf.uint8)
-      maps.append(ids_from_output(self._output(self._call(batch)), height, width))
+      ids = ids_from_output(self._output(self._call(batch)), height, width)
+      if len(ids) != len(batch):  # One map per frame, or the maps drift off their frames.
+        raise ValueError(f"Segmenter {self.path} returned {len(ids)} maps for a batch of "
+                         f"{len(batch)} frames; it must return one map per input frame.")
+      maps.append(ids)
     return np.concatenate(maps)
 
 

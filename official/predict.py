@@ -6,7 +6,10 @@ r"""Classifies video files with an exported SavedModel or a trained checkpoint.
       [--output=results.jsonl] [--object_maps=DIR | --segmenter=SAVEDMODEL]
 
 Each file is decoded as data preparation decodes the experiment's dataset (the package's
-decoder: upright, frames picked by time, at the dataset's frame rate and short side), cut
+decoder: upright, frames picked by time, at the dataset's frame rate and short side; a
+dataset that keeps the files' rate or size, `fps`/`short_side` null, is decoded at the
+file's average rate, so that timeline seconds are true for variable-rate video, and at the
+views' side S when the picture is over twice that: `official/inference/views.py`), cut
 into the experiment's evaluation views (`num_clips` x `num_crops`, `official/inference/
 views.py`) and scored; a video's score is the max (or mean: `Experiment.view_aggregation`)
 of its views' probabilities, as in evaluation. With `--saved_model` the views come from the
@@ -22,13 +25,21 @@ Object models need the object maps of each file: `--object_maps=DIR` holds
 file name without extension: the layout data preparation reads), or `--segmenter` runs an
 ADE-20K segmentation SavedModel (the preparation's segmenter contract) on the frames.
 
-A file that cannot be decoded or lacks object maps is reported (stderr, and an `error`
-record in `--output`) and the other files still run; the exit status is 1 when any file
-failed, 0 otherwise.
+With `--model_dir`, class names are `Experiment.class_names` or the prepared dataset's
+(a self-contained experiment's: where its training prepared it); no data is ever prepared:
+without either, scores are named `class_<i>` (a warning says so). A checkpoint written
+with another configuration than the gin files given is an `error:` (exit status 2).
+
+`--output` and `--timeline_csv` are checked before the model loads and opened before the
+first video is scored, and written as each video is done. A file that cannot be decoded,
+lacks object maps (or has maps of another shape than its frames) or whose segmenter fails
+is reported (stderr, and an `error` record in `--output`) and the other files still run;
+the exit status is 1 when any file failed, 0 otherwise.
 """
 
 import csv
 import json
+import os
 import sys
 import time
 
@@ -125,15 +136,41 @@ def format_record(record):
   return "\n".join(lines)
 
 
-def write_timeline_csv(path, records, class_names):
-  with open(path, "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(["video", "start_s", "end_s"] + list(class_names))
-    for record in records:
-      for window in record.get("timeline", []):
-        writer.writerow([record["video"], f"{window['start_s']:.3f}",
-                         f"{window['end_s']:.3f}"] +
-                        [f"{window['scores'][name]:.6f}" for name in class_names])
+class TimelineCsv:
+  """`--timeline_csv`: one row per window (video, start_s, end_s, one column per class),
+  written as each video is scored."""
+
+  def __init__(self, path, class_names):
+    self._file = open(path, "w", newline="")  # pylint: disable=consider-using-with
+    self._class_names = list(class_names)
+    self._writer = csv.writer(self._file)
+    self._writer.writerow(["video", "start_s", "end_s"] + self._class_names)
+
+  def write(self, record):
+    for window in record.get("timeline", []):
+      self._writer.writerow([record["video"], f"{window['start_s']:.3f}",
+                             f"{window['end_s']:.3f}"] +
+                            [f"{window['scores'][name]:.6f}" for name in self._class_names])
+    self._file.flush()
+
+  def close(self):
+    self._file.close()
+
+
+def check_output_path(flag, path):
+  """Raises ValueError naming `--flag` when `path` cannot be written: checked before any
+  model is loaded, so a typo does not cost a run's work."""
+  if not path:
+    return
+  folder = os.path.dirname(os.path.abspath(path))
+  if os.path.isdir(path):
+    raise ValueError(f"--{flag}={path} is a directory; pass a file name.")
+  if not os.path.isdir(folder):
+    raise ValueError(f"--{flag}={path}: the directory {folder} does not exist; create it "
+                     "first.")
+  if not os.access(folder, os.W_OK) or (os.path.exists(path) and
+                                        not os.access(path, os.W_OK)):
+    raise ValueError(f"--{flag}={path} is not writable.")
 
 
 def build_classifier():
@@ -163,20 +200,32 @@ def main(argv):
                          f"{FLAGS.timeline_step_s}")
   if FLAGS.top_k < 1:
     raise app.UsageError(f"--top_k must be at least 1. Received: {FLAGS.top_k}")
-  from data_prep import video as video_lib  # pylint: disable=g-import-not-at-top
-  from official.inference import views  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from data_prep import video as video_lib
+  from official.inference import views
+  from official.training import checkpointing
+  # pylint: enable=g-import-not-at-top
+  output = timeline_csv = None
   try:
+    check_output_path("output", FLAGS.output)
+    check_output_path("timeline_csv", FLAGS.timeline_csv)
     classifier = build_classifier()
     object_maps = views.ObjectMaps(classifier.uses_objects, FLAGS.object_maps,
                                    FLAGS.segmenter)
     if not classifier.class_names:  # Resolved now: missing names are a usage error.
       raise ValueError(f"{classifier} has no class names.")
-  except (ValueError, FileNotFoundError, OSError) as e:
+    # Opened before any video is scored: a file that cannot be written fails now.
+    if FLAGS.output:
+      output = open(FLAGS.output, "w")  # pylint: disable=consider-using-with
+    if FLAGS.timeline_csv:
+      timeline_csv = TimelineCsv(FLAGS.timeline_csv, classifier.class_names)
+  except (ValueError, FileNotFoundError, OSError, checkpointing.CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
+    if output:
+      output.close()
     return 2
   logging.info("Views: %s", classifier.protocol)
   records, failed = [], 0
-  output = open(FLAGS.output, "w") if FLAGS.output else None  # pylint: disable=consider-using-with
   try:
     for path in FLAGS.video:
       start = time.perf_counter()
@@ -194,11 +243,12 @@ def main(argv):
       if output:
         output.write(json.dumps(record) + "\n")
         output.flush()
+      if timeline_csv:
+        timeline_csv.write(record)
   finally:
-    if output:
-      output.close()
-  if FLAGS.timeline_csv:
-    write_timeline_csv(FLAGS.timeline_csv, records, classifier.class_names)
+    for f in (output, timeline_csv):
+      if f:
+        f.close()
   if failed:
     print(f"{len(records) - failed} of {len(records)} videos classified; {failed} failed "
           "(see the errors above).", file=sys.stderr)

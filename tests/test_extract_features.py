@@ -97,3 +97,23 @@ def test_split_features_reproduce_the_evaluation_scores(tmp_path):
     # Evaluation: sigmoid of each view's logits, max over the views.
     probabilities = 1 / (1 + np.exp(-(features @ head["kernel"] + head["bias"])))
     np.testing.assert_allclose(probabilities.max(axis=0), video_scores, atol=1e-5)
+
+
+def test_file_names_that_cannot_name_a_feature_file_are_refused_before_any_work(
+    tmp_path, videos):
+  # Before: the run stopped at the bad file with a ValueError traceback, after the files
+  # before it were extracted (and without errors.jsonl).
+  paths, _ = videos
+  hidden = tmp_path / ".hidden.mp4"
+  hidden.write_bytes(open(paths[0], "rb").read())
+  folder = tmp_path / "adir"
+  folder.mkdir()
+  out = tmp_path / "features"
+  run = _extract("--model_dir=/nonexistent", f"--out={out}", f"--video={paths[0]}",
+                 f"--video={hidden}", f"--video={folder}/", f"--video={paths[1]}")
+  assert run.returncode == 1, run.stderr[-2000:]
+  assert "cannot name a feature file" in run.stderr
+  assert f"{hidden} (it starts with '.'" in run.stderr
+  assert f"{folder}/ (it is empty)" in run.stderr
+  assert "Traceback" not in run.stderr
+  assert not out.exists()  # Refused before anything was written.

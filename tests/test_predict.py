@@ -154,6 +154,48 @@ def test_predict_without_a_model_or_objects_is_a_clear_usage_error(trained, vide
   assert run.returncode == 2 and "has no config.gin" in run.stderr
 
 
+@pytest.mark.slow
+def test_output_files_that_cannot_be_written_fail_before_any_video_is_scored(tmp_path):
+  # Before: every video was scored, then writing --timeline_csv raised FileNotFoundError
+  # (a traceback) and the run's work was lost; a missing --output folder also gave a
+  # traceback. The paths are checked before the model is even loaded.
+  video = str(tmp_path / "never_read.mp4")
+  for flag in ("output", "timeline_csv"):
+    missing = tmp_path / "no_such_dir" / "out"
+    run = _predict("--saved_model=/nonexistent", f"--video={video}", "--timeline",
+                   f"--{flag}={missing}")
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert (f"error: --{flag}={missing}: the directory {missing.parent} does not exist"
+            in run.stderr)
+    assert "Traceback" not in run.stderr
+  run = _predict("--saved_model=/nonexistent", f"--video={video}", f"--output={tmp_path}")
+  assert run.returncode == 2 and f"--output={tmp_path} is a directory" in run.stderr
+
+
+@pytest.mark.slow
+def test_model_dir_neither_prepares_data_nor_calls_another_configs_checkpoint_damaged(
+    trained, videos):
+  model_dir, _ = trained
+  # tiny_smoke.gin as it is: a self-contained experiment (prepare_data_fn) without class
+  # names. Before: predict generated and prepared the synthetic dataset into
+  # MODEL_DIR/synthetic_data to read the class names. Now: codes, with a warning.
+  run = _predict(f"--model_dir={model_dir}", f"--gin_file={GIN}", f"--video={videos[0][0]}",
+                 "--top_k=1")
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert "No class names" in run.stderr and "class_11" in run.stderr
+  assert "  class_" in run.stdout
+  assert not os.path.exists(os.path.join(model_dir, "synthetic_data"))
+  # Another configuration (6 classes) than the checkpoint's. Before: "Checkpoint ... is
+  # damaged and cannot be read (ValueError: Received incompatible tensor ...). No other
+  # intact checkpoint ...; move the ckpt-0.* files out of it", raised as a traceback.
+  run = _predict(f"--model_dir={model_dir}", f"--gin_file={GIN}",
+                 "--gin_param=NUM_CLASSES = 6", f"--video={videos[0][0]}")
+  assert run.returncode == 2, run.stderr[-3000:]
+  assert "error: Checkpoint " in run.stderr and "does not match the model" in run.stderr
+  assert "damaged" not in run.stderr and "move the" not in run.stderr
+  assert "Traceback" not in run.stderr
+
+
 # RGB stem, object stem, one fused node per level (peer attention over both stems).
 OBJECT_BINDINGS = BINDINGS + [
     "build_model.model_type = 'assemblenet_plus'",

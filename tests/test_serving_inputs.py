@@ -111,6 +111,32 @@ def test_objects_frame_count_disagreeing_with_frames_names_objects(serve):
     serve(frames, objects)
 
 
+@pytest.mark.parametrize("objects_size", [(48, 40), (32, 40)])
+def test_objects_of_another_height_or_width_than_frames_name_objects(serve, objects_size):
+  # Before: served; maps and frames are resized and cropped independently, so a map of
+  # another shape (a phone clip's maps in the coded, transposed orientation) put its ids on
+  # other pixels than the frames'.
+  frames, objects = _inputs((1, NUM_FRAMES, 40, 48, 3), (1, NUM_FRAMES) + objects_size)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"`objects` must have the height and width of `frames`"
+                           r".*\[1 4 " + " ".join(map(str, objects_size)) + r"\]"):
+    serve(frames, objects)
+
+
+@pytest.mark.parametrize("frames_shape", [(0, NUM_FRAMES, 32, 32, 3),
+                                          (1, NUM_FRAMES, 0, 0, 3),
+                                          (1, NUM_FRAMES, 0, 32, 3)])
+def test_empty_batch_or_pictures_name_frames(serve, frames_shape):
+  # Before: an empty batch failed in a convolution ("input depth must be evenly divisible
+  # by filter depth: 8 vs 64"), 0-size pictures in ResizeBilinear ("input image must be of
+  # non-zero size"): neither named the input.
+  frames, objects = _inputs(frames_shape, frames_shape[:4])
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"`frames` must hold at least one clip of pictures at least "
+                           r"1 x 1 pixels"):
+    serve(frames, objects)
+
+
 def test_object_ids_above_ade20k_are_an_error_naming_objects(serve):
   # Before: served without complaint, the out-of-range ids' one-hot rows all zero (the
   # pixels counted as no object at all), i.e. plausible but wrong scores.

@@ -15,8 +15,9 @@ crop) and `official.data.preprocessing`, so served clips are treated like evalua
 
 The signature checks its inputs before any computation (TF Serving does not hold requests to
 the signature's shapes) and fails with `INVALID_ARGUMENT` naming the input: `frames` must be
-rank 5 with T frames and 3 channels; `objects` rank 4 with the batch size and T of `frames`
-and ADE-20K class ids 0..150 (an id above 150 is an error, as in data preparation, rather
+rank 5 with T frames, 3 channels, a batch of at least one clip and pictures of at least
+1 x 1; `objects` rank 4 with the batch size, T, height and width of `frames` and ADE-20K
+class ids 0..150 (an id above 150 is an error, as in data preparation, rather
 than a pixel with no class). `docs/serving.md` shows requests.
 """
 
@@ -71,6 +72,9 @@ def _input_checks(frames, objects, num_frames):
       lambda: (tf.equal(frames_dims[4], 3), [
           f"Input `frames` must be RGB with 3 channels (axis 4) in {frames_layout}; "
           "convert grey or RGBA frames to RGB. Received shape:", frames_shape]),
+      lambda: (tf.reduce_all(frames_dims[:4] > 0), [
+          f"Input `frames` must hold at least one clip of pictures at least 1 x 1 pixels "
+          f"in {frames_layout}. Received shape:", frames_shape]),
   ]
   if objects is not None:
     objects_shape = tf.shape(objects)
@@ -83,6 +87,12 @@ def _input_checks(frames, objects, num_frames):
             "Input `objects` must have the batch size and frame count of `frames` (one "
             "class-id map per frame). Received objects shape:", objects_shape,
             "and frames shape:", frames_shape]),
+        # Frames and maps are resized and cropped independently: maps of another shape
+        # would put their ids on other pixels than the frames'.
+        lambda: (tf.reduce_all(tf.equal(objects_dims[2:4], frames_dims[2:4])), [
+            "Input `objects` must have the height and width of `frames` (one class id per "
+            "pixel; resize the maps to the frames with nearest-neighbour sampling). "
+            "Received objects shape:", objects_shape, "and frames shape:", frames_shape]),
         lambda: (tf.reduce_all(objects < NUM_OBJECT_IDS), [
             f"Input `objects` holds ADE-20K class ids 0..{NUM_OBJECT_IDS - 1} (0 = other); "
             "map other label sets to ADE-20K first. Received a maximum id of",
@@ -101,7 +111,8 @@ def serving_fn(model, num_frames, image_size, uses_objects, score_activation=tf.
 
   Raises (when run):
     tf.errors.InvalidArgumentError: inputs of the wrong rank, frame count or channel count,
-      objects that disagree with the frames, object ids above 150; the message names the
+      an empty batch or picture, objects that disagree with the frames (batch, frames,
+      height, width), object ids above 150; the message names the
       input and the expected layout.
   """
 

@@ -3,12 +3,30 @@ them, for `official.predict` and `official.tools.extract_features`.
 
 A video file is decoded the way data preparation decodes it for the experiment's dataset
 (`data_prep.video.read_video` at the dataset config's frame rate and short side: upright,
-frames picked by time), so stored frame k shows time `k / fps` s. Views are those of the
-evaluation pipeline (`official.data.input_pipeline`): `num_clips` clips of T frames
-`frame_stride` apart with evenly spaced starts (`eval_clip_indices`, looping short videos),
-each resized to short side S and cut into `num_crops` S x S crops along the long side
-(`short_side_resize`, `eval_views`); view `c * num_crops + k` is crop k of clip c. The only
-difference from evaluation is that frames are not JPEG-compressed in between.
+frames picked by time), so stored frame k shows time `k / fps` s. Two settings of a
+dataset config that keep the source as it is are bounded here (`decode_settings`):
+
+- `fps=None` (keep every frame) decodes at the stream's average frame rate instead. For a
+  constant-rate file that is the same frames; for a variable-rate one (phones, screen
+  recorders) frames are picked by time, so that frame k does show time `k / fps` s and the
+  timeline's seconds are true (every frame once would put frame k at a different time).
+- `short_side=None` (keep the size) decodes at short side S, the views' side, when the
+  picture's short side is more than `FULL_SIZE_LIMIT` x S: the views are resized to S
+  anyway, and a full-size decode holds the whole video at full resolution (1.4 GB for 2 s
+  of 1080p). The crops are then the evaluation crops (the resize to S is the identity),
+  but the pixels are the decoder's area-weighted downscale instead of the evaluation
+  pipeline's bilinear resize of full-size frames: scores differ slightly from what
+  evaluation would give on the full-size frames (up to 1e-2 in probability with one crop,
+  measured with a sharpened tiny model on 270p to 480p clips). Smaller pictures (a
+  dataset stored near the model's size, as the synthetic one) are decoded at full size:
+  exactly evaluation.
+
+Views are those of the evaluation pipeline (`official.data.input_pipeline`): `num_clips`
+clips of T frames `frame_stride` apart with evenly spaced starts (`eval_clip_indices`,
+looping short videos), each resized to short side S and cut into `num_crops` S x S crops
+along the long side (`short_side_resize`, `eval_views`); view `c * num_crops + k` is crop k
+of clip c. The only difference from evaluation is that frames are not JPEG-compressed in
+between.
 
 The protocol travels with an export (`assets.extra/view_protocol.json`), so a SavedModel
 predicts with the views its experiment evaluated on.
@@ -29,6 +47,9 @@ from official.data import input_pipeline
 from official.data import preprocessing
 
 PROTOCOL_FILE = "view_protocol.json"
+# With a protocol's short_side None, pictures whose short side exceeds this many times the
+# views' side S are decoded at short side S (see the module docstring).
+FULL_SIZE_LIMIT = 2
 AGGREGATIONS = ("max", "mean")
 
 
@@ -95,12 +116,40 @@ def write_protocol(saved_model_dir, protocol):
 
 
 def read_protocol(saved_model_dir):
-  """The export's `ViewProtocol`, or None when it has none (exported before it existed)."""
+  """The export's `ViewProtocol`, or None when it has none (exported before it existed).
+
+  Raises:
+    ValueError: naming the file, when it is not a JSON object of `ViewProtocol` fields. A key
+      this version does not know is an error rather than ignored: it may change how views
+      are cut (an export written by a newer version), and ignoring it would score other
+      views without a word.
+  """
   path = os.path.join(saved_model_dir, "assets.extra", PROTOCOL_FILE)
   if not tf.io.gfile.exists(path):
     return None
   with tf.io.gfile.GFile(path) as f:
-    return ViewProtocol.from_json(f.read())
+    text = f.read()
+  known = [field.name for field in dataclasses.fields(ViewProtocol)]
+  try:
+    fields = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON ({e}).") from e
+  if not isinstance(fields, dict):
+    raise ValueError(f"{path} must hold a JSON object of view settings {known}. Received: "
+                     f"{text.strip()[:200]!r}")
+  unknown = sorted(set(fields) - set(known))
+  if unknown:
+    raise ValueError(f"{path} has unknown key(s) {unknown}; this version knows {known}. The "
+                     "export may come from a newer version of the package: predict with "
+                     "that version, or pass the views yourself (--fps, --num_clips, ...) "
+                     "after removing the key(s).")
+  missing = sorted(name for name in ("num_frames", "image_size") if name not in fields)
+  if missing:
+    raise ValueError(f"{path} lacks the key(s) {missing}.")
+  try:
+    return ViewProtocol(**fields)
+  except ValueError as e:
+    raise ValueError(f"{path}: {e}") from e
 
 
 def _gin_value(name, default):
@@ -160,19 +209,56 @@ class Video:
   duration: float
 
 
+def _stream_rate_and_short_side(path):
+  """(average frame rate, displayed short side) of `path`'s video stream from its header,
+  or (None, None) when it cannot be read (`read_video` then says why)."""
+  import av  # pylint: disable=g-import-not-at-top
+  try:
+    with av.open(os.fspath(path)) as container:
+      stream = container.streams.video[0]
+      rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+      height, width = stream.codec_context.height, stream.codec_context.width
+      sar = stream.sample_aspect_ratio
+  except (av.FFmpegError, OSError, ValueError, IndexError, RuntimeError):
+    return None, None
+  if sar and sar > 0:  # The decoder stretches the width by it; a rotation keeps the sides.
+    width = round(width * sar)
+  short = min(height, width)
+  # The rate stays an exact Fraction (30000/1001): frame k of a constant-rate file is then
+  # on screen at exactly the stored time k / rate, not a float's rounding away from it.
+  return (rate or None), (short if short > 0 else None)
+
+
+def decode_settings(path, protocol):
+  """(fps, short_side) `decode` passes to `read_video`: the protocol's, with `fps=None` ->
+  the stream's average rate and `short_side=None` -> S for a picture whose short side is
+  more than `FULL_SIZE_LIMIT` x S (see the module docstring)."""
+  fps, short_side = protocol.fps, protocol.short_side
+  if fps is None or short_side is None:
+    rate, source_short = _stream_rate_and_short_side(path)
+    if fps is None:
+      fps = rate
+    if short_side is None and source_short is not None and (
+        source_short > FULL_SIZE_LIMIT * protocol.image_size):
+      short_side = protocol.image_size
+  return fps, short_side
+
+
 def decode(path, protocol):
-  """Decodes `path` as data preparation would for the protocol's dataset.
+  """Decodes `path` as data preparation would for the protocol's dataset (with the bounds
+  of `decode_settings`): frame k shows time `k / fps` s.
 
   Raises:
     data_prep.video.VideoReadError: the file is missing, truncated, corrupt or holds no
       decodable frame.
   """
   from data_prep import video as video_lib  # pylint: disable=g-import-not-at-top
-  decoded = video_lib.read_video(path, protocol.fps, protocol.short_side)
+  decode_fps, short_side = decode_settings(path, protocol)
+  decoded = video_lib.read_video(path, decode_fps, short_side)
   # (frames, source_indices, num_source_frames, source_fps[, duration]): a tuple or the
   # NamedTuple `DecodedVideo` with the same leading fields.
   frames, source_indices, num_source, source_fps = decoded[:4]
-  fps = float(protocol.fps or source_fps or 0.0)
+  fps = float(decode_fps or source_fps or 0.0)
   if not fps > 0:
     raise video_lib.VideoReadError(f"{path}: the file gives no frame rate; pass --fps.")
   duration = getattr(decoded, "duration", None)
@@ -223,9 +309,35 @@ class ObjectMaps:
       return self._segmenter(video.frames)
     from data_prep import object_maps  # pylint: disable=g-import-not-at-top
     name = os.path.splitext(os.path.basename(path))[0]
-    return object_maps.load_map_folder(os.path.join(self.maps_dir, name),
-                                       video.source_indices, video.num_source_frames,
-                                       *video.frames.shape[1:3])
+    folder = os.path.join(self.maps_dir, name)
+    check_map_aspect(folder, *video.frames.shape[1:3])
+    return object_maps.load_map_folder(folder, video.source_indices,
+                                       video.num_source_frames, *video.frames.shape[1:3])
+
+
+def check_map_aspect(folder, height, width):
+  """Raises ValueError when the first map of `folder` has another aspect ratio than the
+  decoded `height` x `width` frames (maps may have another size, not another shape).
+
+  Maps in the coded orientation of a rotated phone clip (transposed), or of a cropped
+  picture, would otherwise be stretched over the upright frames: ids in the wrong places
+  without a word. One pixel of rounding of the maps' sides is allowed.
+  """
+  from data_prep import video as video_lib  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  files = video_lib.numbered_files(folder) if os.path.isdir(folder) else []
+  if not files:
+    return  # `load_map_folder` names the missing maps.
+  with Image.open(files[0]) as image:
+    map_width, map_height = image.size
+  # |h / w - H / W| within one pixel of rounding of the map's width or height.
+  tolerance = (map_height + map_width) * max(height, width)
+  if abs(map_height * width - map_width * height) * max(map_height, map_width) > tolerance:
+    raise ValueError(
+        f"{files[0]}: object maps of {map_height} x {map_width} (height x width) do not have "
+        f"the shape of the decoded frames, {height} x {width} (upright, as a player shows "
+        "them). Maps must be made from the upright frames (a rotated phone clip's maps in "
+        "its coded orientation are transposed); they are not stretched over the frames.")
 
 
 def clip_indices(num_video_frames, protocol):

@@ -18,7 +18,8 @@ every node's output averaged over space and time.
                                      file, node files, labels (split: positive class ids)
   OUT/errors.jsonl                   files that could not be read (then exit status 1)
 
-A file's `video_id` is its name without extension.
+A file's `video_id` is its name without extension; a name that cannot name a feature file
+(a hidden `.name.mp4`, a folder `dir/`) is a usage error before any work.
 """
 
 import collections
@@ -90,10 +91,27 @@ class FeatureWriter:
     self._index.close()
 
 
+def video_id_problem(video_id):
+  """Why `video_id` cannot name a feature file (a string), or None when it can."""
+  if not video_id:
+    return "it is empty"
+  if "/" in video_id:
+    return "it holds a path separator"
+  if video_id.startswith("."):
+    return "it starts with '.' (a hidden file, or '.'/'..')"
+  return None
+
+
 def _check_video_id(video_id):
-  if not video_id or "/" in video_id or video_id.startswith("."):
-    raise ValueError(f"Video id {video_id!r} cannot name a feature file.")
+  problem = video_id_problem(video_id)
+  if problem:
+    raise ValueError(f"Video id {video_id!r} cannot name a feature file: {problem}.")
   return video_id
+
+
+def file_video_id(path):
+  """The video id of a file: its name without extension ('' for a path ending in '/')."""
+  return os.path.splitext(os.path.basename(path))[0]
 
 
 def extract_split(classifier, extractor, writer):
@@ -124,7 +142,7 @@ def extract_files(classifier, extractor, writer, paths, object_maps):
   from official.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
   errors = []
   for path in tqdm.tqdm(paths, unit="video", desc="videos", file=sys.stderr):
-    video_id = _check_video_id(os.path.splitext(os.path.basename(path))[0])
+    video_id = _check_video_id(file_video_id(path))  # Checked by `main` up front.
     try:
       video = views.decode(path, classifier.protocol)
       maps = object_maps(path, video)
@@ -150,7 +168,13 @@ def main(argv):
                          "training wrote) and --out.")
   if bool(FLAGS.split) == bool(FLAGS.video):
     raise app.UsageError("Pass either --split=SPLIT or --video=FILE (repeatable).")
-  stems = [os.path.splitext(os.path.basename(p))[0] for p in FLAGS.video]
+  stems = [file_video_id(p) for p in FLAGS.video]
+  bad = [f"{p} ({video_id_problem(s)})" for p, s in zip(FLAGS.video, stems)
+         if video_id_problem(s)]
+  if bad:  # Before any work: a bad id would otherwise stop the run halfway.
+    raise app.UsageError(f"These files' names cannot name a feature file (the video id is "
+                         f"the name without extension): {'; '.join(bad)}. Rename them or "
+                         "pass a file rather than a folder.")
   duplicates = sorted({s for s in stems if stems.count(s) > 1})
   if duplicates:
     raise app.UsageError(f"Files share a name (their video id): {duplicates}; rename or "
@@ -159,6 +183,7 @@ def main(argv):
   from official.inference import classifiers
   from official.inference import features as features_lib
   from official.inference import views
+  from official.training import checkpointing
   # pylint: enable=g-import-not-at-top
   bindings = gin_flags.gin_bindings_from_flags()
   if FLAGS.split:
@@ -171,7 +196,7 @@ def main(argv):
     if FLAGS.video:
       object_maps = views.ObjectMaps(classifier.uses_objects, FLAGS.object_maps,
                                      FLAGS.segmenter)
-  except (ValueError, FileNotFoundError, OSError) as e:
+  except (ValueError, FileNotFoundError, OSError, checkpointing.CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   extractor = features_lib.FeatureExtractor(classifier.model, per_node=FLAGS.per_node)

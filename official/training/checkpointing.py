@@ -154,7 +154,9 @@ def latest_checkpoint(model_dir):
 
 def restore(checkpoint, prefix, model_dir, partial=False):
   """Restores `checkpoint` from `prefix`, turning a damaged or mismatched file into a
-  `CheckpointError` that names it and the intact checkpoints to use instead.
+  `CheckpointError` that names it and, for a damaged file only, the intact checkpoints to
+  use instead (an intact file that does not fit the model is a configuration mistake:
+  nothing is to be moved).
 
   Args:
     checkpoint: `tf.train.Checkpoint`.
@@ -176,6 +178,15 @@ def restore(checkpoint, prefix, model_dir, partial=False):
         f"Checkpoint {prefix} does not match the model ({e}). Was it written with another "
         "gin configuration? Pass the same --gin_file/--gin_param as the training run.") from e
   except _READ_ERRORS as e:
+    if read_failure(prefix) is None:
+      # Every tensor reads back: the file is intact, the model is not the one that wrote it
+      # (a variable of another shape: restoring raises ValueError).
+      raise CheckpointError(
+          f"Checkpoint {prefix} does not match the model ({type(e).__name__}: {e}). The "
+          "checkpoint itself reads back intact: the model built here differs from the one "
+          "that wrote it. Was it written with another gin configuration? Pass the same "
+          "--gin_file/--gin_param as the training run (its model_dir/config.gin holds "
+          "them).") from e
     name = os.path.basename(prefix)
     others = [p for _, p in checkpoint_files(model_dir)
               if p != prefix and read_failure(p) is None]

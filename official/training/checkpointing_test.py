@@ -89,6 +89,25 @@ def test_damaged_checkpoint_error_names_it_and_the_way_out(tmp_path):
   checkpointing.restore(checkpoint, str(tmp_path / "ckpt-6"), str(tmp_path))
 
 
+@pytest.mark.parametrize("partial", [False, True])
+def test_checkpoint_of_another_shape_is_a_mismatch_not_damage(tmp_path, partial):
+  # Before: "Checkpoint .../ckpt-12 is damaged and cannot be read (ValueError: Received
+  # incompatible tensor with shape (64,) ...) ... move the ckpt-12.* files out of" an intact
+  # checkpoint, for a model built with another gin configuration.
+  _two_checkpoints(tmp_path)
+  other_shape = tf.train.Checkpoint(v=tf.Variable(tf.zeros([32])))
+  with pytest.raises(checkpointing.CheckpointError) as info:
+    checkpointing.restore(other_shape, str(tmp_path / "ckpt-12"), str(tmp_path),
+                          partial=partial)
+  message = str(info.value)
+  assert f"Checkpoint {tmp_path / 'ckpt-12'} does not match the model" in message
+  assert "another gin configuration" in message
+  assert "damaged" not in message and "move" not in message
+  assert sorted(os.listdir(tmp_path)) == sorted(  # Nothing moved or rewritten.
+      ["checkpoint"] + [f"ckpt-{s}.{e}" for s in (6, 12)
+                        for e in ("index", "data-00000-of-00001")])
+
+
 def _tiny_trainer(model_dir, learning_rate, steps, checkpoint_interval=1):
   strategy = strategies.build_strategy("one_device")
   with strategy.scope():
