@@ -288,6 +288,7 @@ def _scalars(event_dir):
 @pytest.mark.slow
 def test_eval_mode_keeps_a_history_tensorboard_progress_and_says_where(run_copy):
   shutil.rmtree(run_copy / "eval")
+  shutil.rmtree(run_copy / "best")
   out = _train(run_copy, f"--checkpoint={run_copy / 'ckpt-6'}", mode="eval")
   assert out.returncode == 0, out.stderr[-3000:]
   assert "Evaluation: 16/16 views (8/8 videos)" in out.stderr  # tiny_smoke: 8 videos x 2.
@@ -305,18 +306,70 @@ def test_eval_mode_keeps_a_history_tensorboard_progress_and_says_where(run_copy)
   assert f"Metrics: {run_copy / 'eval' / 'metrics.json'} (latest)" in out.stdout
   assert f"Charades submission file: {run_copy / 'eval' / 'charades_submission.txt'}" \
       in out.stdout
+  # Resuming train_and_eval takes these records as its evaluations (nothing is evaluated
+  # again) and takes their best step into best/ (before: best/ stayed empty).
+  out = _train(run_copy)
+  assert out.returncode == 0 and "Evaluation at step" not in out.stderr, out.stderr[-3000:]
+  best_step = max((6, 12), key=lambda step: (records[step]["map"], -step))
+  best = json.loads((run_copy / "best" / "best.json").read_text())
+  assert (best["step"], best["value"]) == (best_step, records[best_step]["map"])
+  assert (run_copy / "best" / f"best-{best_step}.index").exists()
 
 
 @pytest.mark.slow
 def test_continuous_eval_evaluates_each_checkpoint_once_then_stops(run_copy):
   shutil.rmtree(run_copy / "eval")
   shutil.rmtree(run_copy / "best")
-  out = _train(run_copy, "--eval_timeout=60", mode="continuous_eval")
+  # An empty state file (before: no checkpoint listed, "Evaluated steps: []" after the
+  # timeout): the ckpt-N files are watched instead.
+  (run_copy / "checkpoint").write_text("")
+  # As if training had written a checkpoint every 3 steps, deleting ckpt-9 before a poll
+  # saw it (before: nothing said so; "skipped ...: []"). ckpt-3, deleted before this job
+  # started watching, is not its to report.
+  out = _train(run_copy, "--eval_timeout=60", "--gin_param=Experiment.checkpoint_interval=3",
+               mode="continuous_eval")
   assert out.returncode == 0, out.stderr[-3000:]
   assert sorted(os.listdir(run_copy / "eval" / "history")) == ["metrics-12.json",
                                                                 "metrics-6.json"]
   assert "Evaluated steps: [6, 12]" in out.stdout
+  assert "missed (written and deleted between polls): [9]" in out.stdout
+  assert "1 checkpoint(s) (steps [9]) were written and deleted" in out.stderr
   assert json.loads((run_copy / "best" / "best.json").read_text())["step"] in (6, 12)
   # Everything is evaluated and the final step reached: a rerun stops at once.
   out = _train(run_copy, "--eval_timeout=60", mode="continuous_eval")
   assert out.returncode == 0 and "Evaluated steps: []" in out.stdout
+
+
+@pytest.mark.slow
+def test_continuous_eval_prepares_no_data_before_a_checkpoint_exists(tmp_path):
+  # Before: started beside a training job on a fresh model_dir, it generated the synthetic
+  # data too, and the training job died in data_prep.prepare ("Another preparation ... is
+  # running", a traceback). Now it leaves the preparation to the training job.
+  out = _train(tmp_path, "--eval_timeout=1", mode="continuous_eval")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "Evaluated steps: []" in out.stdout
+  assert not (tmp_path / "synthetic_data").exists()
+
+
+@pytest.mark.slow
+def test_resume_with_another_config_keeps_the_earlier_one_and_warns(run_copy):
+  # Before: config.gin was silently overwritten, and a train_steps below the checkpoint's
+  # step trained nothing without a word.
+  earlier = (run_copy / "config.gin").read_text()
+  out = _train(run_copy, "--gin_param=Experiment.train_steps=10", mode="train")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert (run_copy / "config-12.gin").read_text() == earlier
+  assert "Experiment.train_steps = 10" in (run_copy / "config.gin").read_text()
+  assert "gin configuration differs from the one" in out.stderr
+  assert "at step 12, beyond train_steps = 10" in out.stderr
+
+
+@pytest.mark.slow
+def test_export_removes_the_staging_folder_of_a_killed_export(run_copy):
+  # Before: every export killed mid-way left its `.staging_<version>` folder for good.
+  (run_copy / "export" / ".staging_17" / "model").mkdir(parents=True)
+  out = _train(run_copy, mode="export")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "left by an interrupted export" in out.stderr
+  names = os.listdir(run_copy / "export")
+  assert len(names) == 1 and names[0].isdigit(), names

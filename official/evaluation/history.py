@@ -7,6 +7,7 @@ the metrics, the submission file and `best/`, so it marks an evaluation as compl
 resumed after a kill re-runs any due evaluation that has no record (`Trainer.train`).
 """
 
+import json
 import math
 import os
 import re
@@ -52,6 +53,23 @@ def evaluated_steps(eval_dir):
     return []
   return sorted(int(m.group(1)) for m in map(_RECORD_RE.match, tf.io.gfile.listdir(directory))
                 if m)
+
+
+def read_records(eval_dir):
+  """`{step: record}` of every readable history record in `eval_dir`; an unreadable one (cut
+  by a crash or a full disk) is left out with a warning."""
+  records = {}
+  for step in evaluated_steps(eval_dir):
+    path = record_path(eval_dir, step)
+    try:
+      with tf.io.gfile.GFile(path) as f:
+        record = json.load(f)
+    except (ValueError, tf.errors.OpError) as e:
+      logging.warning("Evaluation record %s is unreadable (%s); left out.", path, e)
+      continue
+    if isinstance(record, dict):
+      records[step] = record
+  return records
 
 
 def write_scalars(writer, record, step):

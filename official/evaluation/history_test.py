@@ -21,6 +21,17 @@ def test_records_are_kept_per_step_and_listed(tmp_path):
   assert history.evaluated_steps(eval_dir) == [6, 12]
 
 
+def test_read_records_leaves_out_unreadable_ones(tmp_path):
+  # best/ is reconciled with these records (checkpointing.BestCheckpointKeeper).
+  eval_dir = str(tmp_path / "eval")
+  assert history.read_records(eval_dir) == {}
+  history.write_record(eval_dir, {"map": 0.25}, 6, checkpoint="/m/ckpt-6")
+  history.write_record(eval_dir, {"map": 0.5}, 12)
+  (tmp_path / "eval" / "history" / "metrics-18.json").write_text("")  # Cut by a crash.
+  assert history.read_records(eval_dir) == {
+      6: {"map": 0.25, "step": 6, "checkpoint": "/m/ckpt-6"}, 12: {"map": 0.5, "step": 12}}
+
+
 def test_scalars_reach_tensorboard(tmp_path):
   writer = tf.summary.create_file_writer(str(tmp_path))
   history.write_scalars(writer, {"map": 0.25, "num_videos": 8, "top1": float("nan")}, 6)

@@ -7,11 +7,13 @@ rewritten), so a training job never restarts from scratch over existing checkpoi
 """
 
 import json
+import math
 import os
 import re
 
 from absl import logging
 import tensorflow as tf
+from tensorflow.python.checkpoint import checkpoint_management
 
 from official.evaluation import writers
 
@@ -21,7 +23,7 @@ BEST_JSON = "best.json"
 MODEL_VARIABLES = "model_variables"
 CHECKPOINT_NAME = "ckpt"
 STATE_FILE = "checkpoint"
-_INDEX_RE = re.compile(r"^" + CHECKPOINT_NAME + r"-(\d+)\.index$")
+BEST_NAME = "best"
 # What reading a damaged checkpoint raises: a cut data file gives a bare IndexError ("Read
 # less bytes than requested"), a damaged index an OpError (DataLossError, ...).
 _READ_ERRORS = (tf.errors.OpError, IndexError, OSError, ValueError)
@@ -58,15 +60,20 @@ def model_checkpoint(model, **items):
   return tf.train.Checkpoint(**{MODEL_VARIABLES: model_variables(model)}, **items)
 
 
-def checkpoint_files(model_dir):
-  """`[(step, prefix)]` of every `ckpt-N` with an index file in `model_dir`, by step."""
+def _index_re(name):
+  return re.compile(r"^" + re.escape(name) + r"-(\d+)\.index$")
+
+
+def checkpoint_files(model_dir, name=CHECKPOINT_NAME):
+  """`[(step, prefix)]` of every `<name>-N` with an index file in `model_dir`, by step."""
   if not tf.io.gfile.isdir(model_dir):
     return []
   found = []
-  for name in tf.io.gfile.listdir(model_dir):
-    match = _INDEX_RE.match(name)
+  index_re = _index_re(name)
+  for entry in tf.io.gfile.listdir(model_dir):
+    match = index_re.match(entry)
     if match:
-      found.append((int(match.group(1)), os.path.join(model_dir, name[:-len(".index")])))
+      found.append((int(match.group(1)), os.path.join(model_dir, entry[:-len(".index")])))
   return sorted(found)
 
 
@@ -85,7 +92,7 @@ def read_failure(prefix):
   return None
 
 
-def _state_step(model_dir):
+def _state_step(model_dir, name=CHECKPOINT_NAME):
   """The step the state file names as latest (None: no usable state file)."""
   try:
     latest = tf.train.latest_checkpoint(model_dir)
@@ -95,20 +102,24 @@ def _state_step(model_dir):
     return None
   if latest is None:
     return None
-  match = _INDEX_RE.match(os.path.basename(latest) + ".index")
+  match = _index_re(name).match(os.path.basename(latest) + ".index")
   return int(match.group(1)) if match else None
 
 
 def _rewrite_state_file(model_dir, files, latest):
   # Written by TensorFlow's own writer, with the files' times, so that a
-  # tf.train.CheckpointManager reads the list back and keeps pruning old checkpoints.
+  # tf.train.CheckpointManager reads the list back and keeps pruning old checkpoints; with
+  # paths relative to model_dir, as a CheckpointManager writes them: absolute ones would make
+  # a copy of model_dir (`cp -a`, to fork an experiment) prune the original's checkpoints.
+  # (The public tf.compat.v1.train.update_checkpoint_state cannot write relative paths.)
   times = [tf.io.gfile.stat(prefix + ".index").mtime_nsec / 1e9 for _, prefix in files]
-  tf.compat.v1.train.update_checkpoint_state(
+  checkpoint_management.update_checkpoint_state_internal(
       model_dir, latest, all_model_checkpoint_paths=[prefix for _, prefix in files],
-      all_model_checkpoint_timestamps=times, last_preserved_timestamp=min(times) - 1.0)
+      save_relative_paths=True, all_model_checkpoint_timestamps=times,
+      last_preserved_timestamp=min(times) - 1.0)
 
 
-def latest_checkpoint(model_dir):
+def latest_checkpoint(model_dir, name=CHECKPOINT_NAME):
   """The prefix of the newest checkpoint in `model_dir`, or None when it holds none.
 
   Normally the state file's latest. When the state file is missing, unreadable or behind
@@ -120,10 +131,10 @@ def latest_checkpoint(model_dir):
     CheckpointError: `ckpt-N` files exist but none of them can be read, naming them. A
       fresh start would overwrite them.
   """
-  files = checkpoint_files(model_dir)
+  files = checkpoint_files(model_dir, name)
   if not files:
     return None
-  state_step = _state_step(model_dir)
+  state_step = _state_step(model_dir, name)
   newest_step = files[-1][0]
   if state_step is not None and state_step >= newest_step:
     return dict(files).get(state_step, files[-1][1])
@@ -215,7 +226,11 @@ def resolve_checkpoint(model_dir, checkpoint=None):
   """
   if checkpoint:
     if tf.io.gfile.isdir(checkpoint):
-      latest = tf.train.latest_checkpoint(checkpoint)
+      # A training directory (ckpt-N) or its best/ (best-N); a lost, empty or cut state
+      # file is recovered from the files, as in model_dir.
+      name = (BEST_NAME if checkpoint_files(checkpoint, BEST_NAME) and
+              not checkpoint_files(checkpoint) else CHECKPOINT_NAME)
+      latest = latest_checkpoint(checkpoint, name)
       if latest is None:
         raise FileNotFoundError(f"--checkpoint={checkpoint} is a directory without any "
                                 "checkpoint in it.")
@@ -233,32 +248,132 @@ def resolve_checkpoint(model_dir, checkpoint=None):
 
 class BestCheckpointKeeper:
   """Keeps the checkpoint with the best validation metric in `model_dir/best/`, with
-  `best.json` = {step, metric, value} beside it."""
+  `best.json` = {step, metric, value, checkpoint} beside it.
 
-  def __init__(self, checkpoint, model_dir, metric, higher_is_better=True):
+  `best/` reflects every evaluated step of the run: built with the evaluation history
+  (`evaluated`), it first takes in a step that the history holds and `best/` lacks — one
+  evaluated by another job (`--mode=eval` on the training directory, whose record makes a
+  resumed training skip that evaluation) — by copying its `ckpt-N` when it still exists
+  (a warning says so either way). A lost or empty `best/checkpoint` state file is recovered
+  from the `best-N` files, and a missing or cut `best.json` rebuilt from the history.
+
+  Args:
+    checkpoint: the training `tf.train.Checkpoint` (`best-N` has the layout of `ckpt-N`).
+    model_dir: the training directory.
+    metric: the history records' key to compare.
+    higher_is_better: direction of `metric`.
+    evaluated: optional `{step: history record}` (`history.read_records`) to reconcile
+      `best/` with; None (non-chief workers) touches nothing.
+  """
+
+  def __init__(self, checkpoint, model_dir, metric, higher_is_better=True, evaluated=None):
+    self._model_dir = model_dir
     self._dir = os.path.join(model_dir, BEST_DIR)
-    self._manager = tf.train.CheckpointManager(checkpoint, self._dir, max_to_keep=1,
-                                               checkpoint_name="best")
     self._metric = metric
     self._higher = higher_is_better
-    self.best = self._read()
+    # Before the CheckpointManager is built: it fails on an unreadable state file.
+    latest = self._recover_state_file() if evaluated is not None else None
+    self.best = self._read(latest, evaluated or {})
+    if evaluated:
+      self._reconcile(evaluated)
+    self._manager = tf.train.CheckpointManager(checkpoint, self._dir, max_to_keep=1,
+                                               checkpoint_name=BEST_NAME)
 
   @property
   def json_path(self):
     return os.path.join(self._dir, BEST_JSON)
 
-  def _read(self):
-    if not tf.io.gfile.exists(self.json_path):
+  def _recover_state_file(self):
+    try:
+      return latest_checkpoint(self._dir, BEST_NAME)
+    except CheckpointError as e:
+      logging.warning("%s holds no readable best checkpoint (%s); the next better "
+                      "evaluation replaces it.", self._dir, e)
+      state = os.path.join(self._dir, STATE_FILE)
+      if _state_step(self._dir, BEST_NAME) is None and tf.io.gfile.exists(state):
+        tf.io.gfile.remove(state)
       return None
-    with tf.io.gfile.GFile(self.json_path) as f:
-      return json.load(f)
+
+  def _read(self, latest, evaluated):
+    best = None
+    if tf.io.gfile.exists(self.json_path):
+      try:
+        with tf.io.gfile.GFile(self.json_path) as f:
+          best = json.load(f)
+        if not isinstance(best, dict) or not {"step", "metric", "value"} <= set(best):
+          raise ValueError(f"not a {{step, metric, value}} object: {best!r}")
+        return best
+      except ValueError as e:  # Cut short by a crash or a full disk.
+        logging.warning("%s is unreadable (%s): rebuilding it from the evaluation history.",
+                        self.json_path, e)
+        best = None
+    if latest is None:
+      return None
+    # The best-N files exist without (readable) best.json: a crash between the two writes.
+    step = int(os.path.basename(latest).rsplit("-", 1)[1])
+    value = evaluated.get(step, {}).get(self._metric)
+    if not isinstance(value, (int, float)):
+      logging.warning("No evaluation record of step %d (%s) to rebuild %s from; the next "
+                      "evaluation decides the best again.", step, latest, self.json_path)
+      return None
+    best = {"step": step, "metric": self._metric, "value": float(value),
+            "checkpoint": os.path.basename(latest)}
+    writers.write_json(self.json_path, best)
+    return best
+
+  def _better(self, value, best):
+    if best is None or best.get("metric") != self._metric:
+      return True
+    return value > best["value"] if self._higher else value < best["value"]
+
+  def _reconcile(self, evaluated):
+    """Copies `ckpt-N` of the history's best step into `best/` when `best/` lacks it."""
+    candidates = []
+    for step, record in evaluated.items():
+      value = record.get(self._metric)
+      source = record.get("checkpoint")
+      # Only this run's own checkpoints (`--mode=eval --checkpoint=` may name others).
+      if not isinstance(value, (int, float)) or not math.isfinite(value) or (
+          source is not None and os.path.abspath(source) != os.path.abspath(
+              os.path.join(self._model_dir, f"{CHECKPOINT_NAME}-{step}"))):
+        continue
+      candidates.append((-value if self._higher else value, step))
+    if not candidates:
+      return
+    key, step = min(candidates)  # The best value; the earliest step among equals.
+    value = -key if self._higher else key
+    if not self._better(value, self.best):
+      return
+    current = ("none" if self.best is None else
+               f"step {self.best['step']}, {self.best['metric']} {self.best['value']:.6f}")
+    source = os.path.join(self._model_dir, f"{CHECKPOINT_NAME}-{step}")
+    if not tf.io.gfile.exists(source + ".index") or read_failure(source) is not None:
+      logging.warning(
+          "The evaluation history's best %s = %.6f is at step %d, better than best/ (%s), "
+          "but %s is gone or unreadable (max_to_keep): best/ keeps what it has. (Was step "
+          "%d evaluated by another job, such as --mode=eval?)", self._metric, value, step,
+          current, source, step)
+      return
+    tf.io.gfile.makedirs(self._dir)
+    target = os.path.join(self._dir, f"{BEST_NAME}-{step}")
+    for path in tf.io.gfile.glob(source + ".*"):
+      tf.io.gfile.copy(path, target + path[len(source):], overwrite=True)
+    _rewrite_state_file(self._dir, [(step, target)], target)
+    self.best = {"step": int(step), "metric": self._metric, "value": float(value),
+                 "checkpoint": os.path.basename(target)}
+    writers.write_json(self.json_path, self.best)
+    for _, old in checkpoint_files(self._dir, BEST_NAME):
+      if old != target:
+        for path in tf.io.gfile.glob(old + ".*"):
+          tf.io.gfile.remove(path)
+    logging.warning("best/ (%s) did not hold the evaluation history's best step %d (%s = "
+                    "%.6f; evaluated by another job, such as --mode=eval): copied %s into "
+                    "it.", current, step, self._metric, value, source)
 
   def maybe_save(self, step, value):
     """Saves when `value` beats the best so far; returns whether it did."""
-    if self.best is not None and self.best["metric"] == self._metric:
-      old = self.best["value"]
-      if (value <= old) if self._higher else (value >= old):
-        return False
+    if not self._better(value, self.best):
+      return False
     path = self._manager.save(checkpoint_number=step)
     self.best = {"step": int(step), "metric": self._metric, "value": float(value),
                  "checkpoint": os.path.basename(path)}

@@ -5,6 +5,7 @@
 train / eval / train_and_eval / export with the flags' paths and strategy.
 """
 
+import contextlib
 import inspect
 import os
 import time
@@ -169,7 +170,7 @@ class Runner:
 
   def _prepare_data(self):
     if self.exp.prepare_data_fn is not None and self.data_dir is None:
-      self.data_dir = self.exp.prepare_data_fn(model_dir=self.model_dir)
+      self.data_dir = _prepare(self.exp, self.model_dir)
 
   def _dataset(self, is_training, start_batch=0):
     self._prepare_data()
@@ -200,11 +201,11 @@ class Runner:
 
   def train(self, with_eval):
     if self.is_chief:
+      self._keep_changed_config(reproducibility.CONFIG_FILE, gin.config_str())
       reproducibility.write_start_files(self.model_dir, self.flags_text)
     keeper = None
     if with_eval:
-      keeper = checkpointing.BestCheckpointKeeper(
-          self.trainer.checkpoint(), self.model_dir, self.exp.eval_metric)
+      keeper = self._best_keeper()
     eval_writer = self.trainer.summary_writer("eval")
 
     def evaluate(step):
@@ -214,6 +215,8 @@ class Runner:
 
     def after_first_step():
       if self.is_chief:
+        self._keep_changed_config(reproducibility.OPERATIVE_CONFIG_FILE,
+                                  gin.operative_config_str())
         reproducibility.write_operative_config(self.model_dir)
 
     return self.trainer.train(
@@ -221,9 +224,40 @@ class Runner:
         evaluate_fn=evaluate if with_eval else None, eval_interval=self.exp.eval_interval,
         after_first_step=after_first_step, is_evaluated=self._is_evaluated)
 
+  def _keep_changed_config(self, name, text):
+    """A resumed run whose gin config differs from the one saved in model_dir: keeps the
+    earlier file as `<name>-<step>.gin` (the checkpoint step it was used up to) instead
+    of overwriting it, with a warning."""
+    path = os.path.join(self.model_dir, name)
+    if not tf.io.gfile.exists(path):
+      return
+    with tf.io.gfile.GFile(path) as f:
+      saved = f.read()
+    if saved == text or not saved.strip():
+      return
+    latest = checkpointing.latest_checkpoint(self.model_dir)
+    if latest is None:
+      return  # Nothing trained with it.
+    step = os.path.basename(latest).rsplit("-", 1)[1]
+    kept = os.path.join(self.model_dir, f"{name[:-len('.gin')]}-{step}.gin")
+    tf.io.gfile.copy(path, kept, overwrite=True)
+    changed = sorted(set(saved.splitlines()) ^ set(text.splitlines()))
+    changed = [line for line in changed if line.strip() and not line.startswith("#")]
+    logging.warning(
+        "This run's gin configuration differs from the one %s was trained with up to step "
+        "%s (%d line(s) differ, e.g. %s); the earlier %s is kept as %s.", self.model_dir,
+        step, len(changed), changed[:4], name, kept)
+
   @property
   def eval_dir(self):
     return os.path.join(self.model_dir, "eval")
+
+  def _best_keeper(self):
+    """`best/`, reconciled with the evaluation history (chief only): see
+    `checkpointing.BestCheckpointKeeper`."""
+    return checkpointing.BestCheckpointKeeper(
+        self.trainer.checkpoint(), self.model_dir, self.exp.eval_metric,
+        evaluated=history.read_records(self.eval_dir) if self.is_chief else None)
 
   def _is_evaluated(self, step):
     return step in history.evaluated_steps(self.eval_dir)
@@ -303,21 +337,40 @@ class Runner:
 
     Safe beside a `--mode=train` job: it takes no lock, reads only the checkpoints the
     state file lists (complete ones), and skips (counted, logged) a checkpoint that the
-    training job deleted (`max_to_keep`) before it was read. Keeps `best/` (run training in
-    `--mode=train`, so that only this job writes `eval/` and `best/`).
+    training job deleted (`max_to_keep`) before it was read. A checkpoint written and
+    deleted between two polls is never seen: from `checkpoint_interval` it is known to have
+    existed, and reported (`missed`, with a warning). Keeps `best/` (run training in
+    `--mode=train`, so that only this job writes `eval/` and `best/`). Prepares data (a
+    `prepare_data_fn`) only when it first evaluates: by then the training job, which
+    prepares it too, has finished its preparation.
 
     Returns:
-      `{"evaluated": [steps], "skipped": [steps], "last": metrics of the last or None}`.
+      `{"evaluated": [steps], "skipped": [steps], "missed": [steps], "last": metrics of
+      the last or None}`.
     """
     writer = self.trainer.summary_writer("eval")
-    keeper = checkpointing.BestCheckpointKeeper(self.trainer.checkpoint(), self.model_dir,
-                                                self.exp.eval_metric)
-    evaluated, skipped, last = [], [], None
+    keeper = self._best_keeper()
+    evaluated, skipped, missed, last = [], [], [], None
+    seen = set()
+    # Checkpoints deleted before the first poll are not this job's to report.
+    watched_from = None
+    classes_checked = False
     waited_since = time.monotonic()
     while True:
       done = set(history.evaluated_steps(self.eval_dir)) | set(skipped)
-      pending = [(step, path) for step, path in _listed_checkpoints(self.model_dir)
-                 if step not in done]
+      listed = _listed_checkpoints(self.model_dir)
+      seen.update(step for step, _ in listed)
+      if watched_from is None:
+        watched_from = min((step for step, _ in listed), default=0)
+      unseen = self._unseen_checkpoints(seen, done | set(missed), watched_from)
+      if unseen:
+        missed.extend(unseen)
+        logging.warning(
+            "Continuous evaluation: %d checkpoint(s) (steps %s) were written and deleted "
+            "(max_to_keep=%d) between two polls: never evaluated. Raise "
+            "Experiment.max_to_keep or checkpoint_interval to evaluate every one.",
+            len(unseen), steps_text(unseen), self.exp.max_to_keep)
+      pending = [(step, path) for step, path in listed if step not in done]
       if not pending:
         if self.exp.train_steps in done:
           logging.info("Continuous evaluation: the final step %d is evaluated; done.",
@@ -330,6 +383,9 @@ class Runner:
         time.sleep(poll_s)
         continue
       step, path = pending[0]
+      if not classes_checked:
+        self.check_num_classes()
+        classes_checked = True
       try:
         last = self.evaluate(path, writer, keeper)
         evaluated.append(step)
@@ -340,7 +396,19 @@ class Runner:
         logging.warning("Continuous evaluation: %s was deleted (max_to_keep) before it "
                         "was evaluated; skipped (%d so far).", path, len(skipped))
       waited_since = time.monotonic()
-    return {"evaluated": evaluated, "skipped": skipped, "last": last}
+    return {"evaluated": evaluated, "skipped": skipped, "missed": missed, "last": last}
+
+  def _unseen_checkpoints(self, seen, accounted, watched_from):
+    """Steps after `watched_from` and up to the newest seen checkpoint at which training
+    wrote one (every `checkpoint_interval` steps, and the last step) that no poll saw."""
+    if not seen:
+      return []
+    newest = max(seen)
+    interval = self.exp.checkpoint_interval
+    written = set(range((watched_from // interval + 1) * interval, newest + 1, interval))
+    if watched_from < self.exp.train_steps <= newest:
+      written.add(self.exp.train_steps)
+    return sorted(written - seen - accounted)
 
   def export(self, export_dir, checkpoint=None):
     path = checkpointing.resolve_checkpoint(self.model_dir, checkpoint)
@@ -351,13 +419,14 @@ class Runner:
     spec = builders.model_inputs_spec(self.model)
     num_frames, image_size = spec["rgb"][0][0], spec["rgb"][0][1]
     class_names = self._class_names()
-    export_path = serving.export_saved_model(
-        self.model, export_dir or os.path.join(self.model_dir, "export"),
-        class_names, num_frames=num_frames, image_size=image_size,
-        uses_objects=uses_object_input(self.model),
-        score_activation=losses.score_activation(self.exp.loss_kind),
-        view_protocol=views.protocol_from_gin(num_frames, image_size,
-                                              self.exp.view_aggregation, self.data_dir))
+    export_dir = export_dir or os.path.join(self.model_dir, "export")
+    with _exclusive_exports(export_dir):
+      export_path = serving.export_saved_model(
+          self.model, export_dir, class_names, num_frames=num_frames,
+          image_size=image_size, uses_objects=uses_object_input(self.model),
+          score_activation=losses.score_activation(self.exp.loss_kind),
+          view_protocol=views.protocol_from_gin(num_frames, image_size,
+                                                self.exp.view_aggregation, self.data_dir))
     logging.info("Exported %s to %s.", path, export_path)
     return export_path
 
@@ -415,9 +484,15 @@ def _listed_checkpoints(model_dir):
   try:
     state = tf.train.get_checkpoint_state(model_dir)
   except (ValueError, tf.errors.OpError):
-    state = None  # Being rewritten; the next poll reads it.
+    state = None  # Empty or cut short.
   if state is None:
-    return []
+    # Lost or unreadable (the training job rewrites it when it resumes): the files
+    # themselves; an index file is written last, so a listed checkpoint is complete.
+    files = checkpointing.checkpoint_files(model_dir)
+    if files:
+      logging.log_first_n(logging.WARNING, "The checkpoint state file of %s is missing or "
+                          "unreadable: watching the ckpt-N files themselves.", 1, model_dir)
+    return files
   listed = []
   for path in state.all_model_checkpoint_paths:
     path = path if os.path.isabs(path) or "://" in path else os.path.join(model_dir, path)
@@ -425,6 +500,44 @@ def _listed_checkpoints(model_dir):
     if name.startswith(checkpointing.CHECKPOINT_NAME + "-"):
       listed.append((int(name.rsplit("-", 1)[1]), path))
   return sorted(listed)
+
+
+def _prepare(experiment, model_dir):
+  """Runs `experiment.prepare_data_fn`; returns its data_dir.
+
+  Raises:
+    RuntimeError: the preparation failed (another one of the same data_dir is running, ...),
+      with its message.
+  """
+  try:
+    return experiment.prepare_data_fn(model_dir=model_dir)
+  except ValueError as e:
+    raise RuntimeError(f"Preparing the data of model_dir {model_dir} failed: {e}") from e
+
+
+@contextlib.contextmanager
+def _exclusive_exports(export_dir):
+  """One export at a time into `export_dir` (an `flock` of it, local file systems); while it
+  is held, a `.staging_<version>` folder there was left by a killed export: removed."""
+  if "://" in export_dir:
+    yield
+    return
+  tf.io.gfile.makedirs(export_dir)
+  with model_dir_lock.directory_flock(export_dir):
+    for name in tf.io.gfile.listdir(export_dir):
+      if name.rstrip("/").startswith(".staging_"):
+        logging.warning("Removing %s, left by an interrupted export.",
+                        os.path.join(export_dir, name))
+        tf.io.gfile.rmtree(os.path.join(export_dir, name.rstrip("/")))
+    yield
+
+
+def steps_text(steps, most=10):
+  """`[5, 10]`, or `25 steps: [5, 10, 15, ..., 125]` for long lists."""
+  steps = list(steps)
+  if len(steps) <= most:
+    return str(steps)
+  return f"{len(steps)} steps: [{', '.join(map(str, steps[:3]))}, ..., {steps[-1]}]"
 
 
 def _check_data(experiment, data_dir, mode):
@@ -469,12 +582,15 @@ def run_mode(mode, model_dir, strategy_name="one_device", tpu=None, seed=0,
     lock.acquire()
   try:
     data_dir = None
-    if experiment.prepare_data_fn is not None:  # Under the lock: it writes into model_dir.
-      data_dir = experiment.prepare_data_fn(model_dir=model_dir)
+    # Under the lock: it writes into model_dir. Continuous evaluation prepares when it first
+    # evaluates (after the training job beside it has prepared the same data).
+    if experiment.prepare_data_fn is not None and mode != "continuous_eval":
+      data_dir = _prepare(experiment, model_dir)
       _check_data(experiment, data_dir, mode)
     runner = Runner(experiment, model_dir, strategy, seed=seed, flags_text=flags_text,
                     data_dir=data_dir)
-    if mode != "export" or experiment.class_names is None:
+    if mode not in ("continuous_eval", "export") or (
+        mode == "export" and experiment.class_names is None):
       runner.check_num_classes()
     if mode in TRAINING_MODES:
       return runner.train(with_eval=mode == "train_and_eval")
@@ -508,7 +624,8 @@ def output_summary(mode, model_dir, result, export_dir=None):
       lines.append(f"Best checkpoint: {best}")
   if mode == "continuous_eval":
     lines.append(f"Evaluated steps: {result['evaluated']}; skipped (deleted before "
-                 f"evaluation): {result['skipped']}")
+                 f"evaluation): {result['skipped']}; missed (written and deleted between "
+                 f"polls): {steps_text(result.get('missed', []))}")
   if mode == "export":
     lines.append(f"SavedModel: {result}")
   return lines

@@ -6,14 +6,21 @@ start time) for its whole run; a daemon thread refreshes the file's modification
 `HEARTBEAT_SECONDS`. A second job refuses to start, naming the holder. A lock left behind by
 a crash (kill -9, a lost machine) is stale, and taken over with a warning, when
   - its host is this host and its pid is no longer running, or
-  - its heartbeat is older than `STALE_AFTER_SECONDS` (another host, which cannot be asked).
+  - its heartbeat is older than `STALE_AFTER_SECONDS`: another host, which cannot be asked,
+    or this host with a running pid that is not the holder's (pid reuse after a reboot), or
+  - it is unreadable (a holder killed while writing it) and older than
+    `UNREADABLE_GRACE_SECONDS`.
 
 Evaluation-only modes do not take the lock: continuous evaluation runs beside training.
-The lock uses the local file system's atomic create (`O_CREAT | O_EXCL`); on remote file
-systems (`gs://`) no lock is taken and a warning says so.
+The lock uses the local file system's atomic create (`O_CREAT | O_EXCL`); a takeover (check,
+remove, create) runs under an `flock` of model_dir itself, so that of several runs finding
+the same stale lock exactly one takes it. On remote file systems (`gs://`) no lock is taken
+and a warning says so.
 """
 
+import contextlib
 import datetime
+import fcntl
 import json
 import os
 import socket
@@ -25,6 +32,8 @@ from absl import logging
 LOCK_FILE = "train.lock"
 HEARTBEAT_SECONDS = 60.0
 STALE_AFTER_SECONDS = 600.0
+# A holder writes its lock right after creating it: unreadable for longer, it was killed.
+UNREADABLE_GRACE_SECONDS = 10.0
 
 
 class ModelDirLockedError(RuntimeError):
@@ -41,26 +50,41 @@ def _pid_running(pid):
   return True
 
 
+@contextlib.contextmanager
+def directory_flock(directory):
+  """Holds an exclusive `flock` of `directory` (local file systems; released by the system
+  when the process dies, so a killed holder never blocks the next)."""
+  fd = os.open(directory, os.O_RDONLY)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    yield
+  finally:
+    os.close(fd)  # Releases the flock.
+
+
 class ModelDirLock:
   """The training lock of `model_dir`; use as a context manager.
 
   Args:
     model_dir: the training directory (created if missing).
     mode: recorded in the lock for the message a second run prints.
-    stale_after: seconds without a heartbeat after which another host's lock is stale.
+    stale_after: seconds without a heartbeat after which a lock is stale (another host's,
+      or one whose pid runs but is not the holder's).
     heartbeat: seconds between refreshes of the lock's modification time.
+    unreadable_grace: seconds after which an unreadable lock is stale.
 
   Raises (on entering):
     ModelDirLockedError: a live run holds the lock.
   """
 
   def __init__(self, model_dir, mode="train", stale_after=STALE_AFTER_SECONDS,
-               heartbeat=HEARTBEAT_SECONDS):
+               heartbeat=HEARTBEAT_SECONDS, unreadable_grace=UNREADABLE_GRACE_SECONDS):
     self.model_dir = model_dir
     self.path = os.path.join(model_dir, LOCK_FILE)
     self.mode = mode
     self.stale_after = stale_after
     self.heartbeat = heartbeat
+    self.unreadable_grace = unreadable_grace
     self._stop = threading.Event()
     self._thread = None
     self._held = False
@@ -94,10 +118,15 @@ class ModelDirLock:
     when it may be live."""
     age = self._age()
     if holder is None or not isinstance(holder.get("pid"), int):
-      return (f"unreadable, {age:.0f} s old" if age > self.stale_after else None)
+      return (f"unreadable, {age:.0f} s old" if age > self.unreadable_grace else None)
     if holder.get("host") == socket.gethostname():
       if not _pid_running(holder["pid"]):
         return f"pid {holder['pid']} is no longer running on this host"
+      if age > self.stale_after:
+        # A live holder refreshes it every `heartbeat` seconds.
+        return (f"pid {holder['pid']} runs but the lock has had no heartbeat for {age:.0f} "
+                f"s (> {self.stale_after:.0f} s): that pid is another process now (pid "
+                "reuse, after a reboot?)")
       return None
     if age > self.stale_after:
       return (f"no heartbeat from {holder.get('host')} for {age:.0f} s "
@@ -112,29 +141,51 @@ class ModelDirLock:
       return
     os.makedirs(self.model_dir, exist_ok=True)
     for _ in range(3):
-      try:
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-      except FileExistsError:
-        holder = self._read()
-        reason = self.stale_reason(holder)
-        if reason is None:
-          raise ModelDirLockedError(self._locked_message(holder)) from None
+      if self._create():
+        break
+      if not os.path.exists(self.path):
+        continue  # Released meanwhile.
+      self._check_stale()
+      # Stale: check, remove and create again under the guard, so that of several runs
+      # that found it stale only the first takes it over; the others then find its live
+      # lock (another run's removal of a fresh lock, judged on the stale one, was a race).
+      with directory_flock(self.model_dir):
+        if not os.path.exists(self.path):
+          continue
+        holder, reason = self._check_stale()
         logging.warning("Taking over the stale lock %s of %s: %s.", self.path,
                         holder or "an unknown run", reason)
-        try:
-          os.remove(self.path)
-        except FileNotFoundError:
-          pass
-        continue
-      with os.fdopen(fd, "w") as f:
-        json.dump(self._record(), f)
-      self._held = True
-      break
+        os.remove(self.path)
+        if self._create():
+          break
     else:
       raise ModelDirLockedError(f"Could not take the lock {self.path}: other runs keep "
                                 "taking it. Check what runs on this model_dir.")
     self._thread = threading.Thread(target=self._beat, name="model_dir_lock", daemon=True)
     self._thread.start()
+
+  def _create(self):
+    """Creates the lock file atomically; False when it exists."""
+    try:
+      fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+      return False
+    with os.fdopen(fd, "w") as f:
+      json.dump(self._record(), f)
+    self._held = True
+    return True
+
+  def _check_stale(self):
+    """(holder, why stale) of the existing lock.
+
+    Raises:
+      ModelDirLockedError: it may be live.
+    """
+    holder = self._read()
+    reason = self.stale_reason(holder)
+    if reason is None:
+      raise ModelDirLockedError(self._locked_message(holder))
+    return holder, reason
 
   def _locked_message(self, holder):
     if holder is None:
@@ -145,7 +196,7 @@ class ModelDirLock:
     return (f"model_dir {self.model_dir} is in use by another run: {who}; its lock "
             f"{self.path} was refreshed {self._age():.0f} s ago. Wait for that run to end "
             "or stop it, or use another --model_dir. A lock left by a crashed run is taken "
-            "over by itself (on this host once its pid is gone, from other hosts after "
+            "over by itself (on this host once its pid is gone; after "
             f"{self.stale_after:.0f} s without a heartbeat); delete it by hand only if you "
             "are sure that no run uses this model_dir.")
 

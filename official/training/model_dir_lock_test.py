@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -17,6 +18,9 @@ def _dead_pid():
   process = subprocess.Popen([sys.executable, "-c", "pass"])
   process.wait()
   return process.pid
+
+
+_DEAD_PID = _dead_pid()
 
 
 def test_live_holder_refuses_a_second_run_and_release_frees_it(tmp_path):
@@ -70,3 +74,61 @@ def test_heartbeat_keeps_the_lock_fresh(tmp_path):
     while os.stat(tmp_path / "train.lock").st_mtime < old + 500 and time.time() < deadline:
       time.sleep(0.05)
     assert time.time() - os.stat(tmp_path / "train.lock").st_mtime < 5
+
+
+def test_stale_lock_is_taken_over_by_exactly_one_of_many_runs(tmp_path):
+  # Before: every run that found the stale lock removed "it" and created its own; a later
+  # remover deleted the first taker's fresh lock, so two runs held the lock at once
+  # (/tmp/break13/lockrace.py: 4 of 20 trials with 2 processes).
+  threads = 6
+  for trial in range(40):
+    model_dir = str(tmp_path / str(trial))
+    os.makedirs(model_dir)
+    with open(os.path.join(model_dir, model_dir_lock.LOCK_FILE), "w") as f:
+      json.dump({"pid": _DEAD_PID, "host": socket.gethostname()}, f)
+    start, attempted = threading.Barrier(threads), threading.Barrier(threads)
+    holders = []
+
+    def run(start=start, attempted=attempted, holders=holders, model_dir=model_dir):
+      lock = model_dir_lock.ModelDirLock(model_dir)
+      start.wait()
+      try:
+        lock.acquire()
+        holders.append(lock)
+      except model_dir_lock.ModelDirLockedError:
+        pass
+      attempted.wait()  # Nobody releases before everyone has tried.
+
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for worker in workers:
+      worker.start()
+    for worker in workers:
+      worker.join()
+    assert len(holders) == 1, f"trial {trial}: {len(holders)} runs hold the lock"
+    holders[0].release()
+
+
+def test_live_pid_of_another_process_without_heartbeat_is_stale(tmp_path):
+  # Before: refused forever ("in use by another run: pid ..."), as long as any process had
+  # that pid: after a reboot the pid of a crashed run is often some other process's.
+  lock_file = tmp_path / "train.lock"
+  lock_file.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))
+  with pytest.raises(model_dir_lock.ModelDirLockedError, match=f"pid {os.getppid()}"):
+    model_dir_lock.ModelDirLock(str(tmp_path), stale_after=60).acquire()
+  old = time.time() - 120
+  os.utime(lock_file, (old, old))
+  with model_dir_lock.ModelDirLock(str(tmp_path), stale_after=60):
+    assert json.loads(lock_file.read_text())["pid"] == os.getpid()
+
+
+def test_empty_lock_is_stale_after_a_short_grace(tmp_path):
+  # Before: an empty lock (its holder killed between creating and writing it) blocked every
+  # run for the full 600 s stale age.
+  lock_file = tmp_path / "train.lock"
+  lock_file.write_text("")
+  with pytest.raises(model_dir_lock.ModelDirLockedError, match="unknown run"):
+    model_dir_lock.ModelDirLock(str(tmp_path)).acquire()
+  old = time.time() - 2 * model_dir_lock.UNREADABLE_GRACE_SECONDS
+  os.utime(lock_file, (old, old))
+  with model_dir_lock.ModelDirLock(str(tmp_path)):
+    assert json.loads(lock_file.read_text())["pid"] == os.getpid()

@@ -302,8 +302,11 @@ class Trainer:
       CheckpointError: a checkpoint cannot be read or written (see `checkpointing`).
     """
     checkpoint = self.checkpoint()
-    manager = self._manager(checkpoint)
+    # Recovers a lost, empty or cut state file first: a CheckpointManager reads it when it
+    # is built (an unreadable one is an error there; a lost one forgets the old checkpoints
+    # it has to prune).
     latest = checkpointing.latest_checkpoint(self.model_dir)
+    manager = self._manager(checkpoint)
     if latest:
       checkpointing.restore(checkpoint, latest, self.model_dir)
       if not bool(self._checkpointed_values_finite()):
@@ -313,6 +316,10 @@ class Trainer:
             "older checkpoint.")
       self.last_good_checkpoint = latest
       logging.info("Resuming from %s at step %d.", latest, int(self.step.numpy()))
+      if int(self.step.numpy()) > self.train_steps:
+        logging.warning("%s is at step %d, beyond train_steps = %d: nothing to train (was "
+                        "train_steps lowered?).", latest, int(self.step.numpy()),
+                        self.train_steps)
     else:
       logging.info("No checkpoint in %s: training from scratch.", self.model_dir)
     step = int(self.step.numpy())
