@@ -195,6 +195,9 @@ def test_xla_and_mixed_precision():
 @pytest.mark.slow
 @pytest.mark.parametrize("object_input", ["one_hot", "ids"])
 def test_bfloat16_probabilities_within_0_02_of_float32(object_input):
+  # Seeded: the spread asserted below depends on the initial weights, which otherwise come
+  # from whatever global seed an earlier test in the same worker left behind.
+  keras.utils.set_random_seed(3)
   model = _tiny(object_input=object_input)
   _wake_residual_branches(model)
   # A large classifier, so probabilities spread over (0, 1) instead of all being ~0.5;
