@@ -13,10 +13,8 @@ import pytest
 import tensorflow as tf
 
 from official.training import checkpointing
-from official.training import losses
-from official.training import optimization
-from official.training import strategies
 from official.training import trainer as trainer_lib
+from official.training import training_test
 
 
 def _two_checkpoints(model_dir):
@@ -111,14 +109,7 @@ def test_checkpoint_of_another_shape_is_a_mismatch_not_damage(tmp_path, partial)
 
 
 def _tiny_trainer(model_dir, learning_rate, steps, checkpoint_interval=1):
-  strategy = strategies.build_strategy("one_device")
-  with strategy.scope():
-    rgb = keras.Input((1, 2, 2, 3), name="rgb")
-    model = keras.Model({"rgb": rgb}, keras.layers.Dense(2)(keras.layers.Flatten()(rgb)))
-    optimizer = optimization.build_optimizer(learning_rate, name="sgd", momentum=0.0)
-  return trainer_lib.Trainer(strategy, model, optimizer, losses.build_loss(),
-                             str(model_dir), global_batch_size=2, train_steps=steps,
-                             checkpoint_interval=checkpoint_interval, log_interval=1)
+  return training_test.tiny_trainer(model_dir, learning_rate, steps, checkpoint_interval)
 
 
 def _huge_inputs():

@@ -111,7 +111,8 @@ def test_resolve_checkpoint_errors(tmp_path):
   assert checkpointing.resolve_checkpoint("unused", str(tmp_path)) == path
 
 
-def _tiny_trainer(model_dir, learning_rate, steps):
+def tiny_trainer(model_dir, learning_rate, steps, checkpoint_interval=2):
+  """A Trainer of a 2-class Dense over [1, 2, 2, 3] clips (shared with checkpointing_test)."""
   strategy = strategies.build_strategy("one_device")
   with strategy.scope():
     rgb = keras.Input((1, 2, 2, 3), name="rgb")
@@ -119,7 +120,7 @@ def _tiny_trainer(model_dir, learning_rate, steps):
     optimizer = optimization.build_optimizer(learning_rate, name="sgd", momentum=0.0)
   return trainer_lib.Trainer(strategy, model, optimizer, losses.build_loss(),
                              str(model_dir), global_batch_size=2, train_steps=steps,
-                             checkpoint_interval=2, log_interval=1)
+                             checkpoint_interval=checkpoint_interval, log_interval=1)
 
 
 def _dataset(scale=1.0):
@@ -158,7 +159,7 @@ def test_checkpoint_restores_every_model_variable_batch_norm_statistics_included
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-  trainer = _tiny_trainer(tmp_path, 0.1, 10)
+  trainer = tiny_trainer(tmp_path, 0.1, 10)
   x = np.ones((6, 2, 1, 2, 2, 3), np.float32)
   x[4] = np.nan  # The 5th batch poisons the loss.
   dataset = tf.data.Dataset.from_tensor_slices(({"rgb": x}, np.ones((6, 2, 2), np.float32)))
@@ -167,13 +168,13 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
                            r"checkpoint is .*ckpt-4;"):
     trainer.train(dataset)
   assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-4")
-  restored = _tiny_trainer(tmp_path, 0.1, 10)
+  restored = tiny_trainer(tmp_path, 0.1, 10)
   assert restored.restore(tf.train.latest_checkpoint(str(tmp_path))) == 4
   assert all(np.all(np.isfinite(w.numpy())) for w in restored.model.weights)
 
 
 def test_missing_model_input_is_named(tmp_path):
-  trainer = _tiny_trainer(tmp_path, 0.1, 1)
+  trainer = tiny_trainer(tmp_path, 0.1, 1)
   trainer.input_keys = ("rgb", "objects")
   with pytest.raises(ValueError, match=r"lacks \['objects'\]"):
     trainer.train(_dataset())
@@ -216,21 +217,21 @@ def test_resume_starts_the_data_order_at_the_resumed_step(tmp_path):
     starts.append(start_batch)
     return _dataset()
 
-  assert _tiny_trainer(tmp_path, 0.1, 2).train(dataset_fn) == 2
-  assert _tiny_trainer(tmp_path, 0.1, 4).train(dataset_fn) == 4
+  assert tiny_trainer(tmp_path, 0.1, 2).train(dataset_fn) == 2
+  assert tiny_trainer(tmp_path, 0.1, 4).train(dataset_fn) == 4
   assert starts == [0, 2]
 
 
 def test_due_evaluation_without_a_result_runs_on_resume(tmp_path):
-  _tiny_trainer(tmp_path, 0.1, 2).train(_dataset())  # Killed before evaluating step 2.
+  tiny_trainer(tmp_path, 0.1, 2).train(_dataset())  # Killed before evaluating step 2.
   evaluated = []
-  resumed = _tiny_trainer(tmp_path, 0.1, 4)
+  resumed = tiny_trainer(tmp_path, 0.1, 4)
   resumed.train(_dataset(), evaluate_fn=evaluated.append, eval_interval=2,
                 is_evaluated=lambda step: False)
   assert evaluated == [2, 4]
   evaluated.clear()
   # Step 4's result was written: a rerun has nothing to do.
-  _tiny_trainer(tmp_path, 0.1, 4).train(_dataset(), evaluate_fn=evaluated.append,
+  tiny_trainer(tmp_path, 0.1, 4).train(_dataset(), evaluate_fn=evaluated.append,
                                         eval_interval=2, is_evaluated=lambda step: True)
   assert not evaluated
 
