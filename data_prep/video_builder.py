@@ -81,7 +81,7 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder):
   def preparation_record(self, manual_dir):
     """What the prepared data is made from, stored in the TFDS metadata `preparation`: the
     preparation and dataset versions, the config's frame rate and size, the object-map source
-    and a fingerprint of the release's file listing (relative paths and sizes).
+    and a fingerprint of the release files the builder reads (`release_files`).
     `data_prep.prepare` compares it with a rerun's to refuse reusing stale data."""
     config = self.builder_config
     return {
