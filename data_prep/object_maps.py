@@ -20,7 +20,6 @@ classes in the benchmark's published order. Two sources:
 """
 
 import os
-import re
 
 import numpy as np
 import tensorflow as tf
@@ -29,7 +28,6 @@ from PIL import Image
 from data_prep import video as video_lib
 
 NUM_OBJECT_CLASSES = 151
-_TRAILING_NUMBER = re.compile(r"(\d+)\.[A-Za-z]+$")
 _OUTPUT_KEYS = ("class_ids", "scores", "logits")
 
 
@@ -124,10 +122,10 @@ def load_map_folder(directory, source_indices, num_source_frames, height, width)
     ValueError: the maps do not number the source frames one to one, or a map is not a
       single-channel image with ids in 0..150.
   """
-  files = video_lib.numbered_files(directory) if os.path.isdir(directory) else []
+  numbered = video_lib.numbered_frames(directory) if os.path.isdir(directory) else []
+  numbers, files = [n for n, _ in numbered], [f for _, f in numbered]
   if not files:
     raise FileNotFoundError(f"no numbered object maps in {directory}")
-  numbers = [int(_TRAILING_NUMBER.search(path).group(1)) for path in files]
   if len(files) != num_source_frames or numbers[-1] - numbers[0] + 1 != len(files):
     raise ValueError(
         f"{directory}: {len(files)} maps numbered {numbers[0]}..{numbers[-1]} for a video "

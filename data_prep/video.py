@@ -439,10 +439,10 @@ _FRAME_NUMBER = re.compile(r"(\d+)\.(jpg|jpeg|png)$", re.IGNORECASE)
 def numbered_files(directory):
   """Files of a frame folder sorted by their trailing frame number (`<id>-000001.jpg`); when
   some are named `<folder name>-<number>`, only those."""
-  return [path for _, path in _numbered(directory)]
+  return [path for _, path in numbered_frames(directory)]
 
 
-def _numbered(directory):
+def numbered_frames(directory):
   """[(number, path)] sorted by number, of the files `numbered_files` takes."""
   prefix = os.path.basename(os.path.normpath(directory)) + "-"
   numbered, own = [], []
@@ -477,7 +477,7 @@ def read_frame_folder(directory, source_fps, fps=None, short_side=None):
       be read.
   """
   try:
-    numbered = _numbered(directory)
+    numbered = numbered_frames(directory)
   except OSError as e:
     raise VideoReadError(f"{type(e).__name__}: {e}") from e
   if not numbered:
