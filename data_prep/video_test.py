@@ -358,14 +358,19 @@ def test_read_frame_folder_picks_resampled_frames(tmp_path):
   np.testing.assert_allclose(decoded.frames.mean(axis=(1, 2, 3)), [0, 80, 160], atol=2)
 
 
+def _gray_jpegs(folder, values):
+  """Writes `{number: gray value}` as 8x8 frames `<folder name>-NNNNNN.jpg`; returns folder."""
+  folder.mkdir()
+  for number, value in values.items():
+    Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(
+        folder / f"{folder.name}-{number:06d}.jpg", quality=95)
+  return folder
+
+
 def test_read_frame_folder_times_frames_by_their_numbers_not_positions(tmp_path):
   # Frames 3 and 4 of a 24 fps folder are missing: frame number n shows time (n - 1) / 24,
   # so the stored frame at 1/12 s is frame 2, still on screen (as in a variable-rate video).
-  folder = tmp_path / "GAP01"
-  folder.mkdir()
-  for number in (1, 2, 5, 6, 7, 8):
-    Image.fromarray(np.full((8, 8, 3), 20 * number, np.uint8)).save(
-        folder / f"GAP01-{number:06d}.jpg", quality=95)
+  folder = _gray_jpegs(tmp_path / "GAP01", {n: 20 * n for n in (1, 2, 5, 6, 7, 8)})
   decoded = video.read_frame_folder(folder, 24.0, fps=12.0)
   np.testing.assert_array_equal(decoded.source_indices, [0, 1, 4, 6])
   np.testing.assert_allclose(decoded.frames.mean(axis=(1, 2, 3)), [20, 40, 100, 140], atol=2)
@@ -374,11 +379,7 @@ def test_read_frame_folder_times_frames_by_their_numbers_not_positions(tmp_path)
 
 def test_read_frame_folder_ignores_stray_numbered_files(tmp_path):
   # `thumb-000001.jpg` (a thumbnail) beside the frames must not replace frame 1.
-  folder = tmp_path / "ABC12"
-  folder.mkdir()
-  for k in range(1, 5):
-    Image.fromarray(np.full((8, 8, 3), 40 * k, np.uint8)).save(
-        folder / f"ABC12-{k:06d}.jpg", quality=95)
+  folder = _gray_jpegs(tmp_path / "ABC12", {k: 40 * k for k in range(1, 5)})
   Image.fromarray(np.full((8, 8, 3), 250, np.uint8)).save(folder / "thumb-000001.jpg")
   decoded = video.read_frame_folder(folder, 24.0)
   np.testing.assert_allclose(decoded.frames.mean(axis=(1, 2, 3)), [40, 80, 120, 160],
@@ -401,11 +402,7 @@ def test_read_frame_folder_rejects_two_frames_with_one_number(tmp_path):
 def test_read_frame_folder_keeps_time_when_the_first_frames_are_missing(tmp_path, caplog):
   # Frames 1 and 2 of a 24 fps folder are missing: frame n still shows (n - 1) / 24 s, and
   # frame 3 stands in for the missing ones before it.
-  folder = tmp_path / "LATE1"
-  folder.mkdir()
-  for number in range(3, 9):
-    Image.fromarray(np.full((8, 8, 3), 20 * number, np.uint8)).save(
-        folder / f"LATE1-{number:06d}.jpg", quality=95)
+  folder = _gray_jpegs(tmp_path / "LATE1", {n: 20 * n for n in range(3, 9)})
   decoded = video.read_frame_folder(folder, 24.0, fps=12.0)
   np.testing.assert_array_equal(decoded.source_indices, [2, 2, 4, 6])
   np.testing.assert_allclose(decoded.frames.mean(axis=(1, 2, 3)), [60, 60, 100, 140], atol=2)
