@@ -10,6 +10,8 @@ ICLR 2020, Sec. 3 and Appendix A).
 import keras
 import tensorflow as tf
 
+from official.modeling.layers import batch_norm as batch_norm_lib
+
 # Authors' choices for every conv and batch norm of the backbone.
 BATCH_NORM_MOMENTUM = 0.99
 BATCH_NORM_EPSILON = 1e-5
@@ -22,8 +24,12 @@ def conv_initializer():
 
 
 def batch_norm(name, zero_init=False, dtype=None):
-  """BatchNormalization with the authors' momentum/epsilon; `zero_init` zeroes gamma."""
-  return keras.layers.BatchNormalization(
+  """Batch norm with the authors' momentum/epsilon; `zero_init` zeroes gamma.
+
+  A `FusedBatchNorm`: Keras' `BatchNormalization` that trains with TF's fused kernel and
+  updates the moving variance with the unbiased batch variance, as the authors' TF1 code.
+  """
+  return batch_norm_lib.FusedBatchNorm(
       momentum=BATCH_NORM_MOMENTUM,
       epsilon=BATCH_NORM_EPSILON,
       gamma_initializer="zeros" if zero_init else "ones",
