@@ -96,7 +96,7 @@ def conv_batch_norm(conv, bn, inputs, training=None):
     # The kernel's last axis is the output channel for Conv2D and TemporalConv alike.
     kernel = tf.cast(f32(conv.kernel) * scale, conv.compute_dtype)
   if isinstance(conv, TemporalConv):
-    outputs = conv.convolve(inputs, kernel, training=False)
+    outputs = conv.convolve(inputs, kernel)
   else:
     outputs = tf.nn.conv2d(inputs, kernel, strides=conv.strides,
                            padding=conv.padding.upper())
@@ -122,13 +122,16 @@ class TemporalConv(keras.layers.Layer):
   """1-D temporal convolution (the "+1" of (2+1)D) on `[N*T, H, W, C]` frames.
 
   Equal to a `(k, 1)` Conv2D over the `[N, T, H*W, C]` view (a `(k, 1, 1)` Conv3D), zero
-  padded in time so T is kept ('SAME'), with an optional temporal dilation. It runs as
-  that Conv2D (oneDNN on CPU; e.g. 38 ms instead of 283 ms for the RGB stem's 25-channel,
-  k=5 conv at 8 x 112 x 112), except with a dilation when not known to be inference
-  (`training` not False; the model's inference path passes False): TF's CPU conv kernels
-  cannot back-propagate through a dilation, so there it is one
-  `[N*T*H*W, C] x [C, k*filters]` matmul followed by shifted sums over time (both forms
-  are tested equal). Taps that fall outside the clip for every output frame
+  padded in time so T is kept ('SAME'), with an optional temporal dilation d.
+
+  The dilation is folded into the layout instead of the kernel: frame `t = q*d + r` of a
+  clip padded to `T' = d * ceil(T/d)` frames sits at row q, column `r*H*W + p` of the
+  free reshape `[N, T'/d, d*H*W, C]`, and a dilated tap `t + j*d` is row `q + j` of the
+  same column. So one undilated `(k, 1)` Conv2D over that view is the dilated conv (the
+  padding frames are the conv's zeros), and its forward and backward are plain oneDNN
+  convolutions on CPU (TF's CPU conv kernels cannot back-propagate through a dilation;
+  the former matmul + shifted-sums form spent 16% of a training step in strided-slice
+  gradients). Taps that fall outside the clip for every output frame
   (`|offset| >= num_frames`, e.g. dilation 8 on 8 frames) only ever see padding; they are
   skipped, which changes nothing numerically.
 
@@ -157,9 +160,12 @@ class TemporalConv(keras.layers.Layer):
     offsets = [(j - center) * temporal_dilation for j in range(kernel_size)]
     live = [j for j, offset in enumerate(offsets) if abs(offset) < num_frames]
     self._first_tap, self._last_tap = live[0], live[-1]
-    # SAME padding of the full dilated kernel, minus what the skipped taps would need.
-    self._pad_before = (center - self._first_tap) * temporal_dilation
-    self._pad_after = (self._last_tap - center) * temporal_dilation
+    # SAME padding in rows of the folded view (one row = d frames), live taps only.
+    self._pad_before = center - self._first_tap
+    self._pad_after = self._last_tap - center
+    # Rows of the folded view: ceil(T / d), or T when only the centre tap is live.
+    self._fold = temporal_dilation if self._first_tap < self._last_tap else 1
+    self._rows = -(-num_frames // self._fold)
 
   def build(self, input_shape):
     self.kernel = self.add_weight(
@@ -167,47 +173,31 @@ class TemporalConv(keras.layers.Layer):
         shape=(self.kernel_size, 1, input_shape[-1], self.filters),
         initializer=conv_initializer())
 
-  def call(self, inputs, training=None):
-    return self.convolve(inputs, tf.cast(self.kernel, self.compute_dtype), training)
+  def call(self, inputs):
+    return self.convolve(inputs, tf.cast(self.kernel, self.compute_dtype))
 
-  def convolve(self, inputs, kernel, training=None):
+  def convolve(self, inputs, kernel):
     """The convolution with a given `[k, 1, C, filters]` kernel (e.g. a BN-folded one)."""
-    taps = self._last_tap - self._first_tap + 1
-    kernel = kernel[self._first_tap:self._last_tap + 1]
-    # Dilated taps use the matmul form unless this is known to be inference
-    # (`training=False`): a tape may be recording whenever `training` is None.
-    if training is not False and taps > 1 and self.temporal_dilation > 1:
-      return self._shifted_matmul(inputs, kernel)
+    if self._last_tap - self._first_tap + 1 < self.kernel_size:
+      kernel = kernel[self._first_tap:self._last_tap + 1]  # live taps only
     _, height, width, channels = inputs.shape
+    frames, fold, rows = self.num_frames, self._fold, self._rows
     # [N*T, H, W, C] -> [N, T, H*W, C]
-    clips = tf.reshape(inputs, [-1, self.num_frames, height * width, channels])
+    clips = tf.reshape(inputs, [-1, frames, height * width, channels])
+    if rows * fold != frames:
+      # [N, T, H*W, C] -> [N, T', H*W, C]: zero frames up to a multiple of d.
+      clips = tf.pad(clips, [[0, 0], [0, rows * fold - frames], [0, 0], [0, 0]])
+    # [N, T', H*W, C] -> [N, T'/d, d*H*W, C]
+    clips = tf.reshape(clips, [-1, rows, fold * height * width, channels])
     outputs = tf.nn.conv2d(
         clips, kernel, strides=1,
-        padding=[[0, 0], [self._pad_before, self._pad_after], [0, 0], [0, 0]],
-        dilations=[self.temporal_dilation if taps > 1 else 1, 1])
-    # [N, T, H*W, F] -> [N*T, H, W, F]
-    return tf.reshape(outputs, [-1, height, width, self.filters])
-
-  def _shifted_matmul(self, inputs, kernel):
-    _, height, width, channels = inputs.shape
-    taps = self._last_tap - self._first_tap + 1
-    # [taps, 1, C, F] -> [C, taps*F]: one matmul computes every tap's contribution.
-    kernel = tf.reshape(tf.transpose(kernel[:, 0], [1, 0, 2]), [channels, taps * self.filters])
-    # [N*T, H, W, C] -> [N*T*H*W, C] -> [N*T*H*W, taps*F]
-    per_tap = tf.matmul(tf.reshape(inputs, [-1, channels]), kernel)
-    if taps > 1:
-      # [N*T*H*W, taps*F] -> [N, T, H*W, taps, F], zero padded in time.
-      per_tap = tf.reshape(per_tap,
-                           [-1, self.num_frames, height * width, taps, self.filters])
-      per_tap = tf.pad(per_tap, [[0, 0], [self._pad_before, self._pad_after], [0, 0],
-                                 [0, 0], [0, 0]])
-      # Output frame t takes tap j from (padded) frame t + j*dilation.
-      step = self.temporal_dilation
-      per_tap = tf.add_n([
-          per_tap[:, j * step:j * step + self.num_frames, :, j] for j in range(taps)
-      ])
+        padding=[[0, 0], [self._pad_before, self._pad_after], [0, 0], [0, 0]])
+    if rows * fold != frames:
+      # [N, T'/d, d*H*W, F] -> [N, T', H*W, F] -> [N, T, H*W, F]
+      outputs = tf.reshape(outputs, [-1, rows * fold, height * width, self.filters])
+      outputs = outputs[:, :frames]
     # -> [N*T, H, W, F]
-    return tf.reshape(per_tap, [-1, height, width, self.filters])
+    return tf.reshape(outputs, [-1, height, width, self.filters])
 
   def compute_output_shape(self, input_shape):
     return tuple(input_shape[:-1]) + (self.filters,)

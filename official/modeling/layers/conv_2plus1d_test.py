@@ -146,20 +146,78 @@ def test_folded_temporal_conv_batch_norm_equals_conv_then_batch_norm(kernel_size
   np.testing.assert_allclose(folded, reference, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel_size,dilation", [(3, 1), (3, 2), (5, 2), (5, 4), (3, 8)])
-def test_conv2d_form_equals_shifted_matmul_form(kernel_size, dilation):
-  # Inference (training=False) runs the Conv2D form, training with a dilation the matmul
-  # form, training without one the Conv2D form again: all give the same values.
-  rng = np.random.default_rng(3)
-  frames = rng.normal(size=(2 * 8, 3, 4, 5)).astype(np.float32)
-  layer = conv_2plus1d.TemporalConv(6, kernel_size, 8, dilation)
-  layer.build(frames.shape)
-  kernel = tf.convert_to_tensor(layer.kernel)
-  matmul = layer._shifted_matmul(  # pylint: disable=protected-access
-      frames, kernel[layer._first_tap:layer._last_tap + 1]).numpy()  # pylint: disable=protected-access
-  for training in (False, True, None):
-    np.testing.assert_allclose(layer(frames, training=training).numpy(), matmul,
-                               rtol=1e-5, atol=1e-5)
+# kernel, dilation, frames: every dilation of the paper's structures (1, 2, 4, 8), frames
+# divisible by the dilation or not, dead taps (|offset| >= frames) and a single frame.
+TEMPORAL_CASES = [
+    (3, 1, 4), (3, 2, 4), (5, 1, 6), (5, 4, 4), (3, 4, 8), (3, 8, 8), (5, 2, 3),
+    (3, 2, 5), (3, 4, 6), (5, 4, 6), (3, 3, 8), (5, 2, 8), (3, 8, 3), (3, 2, 1),
+]
+
+
+def _conv3d_reference_tf(clip, kernel, dilation):
+  """`_conv3d_reference` in TF ops, differentiable in `clip` and `kernel`."""
+  k = kernel.shape[0]
+  zeros = tf.zeros_like(kernel[0])
+  taps = []
+  for j in range(k):
+    taps.append(kernel[j])
+    if j < k - 1:
+      taps.extend([zeros] * (dilation - 1))
+  # [(k-1)*d+1, 1, C, F] -> [(k-1)*d+1, 1, 1, C, F]
+  dilated = tf.stack(taps)[:, :, None]
+  return tf.nn.conv3d(clip, dilated, strides=[1] * 5, padding="SAME")
+
+
+@pytest.mark.parametrize("kernel_size,dilation,frames", TEMPORAL_CASES)
+@pytest.mark.parametrize("training", [True, False, None])
+def test_temporal_conv_forward_and_gradients_equal_conv3d(kernel_size, dilation, frames,
+                                                          training):
+  # Forward and both gradients (input, kernel) against the zero-inserted Conv3D, in
+  # training and inference alike.
+  rng = np.random.default_rng(7)
+  clip = tf.constant(rng.normal(size=(2, frames, 3, 2, 4)).astype(np.float32))
+  upstream = tf.constant(rng.normal(size=(2, frames, 3, 2, 5)).astype(np.float32))
+  layer = conv_2plus1d.TemporalConv(5, kernel_size, frames, dilation)
+  layer.build((None, 3, 2, 4))
+  kernel = tf.Variable(layer.kernel.numpy())
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(clip)
+    # [N, T, H, W, C] -> [N*T, H, W, C]
+    out = layer(tf.reshape(clip, [-1, 3, 2, 4]), training=training)
+    loss = tf.reduce_sum(tf.reshape(out, upstream.shape) * upstream)
+    expected = _conv3d_reference_tf(clip, kernel, dilation)
+    expected_loss = tf.reduce_sum(expected * upstream)
+  np.testing.assert_allclose(tf.reshape(out, expected.shape).numpy(), expected.numpy(),
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(tape.gradient(loss, clip).numpy(),
+                             tape.gradient(expected_loss, clip).numpy(),
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(tape.gradient(loss, layer.kernel).numpy(),
+                             tape.gradient(expected_loss, kernel).numpy(),
+                             rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dilation", [2, 4])
+def test_dilated_temporal_conv_backward_is_plain_convolutions(dilation):
+  # The dilation folded into the frame axis: forward and backward are undilated Conv2D
+  # kernels and reshapes, without the strided-slice gradients of a shifted-sum form.
+  layer = conv_2plus1d.TemporalConv(5, 3, 8, dilation)
+  layer.build((None, 3, 2, 4))
+
+  def step(x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      loss = tf.reduce_sum(layer(x, training=True) ** 2)
+    return tape.gradient(loss, [x, layer.kernel])
+
+  graph = tf.function(step).get_concrete_function(
+      tf.TensorSpec([16, 3, 2, 4], tf.float32)).graph
+  types = {op.type for op in graph.get_operations()}
+  assert {"Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter"} <= types
+  assert not types & {"StridedSliceGrad", "MatMul", "AddN"}, types
+  dilations = [op.get_attr("dilations") for op in graph.get_operations()
+               if op.type.startswith("Conv2D")]
+  assert all(d == [1, 1, 1, 1] for d in dilations), dilations
 
 
 def _padded_strided_conv_bn(rng):
