@@ -117,6 +117,45 @@ def fixed_padding(inputs, kernel_size, strides):
   return tf.pad(inputs, [[0, 0], [pad_before, pad_after], [pad_before, pad_after], [0, 0]])
 
 
+@tf.custom_gradient
+def _rows_conv(clips, kernel):
+  """`(k, 1)` 'SAME' Conv2D of `[N, R, P, C]` by `[k, 1, C, F]`, with a matmul filter gradient.
+
+  'SAME' in rows is the clip's zero padding: a TemporalConv's live taps run from -m to m
+  (or m + 1 for an even kernel) rows around the centre, as TF's 'SAME' pads. (An explicit
+  padding list would make TF fall back from oneDNN's backward kernels to Eigen's, 2-3x
+  slower, on CPU.) The forward pass and the input gradient are oneDNN convolutions. The
+  kernel gradient is not: oneDNN's weight gradient of a `(k, 1)` kernel over a few rows
+  (e.g. `[1, 4, 98, 2048]` at level 3) ran at a fifth of its forward's speed; as one
+  `[C, N*R*P] x [N*R*P, F]` matmul per tap, over the rows of the zero-padded input that the
+  tap reads, the whole conv's forward + backward took half the time (e.g. 76 -> 40 ms at
+  level 3, 148 -> 38 ms for a level-2 dilation 4; docs/performance.md).
+  """
+  outputs = tf.nn.conv2d(clips, kernel, strides=1, padding="SAME")
+
+  def gradient(upstream):
+    taps, _, channels, filters = kernel.shape
+    _, rows, positions, _ = clips.shape
+    grad_clips = tf.raw_ops.Conv2DBackpropInput(
+        input_sizes=tf.shape(clips), filter=kernel, out_backprop=upstream,
+        strides=[1, 1, 1, 1], padding="SAME")
+    before = (taps - 1) // 2
+    # [N, R, P, C] -> [N, (R + k - 1) * P, C]: a tap's input rows are one contiguous range.
+    padded = tf.reshape(tf.pad(clips, [[0, 0], [before, taps - 1 - before], [0, 0], [0, 0]]),
+                        [-1, (rows + taps - 1) * positions, channels])
+    # [N, R, P, F] -> [N*R*P, F]
+    upstream = tf.reshape(upstream, [-1, filters])
+    grad_kernel = []
+    for j in range(taps):
+      # Tap j of output row r reads padded row r + j: [N, R*P, C] -> [N*R*P, C]
+      reads = tf.reshape(padded[:, j * positions:(j + rows) * positions], [-1, channels])
+      grad_kernel.append(tf.matmul(reads, upstream, transpose_a=True))
+    # k x [C, F] -> [k, 1, C, F]
+    return grad_clips, tf.stack(grad_kernel)[:, None]
+
+  return outputs, gradient
+
+
 @keras.saving.register_keras_serializable(package="assemblenet")
 class TemporalConv(keras.layers.Layer):
   """1-D temporal convolution (the "+1" of (2+1)D) on `[N*T, H, W, C]` frames.
@@ -160,9 +199,6 @@ class TemporalConv(keras.layers.Layer):
     offsets = [(j - center) * temporal_dilation for j in range(kernel_size)]
     live = [j for j, offset in enumerate(offsets) if abs(offset) < num_frames]
     self._first_tap, self._last_tap = live[0], live[-1]
-    # SAME padding in rows of the folded view (one row = d frames), live taps only.
-    self._pad_before = center - self._first_tap
-    self._pad_after = self._last_tap - center
     # Rows of the folded view: ceil(T / d), or T when only the centre tap is live.
     self._fold = temporal_dilation if self._first_tap < self._last_tap else 1
     self._rows = -(-num_frames // self._fold)
@@ -189,9 +225,7 @@ class TemporalConv(keras.layers.Layer):
       clips = tf.pad(clips, [[0, 0], [0, rows * fold - frames], [0, 0], [0, 0]])
     # [N, T', H*W, C] -> [N, T'/d, d*H*W, C]
     clips = tf.reshape(clips, [-1, rows, fold * height * width, channels])
-    outputs = tf.nn.conv2d(
-        clips, kernel, strides=1,
-        padding=[[0, 0], [self._pad_before, self._pad_after], [0, 0], [0, 0]])
+    outputs = _rows_conv(clips, kernel)
     if rows * fold != frames:
       # [N, T'/d, d*H*W, F] -> [N, T', H*W, F] -> [N, T, H*W, F]
       outputs = tf.reshape(outputs, [-1, rows * fold, height * width, self.filters])
