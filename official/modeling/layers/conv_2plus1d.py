@@ -127,9 +127,9 @@ def _rows_conv(clips, kernel):
   slower, on CPU.) The forward pass and the input gradient are oneDNN convolutions. The
   kernel gradient is not: oneDNN's weight gradient of a `(k, 1)` kernel over a few rows
   (e.g. `[1, 4, 98, 2048]` at level 3) ran at a fifth of its forward's speed; as one
-  `[C, N*R*P] x [N*R*P, F]` matmul per tap, over the rows of the zero-padded input that the
-  tap reads, the whole conv's forward + backward took half the time (e.g. 76 -> 40 ms at
-  level 3, 148 -> 38 ms for a level-2 dilation 4; docs/performance.md).
+  `[C, N*R*P] x [N*R*P, F]` matmul per tap, the whole conv's forward + backward took half
+  the time (e.g. 76 -> 40 ms at level 3, 148 -> 38 ms for a level-2 dilation 4;
+  docs/performance.md).
   """
   outputs = tf.nn.conv2d(clips, kernel, strides=1, padding="SAME")
 
@@ -139,17 +139,24 @@ def _rows_conv(clips, kernel):
     grad_clips = tf.raw_ops.Conv2DBackpropInput(
         input_sizes=tf.shape(clips), filter=kernel, out_backprop=upstream,
         strides=[1, 1, 1, 1], padding="SAME")
-    before = (taps - 1) // 2
-    # [N, R, P, C] -> [N, (R + k - 1) * P, C]: a tap's input rows are one contiguous range.
-    padded = tf.reshape(tf.pad(clips, [[0, 0], [before, taps - 1 - before], [0, 0], [0, 0]]),
-                        [-1, (rows + taps - 1) * positions, channels])
-    # [N, R, P, F] -> [N*R*P, F]
-    upstream = tf.reshape(upstream, [-1, filters])
+    # Tap j of output row r reads input row r + j - c (c = (k - 1) // 2), so its kernel
+    # gradient is sum_s X[s]^T dY[s - j + c]: the whole input against rows of the
+    # upstream gradient shifted by j - c, zero outside the clip. With dY padded by
+    # k - 1 - c rows before and c after, those rows are one contiguous range per clip.
+    # (Shifting dY rather than X copies F channels per tap instead of C, e.g. 4x less
+    # for a bottleneck's first conv.)
+    center = (taps - 1) // 2
+    padded = tf.pad(upstream, [[0, 0], [taps - 1 - center, center], [0, 0], [0, 0]])
+    # [N, R + k - 1, P, F] -> [N, (R + k - 1) * P, F]
+    padded = tf.reshape(padded, [-1, (rows + taps - 1) * positions, filters])
+    # [N, R, P, C] -> [N*R*P, C]
+    flat_clips = tf.reshape(clips, [-1, channels])
     grad_kernel = []
     for j in range(taps):
-      # Tap j of output row r reads padded row r + j: [N, R*P, C] -> [N*R*P, C]
-      reads = tf.reshape(padded[:, j * positions:(j + rows) * positions], [-1, channels])
-      grad_kernel.append(tf.matmul(reads, upstream, transpose_a=True))
+      start = (taps - 1 - j) * positions
+      # [N, R*P, F] -> [N*R*P, F]
+      shifted = tf.reshape(padded[:, start:start + rows * positions], [-1, filters])
+      grad_kernel.append(tf.matmul(flat_clips, shifted, transpose_a=True))
     # k x [C, F] -> [k, 1, C, F]
     return grad_clips, tf.stack(grad_kernel)[:, None]
 
