@@ -11,14 +11,17 @@ import tensorflow as tf
 
 from official.modeling import assemblenet
 from official.modeling import assemblenet_plus
+from official.modeling import assemblenet_plus_lite
 from official.modeling import structures
 
-MODEL_TYPES = ("assemblenet", "assemblenet_plus")
+MODEL_TYPES = ("assemblenet", "assemblenet_plus", "assemblenet_plus_lite")
 
 gin.constant("structures.ASN50", structures.ASN50)
 gin.constant("structures.ASN101", structures.ASN101)
 gin.constant("structures.FULL_ASNP50", structures.FULL_ASNP50)
 gin.constant("structures.DEMO_ASNP", structures.DEMO_ASNP)
+gin.constant("structures.ASNP_LITE", structures.ASNP_LITE)
+gin.constant("structures.ASNP_LITE_OBJECTS", structures.ASNP_LITE_OBJECTS)
 
 
 @gin.configurable
@@ -36,7 +39,8 @@ def build_model(structure="asn50",
                 dropout_rate=0.0,
                 variant=None,
                 name=None,
-                object_input="one_hot"):
+                object_input="one_hot",
+                authors_fusion_width=True):
   """Builds an AssembleNet or AssembleNet++ classifier.
 
   Args:
@@ -45,7 +49,9 @@ def build_model(structure="asn50",
     edge_weights: 'searched' (fixed to the structure's searched values), `None` (learned:
       the one-shot connectivity search) or a node-aligned list of post-sigmoid values
       (fixed).
-    model_type: 'assemblenet' (v1, ICLR 2020) or 'assemblenet_plus' (ECCV 2020).
+    model_type: 'assemblenet' (v1, ICLR 2020), 'assemblenet_plus' (ECCV 2020) or
+      'assemblenet_plus_lite' (the authors' lite network, `assemblenet_plus_lite.py`:
+      structures 'asnp_lite' / 'asnp_lite_objects', no `depth`, object ids only).
     depth: 26, 38, 50, 68, 77 or 101; `None` takes the structure's published depth
       (101 for 'asn101', else 50).
     num_frames: frames per clip.
@@ -61,7 +67,10 @@ def build_model(structure="asn50",
     name: Keras model name (default: the class's).
     object_input: 'one_hot' (float32 maps) or 'ids' (uint8 class ids `[B, T, H, W]`, as
       the input pipeline's `objects_format='ids'` yields: same outputs, no 151-channel
-      float input); only for object models.
+      float input); only for object models. 'assemblenet_plus_lite' takes ids only.
+    authors_fusion_width: only for 'assemblenet_plus_lite': reproduce the authors' fused
+      widths read from the spatial width axis (True) or use channel counts (False); see
+      `assemblenet_plus_lite`.
 
   Returns:
     A `keras.Model` taking {'rgb': float32 `[B, T, H, W, 3]`, 'objects' (object models
@@ -77,6 +86,32 @@ def build_model(structure="asn50",
   if model_type not in MODEL_TYPES:
     raise ValueError(f"`model_type` must be one of {MODEL_TYPES}. Received: {model_type!r}")
   kwargs = {} if name is None else {"name": name}
+  if model_type == "assemblenet_plus_lite":
+    if depth is not None:
+      raise ValueError(
+          "AssembleNet++lite has fixed blocks per level "
+          f"{structures.LITE_BLOCKS_PER_LEVEL}, no depth. Received: depth={depth!r}")
+    if use_object_input and object_input != "ids":
+      raise ValueError(
+          "AssembleNet++lite takes object class ids; set object_input='ids'. "
+          f"Received: object_input={object_input!r}")
+    return assemblenet_plus_lite.AssembleNetPlusLite(
+        structure=structure,
+        edge_weights=edge_weights,
+        num_frames=num_frames,
+        image_size=image_size,
+        num_classes=num_classes,
+        attention_mode=attention_mode,
+        use_object_input=use_object_input,
+        num_object_classes=num_object_classes,
+        max_pool_predictions=max_pool_predictions,
+        dropout_rate=dropout_rate,
+        authors_fusion_width=authors_fusion_width,
+        **kwargs)
+  if authors_fusion_width is not True:
+    raise ValueError(
+        "`authors_fusion_width` applies to model_type='assemblenet_plus_lite' only. "
+        f"Received: model_type={model_type!r}, authors_fusion_width={authors_fusion_width!r}")
   if model_type == "assemblenet":
     if attention_mode is not None:
       raise ValueError(
