@@ -136,6 +136,35 @@ def test_object_stream_is_wired_and_learns():
   assert len(model.get_layer("node_6_fusion").peer_denses) == 6
 
 
+def test_asnp_lite_is_the_authors_structure_with_its_searched_weights():
+  nodes = structures.ASNP_LITE.to_list()
+  assert nodes[:2] == [[-1, 1], [-2, 1]]
+  assert nodes[2] == [0, [0, 1], [27, 27, 12], 1, 2, 0]
+  assert nodes[10] == [3, [2, 3, 4, 5, 6, 7, 8, 9], [432, 432, 192], 2, 2, 0]
+  assert [n[0] for n in nodes[2:]] == [0, 0, 1, 1, 1, 1, 2, 2, 3]
+  assert {n[4] for n in nodes[2:]} == {2}
+  weights = structures.ASNP_LITE.edge_weights_list()
+  assert weights[:2] == [[], []]
+  assert weights[10] == [[0.6180334091186523, 0.11882413923740387, 0.06102970987558365,
+                          0.04484326392412186, 0.05602221190929413, 0.052324872463941574,
+                          0.9969874024391174, 0.9987731575965881]]
+  assert structures.ASNP_LITE.blocks[-1][1].output_channels == 192
+  assert structures.get_lite_structure(nodes).nodes == structures.ASNP_LITE.nodes
+  # Not a structure the (2+1)D networks can build.
+  assert "asnp_lite" not in structures.NAMED_STRUCTURES
+
+
+@pytest.mark.parametrize("node,message", [
+    ([0, [0], 32, 1, 1, 0], "three ints"),
+    ([0, [0], [8, 8], 1, 1, 0], "three ints"),
+    ([0, [0], [8, 0, 8], 1, 1, 0], "positive int"),
+    ([0, [0], [8, 8, 8], 1], "must be"),
+])
+def test_lite_block_nodes_are_validated(node, message):
+  with pytest.raises(ValueError, match=message):
+    structures.lite_structure_from_list([[-1, 1], node, [3, [1], [8, 8, 8], 1, 2, 0]])
+
+
 def test_asnp_lite_objects_feeds_the_object_stem_below_level_3():
   spec = structures.ASNP_LITE_OBJECTS
   assert spec.nodes[2] == structures.StemSpec(structures.OBJECT, 1)
