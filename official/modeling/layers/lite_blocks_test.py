@@ -251,3 +251,42 @@ def test_identity_shortcut_needs_matching_channels():
   block = lite_blocks.InvertedBottleneckBlock((5, 4, 3))
   with pytest.raises(ValueError, match="identity shortcut needs 3"):
     block.build((None, 4, 8, 8, 2))
+
+
+# Outputs of the authors' own functions (`inverted_bottleneck_3dblock`, `lite_conv_stem` of
+# google-research assemblenet/assemblenet_plus_lite.py, TF1 graph under TF 2.15.1) for
+# random inputs and weights, written by the script in docs/assemblenet_plus_lite.md: per
+# case `x`, the variables in creation order `wNN` and the output `y`.
+_AUTHORS = np.load(__file__.rsplit("/", 1)[0] + "/testdata/authors_lite_blocks.npz")
+_AUTHORS_CASES = {
+    "block_s2_d2": (lambda: lite_blocks.InvertedBottleneckBlock((6, 4, 5), 2, 2, True)),
+    "block_s1_d3": (lambda: lite_blocks.InvertedBottleneckBlock((6, 4, 5), 1, 3, True)),
+    "block_s1_identity": (lambda: lite_blocks.InvertedBottleneckBlock((6, 4, 5))),
+    "stem_d2": (lambda: lite_blocks.LiteStem(8, num_frames=4, temporal_dilation=2)),
+}
+
+
+@pytest.mark.parametrize("mode", ["infer", "train"])
+@pytest.mark.parametrize("name", sorted(_AUTHORS_CASES))
+def test_equals_the_authors_functions(name, mode):
+  key = f"{name}/{mode}"
+  x, expected = _AUTHORS[f"{key}/x"], _AUTHORS[f"{key}/y"]
+  weights = [_AUTHORS[k] for k in sorted(_AUTHORS.files)
+             if k.startswith(key + "/w")]
+  layer = _AUTHORS_CASES[name]()
+  layer.build(x.shape)
+  if name.startswith("stem"):
+    pairs = [(layer.conv_spatial, layer.bn_spatial), (layer.conv_temporal, layer.bn_temporal)]
+  else:
+    pairs = ([(layer.conv_shortcut, layer.bn_shortcut)] if layer.use_projection else []) + [
+        (layer.conv_expand, layer.bn_expand)] + layer._middle() + [
+            (layer.conv_project, layer.bn_project)]
+  # The authors create each conv's kernel, then its batch norm's gamma, beta, moving mean
+  # and moving variance.
+  variables = [v for conv, bn in pairs for v in (conv.kernel, bn.gamma, bn.beta,
+                                                 bn.moving_mean, bn.moving_variance)]
+  assert [tuple(v.shape) for v in variables] == [w.shape for w in weights]
+  for variable, value in zip(variables, weights):
+    variable.assign(value)
+  got = layer(x, training=mode == "train").numpy()
+  np.testing.assert_allclose(got.reshape(expected.shape), expected, rtol=1e-5, atol=1e-5)
