@@ -276,3 +276,101 @@ def test_builder_rejects_authors_fusion_width_for_other_models():
 def test_bad_arguments(kwargs, message):
   with pytest.raises(ValueError, match=message):
     _tiny(**kwargs)
+
+
+# The authors' whole lite network on a small structure, run in their TF1 code (graph mode,
+# TF 2.15.1, peer-attention, num_layers [1, 2, 1, 1], 5 classes, inference) with every
+# variable drawn by `_draw` from one numpy generator in the order the authors create them
+# (docs/assemblenet_plus_lite.md has the script). These are its logits.
+_AUTHORS_NET = [[-1, 1], [-2, 1], [0, [0, 1], [6, 6, 4], 1, 2, 0],
+                [0, [0, 1], [6, 6, 4], 2, 2, 0], [1, [0, 1, 2, 3], [8, 8, 6], 2, 2, 0],
+                [2, [0, 2, 4], [8, 8, 6], 1, 2, 0], [3, [2, 3, 4, 5], [10, 10, 8], 2, 2, 0]]
+_AUTHORS_NET_WEIGHTS = [[], [], [[0.3, 0.8]], [[0.6, 0.45]], [[0.9, 0.2, 0.7, 0.35]],
+                        [[0.55, 0.25, 0.85]], [[0.4, 0.75, 0.15, 0.65]]]
+_AUTHORS_NET_LOGITS = [
+    [-3.992591381072998, -6.017601490020752, 5.24847412109375, 4.052000999450684,
+     -0.8890596628189087],
+    [-4.033231735229492, -6.249433994293213, 5.5423197746276855, 3.982351779937744,
+     -0.9035145044326782]]
+
+
+def _draw(rng, kind, shape):
+  if kind in ("gamma", "moving_variance"):
+    return rng.uniform(0.5, 1.5, shape)
+  if kind in ("beta", "moving_mean"):
+    return rng.uniform(-0.2, 0.2, shape)
+  if kind == "peer_logits":
+    return rng.normal(0.0, 1.0, shape)
+  if kind == "bias":
+    return rng.normal(0.0, 0.5, shape)
+  if kind == "dense":
+    return rng.normal(0.0, 0.3, shape)
+  return rng.normal(0.0, np.sqrt(1.0 / np.prod(shape[:-1])), shape)  # conv kernels
+
+
+def _load_in_authors_order(model, rng):
+  """Assigns `_draw` values to `model`'s weights in the authors' creation order: per node,
+  the peer Dense layers (candidates listed by level, then index), then per connection (by
+  width group, then input order) the peer softmax logits and the attention Dense, then the
+  fusion's 1x1 projections, then each block's convs, each followed by its batch norm; the
+  head last. Conv kernels are drawn in the authors' 5-D shapes."""
+  spec = model.structure
+
+  def put(variable, kind, shape=None):
+    variable.assign(_draw(rng, kind, shape or tuple(variable.shape)).reshape(variable.shape))
+
+  def conv_bn(conv, bn):
+    shape = tuple(conv.kernel.shape)
+    put(conv.kernel, "conv", (1,) * (5 - len(shape)) + shape)
+    for kind in ("gamma", "beta", "moving_mean", "moving_variance"):
+      put(getattr(bn, kind), kind)
+
+  for index, node in enumerate(spec.nodes):
+    if isinstance(node, structures.StemSpec):
+      stem = model.get_layer(f"node_{index}_{'rgb' if node.stem_type == -1 else 'flow'}_stem")
+      conv_bn(stem.conv_spatial, stem.bn_spatial)
+      conv_bn(stem.conv_temporal, stem.bn_temporal)
+      continue
+    fusion = model.get_layer(f"node_{index}_fusion")
+    ours = [k for k in range(index) if spec.level(k) < node.level]
+    theirs = sorted(ours, key=lambda k: (spec.level(k), k))
+    for k in theirs:
+      put(fusion.peer_denses[ours.index(k)].kernel, "dense")
+      put(fusion.peer_denses[ours.index(k)].bias, "bias")
+    widths = [spec.nodes[j].output_channels if isinstance(spec.nodes[j], structures.BlockSpec)
+              else 24 for j in node.inputs]
+    for width in dict.fromkeys(widths):
+      for j in [j for j, w in enumerate(widths) if w == width]:
+        attention = fusion.attentions[j]
+        logits = _draw(rng, "peer_logits", (len(theirs),))
+        attention.peer_logits.assign([logits[theirs.index(k)] for k in ours])
+        put(attention.attention_dense.kernel, "dense")
+        put(attention.attention_dense.bias, "bias")
+    for conv in fusion.projections:
+      put(conv.kernel, "conv", (1,) + tuple(conv.kernel.shape))
+    for block in model.get_layer(f"node_{index}_blocks").blocks:
+      if block.use_projection:
+        conv_bn(block.conv_shortcut, block.bn_shortcut)
+      conv_bn(block.conv_expand, block.bn_expand)
+      for conv, bn in block._middle():  # pylint: disable=protected-access
+        conv_bn(conv, bn)
+      conv_bn(block.conv_project, block.bn_project)
+  head_convs = model.get_layer("head_convs")
+  for conv, bn in zip(head_convs.convs, head_convs.bns):
+    conv_bn(conv, bn)
+  put(model.get_layer("head").classifier.kernel, "dense")
+  put(model.get_layer("head").classifier.bias, "bias")
+
+
+def test_whole_network_equals_the_authors_graph():
+  model = assemblenet_plus_lite.AssembleNetPlusLite(
+      structure=_AUTHORS_NET, edge_weights=_AUTHORS_NET_WEIGHTS, num_frames=4, image_size=32,
+      num_classes=5, attention_mode="peer", blocks_per_level=(1, 2, 1, 1))
+  # As written at 32 x 32: the fusions take the stems' width 16, the level-3 one 8.
+  assert [model.get_layer(f"node_{i}_fusion").output_channels for i in range(2, 7)] == [
+      16, 16, 16, 16, 8]
+  rng = np.random.default_rng(0)
+  clip = rng.uniform(-1, 1, (2, 4, 32, 32, 3)).astype(np.float32)
+  _load_in_authors_order(model, rng)
+  logits = model({"rgb": clip}, training=False).numpy()
+  np.testing.assert_allclose(logits, _AUTHORS_NET_LOGITS, rtol=1e-5, atol=2e-5)
