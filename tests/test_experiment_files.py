@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from official import gin_flags
+from official.modeling import assemblenet
 from official.modeling import builders
 from official.training import experiment
 
@@ -57,7 +58,7 @@ def test_experiment_parses_and_builds_with_tiny_shapes(path, monkeypatch):
   gin_flags.parse_gin([path], TINY)
   model = builders.build_model()
   assert model.structure.name == structure
-  assert builders.uses_object_input(model) == objects
+  assert assemblenet.uses_objects(model) == objects
   inputs = {"rgb": tf.zeros((1, 4, 32, 32, 3))}
   if objects:
     inputs["objects"] = tf.one_hot(np.zeros((1, 4, 32, 32), np.int32), 151)

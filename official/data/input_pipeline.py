@@ -3,8 +3,8 @@
 Contract (docs/architecture.md, "Input pipeline"): `build_dataset` yields `(features,
 labels)` batches with
   features['rgb']      float32 [B, T, S, S, 3], `preprocessing.normalize_frames` applied;
-  features['objects']  float32 [B, T, S, S, 151] one-hot (or uint8 ids [B, T, S, S] with
-                       objects_format='ids', for a one-hot on the accelerator);
+  features['objects']  uint8 [B, T, S, S] object class ids, as stored (the model's
+                       object stem one-hot encodes and pools them);
   features['video_id'] string [B], evaluation only (one element per clip x crop view);
   labels               float32 [B, num_classes]: Charades multi-hot (training: union of
                        the segments overlapping the sampled clip; evaluation: the video's
@@ -28,10 +28,6 @@ import tensorflow_datasets as tfds
 
 from official import errors
 from official.data import preprocessing
-
-OBJECTS_ONE_HOT = "one_hot"
-OBJECTS_IDS = "ids"
-
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
@@ -365,7 +361,6 @@ def build_dataset(dataset_name=gin.REQUIRED,
                   frame_stride=1,
                   image_size=224,
                   use_objects=False,
-                  objects_format=OBJECTS_ONE_HOT,
                   num_clips=10,
                   num_crops=3,
                   area_range=(0.08, 1.0),
@@ -402,9 +397,8 @@ def build_dataset(dataset_name=gin.REQUIRED,
     num_frames: T, frames per clip.
     frame_stride: stored frames between consecutive clip frames.
     image_size: S, output side.
-    use_objects: add features['objects'] from the stored object maps.
-    objects_format: 'one_hot' (float32 [B, T, S, S, 151], the model contract) or 'ids'
-      (uint8 [B, T, S, S]; ~1 s/clip/core cheaper at 32x224x224, one-hot on device).
+    use_objects: add features['objects'], uint8 class ids [B, T, S, S], from the stored
+      object maps (nearest-neighbour resized and cropped with the frames).
     num_clips, num_crops: evaluation views per video (clips evenly spaced in time; crops
       evenly spaced along the long side after resizing the short side to S).
     area_range, aspect_ratio_range: random resized crop (training).
@@ -427,9 +421,6 @@ def build_dataset(dataset_name=gin.REQUIRED,
     errors.ConfigError: an argument of the wrong type or range, naming `build_dataset.<arg>`.
     ValueError: object maps requested but not prepared; `start_batch` in evaluation.
   """
-  if objects_format not in (OBJECTS_ONE_HOT, OBJECTS_IDS):
-    raise ValueError(f"objects_format must be '{OBJECTS_ONE_HOT}' or '{OBJECTS_IDS}'. "
-                     f"Received: {objects_format!r}")
   for name, value in (("num_frames", num_frames), ("frame_stride", frame_stride),
                       ("image_size", image_size), ("batch_size", batch_size),
                       ("shuffle_buffer", shuffle_buffer)):
@@ -543,13 +534,6 @@ def build_dataset(dataset_name=gin.REQUIRED,
                 deterministic=deterministic)
     ds = ds.unbatch()
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-
-  if use_objects and objects_format == OBJECTS_ONE_HOT:
-    def one_hot(features, labels):
-      features = dict(features)
-      features["objects"] = preprocessing.objects_one_hot(features["objects"])
-      return features, labels
-    ds = ds.map(one_hot, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
   ds = ds.prefetch(tf.data.AUTOTUNE)
   options = tf.data.Options()
   options.deterministic = deterministic

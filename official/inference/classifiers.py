@@ -149,6 +149,7 @@ class CheckpointClassifier:
                protocol_overrides=None, batch_size=8):
     # pylint: disable=g-import-not-at-top
     from official import gin_flags
+    from official.modeling import assemblenet
     from official.modeling import builders
     from official.training import checkpointing
     from official.training import experiment
@@ -166,7 +167,7 @@ class CheckpointClassifier:
     if trainer.ema is not None:
       trainer.ema.copy_to_model()
     self.model = self._runner.model
-    self.uses_objects = builders.uses_object_input(self.model)
+    self.uses_objects = assemblenet.uses_objects(self.model)
     self.score_activation = losses.score_activation(exp.loss_kind)
     self._class_names = None
     spec = builders.model_inputs_spec(self.model)["rgb"][0]
@@ -227,9 +228,7 @@ class CheckpointClassifier:
     return self._runner._dataset(is_training=False)  # pylint: disable=protected-access
 
   def _logits(self, inputs):
-    from official.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
-    return tf.cast(self.model(trainer_lib.to_model_inputs(self.model, inputs),
-                              training=False), tf.float32)
+    return tf.cast(self.model(inputs, training=False), tf.float32)
 
   def model_inputs(self, frames, maps, indices):
     """The model's inputs (see `views.model_views`) of the clips `indices` `[C, T]`, in

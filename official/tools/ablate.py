@@ -123,7 +123,6 @@ class Variant:
         f"build_model.structure = {self.structure!r}",
         f"build_model.edge_weights = {weights}",
         f"build_model.attention_mode = {self.attention_mode!r}",
-        f"build_model.use_object_input = {self.uses_objects}",
     ]
 
 

@@ -20,6 +20,7 @@ from official.evaluation import history
 from official.evaluation import writers
 from official.export import serving
 from official.inference import views
+from official.modeling import assemblenet
 from official.training import checkpointing
 from official.training import model_dir_lock
 from official.training import losses
@@ -122,13 +123,8 @@ class Experiment:
     self.skip_consumed_batches = skip_consumed_batches
 
 
-def uses_object_input(model):
-  from official.modeling import builders  # pylint: disable=g-import-not-at-top
-  return builders.uses_object_input(model)
-
-
 def _input_keys(model):
-  return ("rgb", "objects") if uses_object_input(model) else ("rgb",)
+  return ("rgb", "objects") if assemblenet.uses_objects(model) else ("rgb",)
 
 
 class Runner:
@@ -185,15 +181,13 @@ class Runner:
         logging.warning("The dataset function takes no start_batch: skipping %d batches "
                         "by producing them (slow for long runs).", start_batch)
         skip = start_batch
-    if uses_object_input(self.model):
-      kwargs["objects_format"] = "ids"  # one-hot on the device (Trainer._model_inputs)
     scope = "train" if is_training else "eval"
     with gin.config_scope(scope):
       dataset = self.exp.dataset_fn(
           split=self.exp.train_split if is_training else self.exp.eval_split,
           is_training=is_training,
           batch_size=self.exp.train_batch_size if is_training else self.exp.eval_batch_size,
-          use_objects=uses_object_input(self.model), seed=self.seed,
+          use_objects=assemblenet.uses_objects(self.model), seed=self.seed,
           deterministic=self.exp.deterministic, **kwargs)
     return dataset.skip(skip) if skip else dataset
 
@@ -423,7 +417,7 @@ class Runner:
     with _exclusive_exports(export_dir):
       export_path = serving.export_saved_model(
           self.model, export_dir, class_names, num_frames=num_frames,
-          image_size=image_size, uses_objects=uses_object_input(self.model),
+          image_size=image_size, uses_objects=assemblenet.uses_objects(self.model),
           score_activation=losses.score_activation(self.exp.loss_kind),
           view_protocol=views.protocol_from_gin(num_frames, image_size,
                                                 self.exp.view_aggregation, self.data_dir))

@@ -137,7 +137,7 @@ def _assemblenet_trainer(model_dir, seed):
         structure=[[-1, 1], [-3, 1], [0, [0, 1], 4, 1, 1, 0], [1, [0, 2], 4, 1, 2, 0],
                    [2, [3], 4, 1, 2, 0], [3, [2, 4], 4, 1, 2, 0]],
         edge_weights=None, model_type="assemblenet_plus", depth=26, num_frames=2,
-        image_size=32, num_classes=3, attention_mode="peer", use_object_input=True)
+        image_size=32, num_classes=3, attention_mode="peer")
     optimizer = optimization.build_optimizer(0.1, name="sgd")
   return trainer_lib.Trainer(strategy, model, optimizer, losses.build_loss(),
                              str(model_dir), global_batch_size=2, train_steps=1)
