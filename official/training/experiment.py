@@ -64,6 +64,13 @@ class Experiment:
     skip_consumed_batches: on resume, continue the training data order where the
       interrupted run stopped (cheaply, before decoding; see `build_dataset(start_batch=)`)
       instead of starting it again.
+    init_checkpoint: fine-tuning: a checkpoint prefix or training directory of another
+      run whose weights a training run starts from (only when `model_dir` has no
+      checkpoint yet; a resumed run continues from its own). See
+      `checkpointing.initialize_from_checkpoint`; what was loaded is logged and written to
+      `model_dir/init_checkpoint.json`.
+    init_checkpoint_modules: 'backbone' (the head starts afresh, e.g. Kinetics -> Charades)
+      or 'all' (the head too where its shapes agree).
 
   Raises:
     errors.ConfigError: a value of the wrong type or range, naming its binding.
@@ -76,7 +83,8 @@ class Experiment:
                loss_kind="sigmoid_cross_entropy", ema_decay=None, mixed_precision=None,
                jit_compile=False, deterministic=False, eval_metric="map",
                view_aggregation="max", views_per_video=None, class_names=None,
-               prepare_data_fn=None, skip_consumed_batches=True):
+               prepare_data_fn=None, skip_consumed_batches=True, init_checkpoint=None,
+               init_checkpoint_modules="all"):
     for name, value, minimum in (
         ("train_batch_size", train_batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
         ("train_steps", train_steps, 1), ("eval_interval", eval_interval, 0),
@@ -87,6 +95,14 @@ class Experiment:
     for name, value in (("jit_compile", jit_compile), ("deterministic", deterministic),
                         ("skip_consumed_batches", skip_consumed_batches)):
       errors.check_bool(f"Experiment.{name}", value)
+    if init_checkpoint_modules not in checkpointing.INIT_MODULES:
+      raise errors.ConfigError(
+          f"Experiment.init_checkpoint_modules must be one of {checkpointing.INIT_MODULES}. "
+          f"Received: {init_checkpoint_modules!r}")
+    if init_checkpoint is not None and not isinstance(init_checkpoint, str):
+      raise errors.ConfigError(
+          "Experiment.init_checkpoint must be a checkpoint path (a string) or None. "
+          f"Received: {init_checkpoint!r}")
     if eval_metric not in EVAL_METRICS:
       raise ValueError(f"eval_metric must be one of {EVAL_METRICS}. Received: "
                        f"{eval_metric!r}")
@@ -121,6 +137,8 @@ class Experiment:
     self.class_names = class_names
     self.prepare_data_fn = prepare_data_fn
     self.skip_consumed_batches = skip_consumed_batches
+    self.init_checkpoint = init_checkpoint or None
+    self.init_checkpoint_modules = init_checkpoint_modules
 
 
 def _input_keys(model):
@@ -130,7 +148,8 @@ def _input_keys(model):
 class Runner:
   """Builds the strategy, model, optimiser and trainer of an `Experiment` and runs a mode."""
 
-  def __init__(self, experiment, model_dir, strategy, seed=0, flags_text="", data_dir=None):
+  def __init__(self, experiment, model_dir, strategy, seed=0, flags_text="", data_dir=None,
+               initialize=False):
     self.exp = experiment
     self.model_dir = model_dir
     self.strategy = strategy
@@ -147,6 +166,14 @@ class Runner:
         switched = trainer_lib.use_sync_batch_norm(self.model)
         logging.info("%d replicas: %d batch-norm layers synchronised.",
                      strategy.num_replicas_in_sync, switched)
+      num_object_classes = getattr(self.model, "num_object_classes", None)
+      if assemblenet.uses_objects(self.model) and num_object_classes < 151:
+        logging.warning(
+            "build_model.num_object_classes = %d: ids %d..150 of the prepared ADE-20K "
+            "object maps count as no class (the object stem's one-hot has %d channels).",
+            num_object_classes, num_object_classes, num_object_classes)
+      if initialize:
+        self._initialize_from_checkpoint()
       schedule = optimization.build_learning_rate(experiment.train_steps)
       optimizer = optimization.build_optimizer(schedule)
       if experiment.mixed_precision == "mixed_float16":
@@ -161,6 +188,24 @@ class Runner:
         jit_compile=experiment.jit_compile,
         skip_consumed_batches=experiment.skip_consumed_batches, is_chief=self.is_chief,
         worker_id=strategies.task_id(strategy))
+
+  def _initialize_from_checkpoint(self):
+    """Fine-tuning: `Experiment.init_checkpoint` into a model_dir without checkpoints
+    (before the trainer copies the weights into an EMA)."""
+    if self.exp.init_checkpoint is None or checkpointing.latest_checkpoint(self.model_dir):
+      return
+    report = checkpointing.initialize_from_checkpoint(
+        self.model, self.exp.init_checkpoint, self.exp.init_checkpoint_modules)
+    logging.info("Initialised %d of %d variables from %s (init_checkpoint_modules=%r); "
+                 "not loaded: %s", len(report["loaded"]),
+                 len(report["loaded"]) + len(report["not_loaded"]), report["checkpoint"],
+                 self.exp.init_checkpoint_modules,
+                 "; ".join(f"{p} ({why})" for p, why in report["not_loaded"].items()) or
+                 "none")
+    if self.is_chief:
+      tf.io.gfile.makedirs(self.model_dir)
+      writers.write_json(os.path.join(self.model_dir, checkpointing.INIT_REPORT_FILE),
+                         report)
 
   # Data ----------------------------------------------------------------------------------
 
@@ -582,7 +627,7 @@ def run_mode(mode, model_dir, strategy_name="one_device", tpu=None, seed=0,
       data_dir = _prepare(experiment, model_dir)
       _check_data(experiment, data_dir, mode)
     runner = Runner(experiment, model_dir, strategy, seed=seed, flags_text=flags_text,
-                    data_dir=data_dir)
+                    data_dir=data_dir, initialize=mode in TRAINING_MODES)
     if mode not in ("continuous_eval", "export") or (
         mode == "export" and experiment.class_names is None):
       runner.check_num_classes()
