@@ -154,6 +154,7 @@ class CheckpointClassifier:
     from official.training import checkpointing
     from official.training import experiment
     from official.training import losses
+    from official.training import reproducibility
     from official.training import strategies
     # pylint: enable=g-import-not-at-top
     self.batch_size = batch_size
@@ -161,7 +162,11 @@ class CheckpointClassifier:
     # Data paths may stay %gin.REQUIRED: classifying files needs no dataset.
     gin_flags.parse_gin(list(gin_files), list(gin_bindings), finalize=False)
     exp = experiment.Experiment()
-    self._runner = experiment.Runner(exp, model_dir, strategies.build_strategy("one_device"))
+    # The Runner seeds the process (and may turn op determinism on) for training; a
+    # classifier restores its weights, so it leaves the process as it found it.
+    with reproducibility.preserved_process_state():
+      self._runner = experiment.Runner(exp, model_dir,
+                                       strategies.build_strategy("one_device"))
     trainer = self._runner.trainer
     trainer.restore(self.checkpoint)
     if trainer.ema is not None:

@@ -158,16 +158,22 @@ class Runner:
     self.is_chief = strategies.is_chief(strategy)
     self.data_dir = data_dir
     reproducibility.set_seed_and_determinism(seed, experiment.deterministic)
+    policy = keras.mixed_precision.global_policy()
     if experiment.mixed_precision:
       keras.mixed_precision.set_global_policy(experiment.mixed_precision)
     with strategy.scope():
-      self.model = experiment.model_fn()
+      try:
+        self.model = experiment.model_fn()
+      finally:
+        # The layers keep their policy; nothing built later may depend on the global one.
+        keras.mixed_precision.set_global_policy(policy)
       if strategy.num_replicas_in_sync > 1:
         switched = trainer_lib.use_sync_batch_norm(self.model)
         logging.info("%d replicas: %d batch-norm layers synchronised.",
                      strategy.num_replicas_in_sync, switched)
       num_object_classes = getattr(self.model, "num_object_classes", None)
-      if assemblenet.uses_objects(self.model) and num_object_classes < 151:
+      if (assemblenet.uses_objects(self.model) and num_object_classes is not None and
+          num_object_classes < 151):
         logging.warning(
             "build_model.num_object_classes = %d: ids %d..150 of the prepared ADE-20K "
             "object maps count as no class (the object stem's one-hot has %d channels).",
@@ -597,7 +603,9 @@ def run_mode(mode, model_dir, strategy_name="one_device", tpu=None, seed=0,
   """Runs one mode of the experiment gin has configured; returns its result (final step,
   metrics dict, export path, or the continuous evaluation's summary).
 
-  Training modes hold the model_dir's lock (`model_dir_lock`) for the whole run.
+  Training modes hold the model_dir's lock (`model_dir_lock`) for the whole run. The
+  process-wide settings the run makes (seeds, op determinism, the dtype policy) are undone
+  when it returns or raises (`reproducibility.preserved_process_state`).
 
   Raises:
     errors.ConfigError: a gin value of the wrong type, or classes that disagree.
@@ -605,6 +613,13 @@ def run_mode(mode, model_dir, strategy_name="one_device", tpu=None, seed=0,
     checkpointing.CheckpointError, model_dir_lock.ModelDirLockedError, FileNotFoundError,
     trainer.NonFiniteLossError: see those.
   """
+  with reproducibility.preserved_process_state():
+    return _run_mode(mode, model_dir, strategy_name, tpu, seed, checkpoint, export_dir,
+                     flags_text, eval_timeout_s)
+
+
+def _run_mode(mode, model_dir, strategy_name, tpu, seed, checkpoint, export_dir,
+              flags_text, eval_timeout_s):
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}. Received: {mode!r}")
   experiment = Experiment()
