@@ -10,6 +10,7 @@ gin's search path: a gin file given by absolute path works from any directory.
 """
 
 import os
+import re
 
 from absl import flags
 import gin
@@ -55,4 +56,25 @@ def parse_gin(gin_files, gin_bindings, finalize=True):
   from official.training import experiment  # pylint: disable=g-import-not-at-top,unused-import
   from official.training import synthetic_data  # pylint: disable=g-import-not-at-top,unused-import
   add_repository_search_path()
-  gin.parse_config_files_and_bindings(gin_files, gin_bindings, finalize_config=finalize)
+  try:
+    gin.parse_config_files_and_bindings(gin_files, gin_bindings, finalize_config=finalize)
+  except ValueError as e:
+    hint = _binding_hint(str(e), input_pipeline.RUNNER_ARGUMENTS)
+    if hint is None:
+      raise
+    raise ValueError(f"{hint} ({e})") from e
+
+
+def _binding_hint(message, runner_arguments):
+  """Where a binding that gin rejected belongs, for the two mistakes a user of an older
+  configuration makes: an argument the runner sets, and the old `build_dataset.*` name."""
+  match = re.match(r"Configurable 'VideoInput' doesn't have a parameter named '(\w+)'",
+                   message)
+  if match and match.group(1) in runner_arguments:
+    name = match.group(1)
+    return (f"VideoInput.{name} cannot be bound: the runner sets it from "
+            f"{runner_arguments[name]}; bind that instead")
+  if message.startswith("No configurable matching 'build_dataset'"):
+    return ("build_dataset.* bindings are now VideoInput.* (the input's gin name); rename "
+            "them")
+  return None

@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(glob.glob(os.path.join(ROOT, "gin", "experiments", "*.gin")))
 # The real datasets need a data_dir (`%gin.REQUIRED`); nothing is read here.
 TINY = ["NUM_FRAMES = 4", "IMAGE_SIZE = 32", "build_model.depth = 26",
-        "build_dataset.data_dir = '/nonexistent'", "INIT_CHECKPOINT = '/kinetics/ckpt-9'"]
+        "VideoInput.data_dir = '/nonexistent'", "INIT_CHECKPOINT = '/kinetics/ckpt-9'"]
 # What each file must bind: (model structure, classes, objects, loss, metric).
 EXPECTED = {
     "charades_assemblenet50.gin": ("asn50", 157, False, None, None),
@@ -72,14 +72,18 @@ def test_experiment_parses_and_builds_with_tiny_shapes(path, monkeypatch):
   exp = experiment.Experiment()
   assert (exp.loss_kind, exp.eval_metric) == (loss_kind, metric)
   assert exp.train_batch_size > 0 and exp.train_steps > 0 and exp.eval_batch_size > 0
+  if "smarthome" in path:  # Best on validation; test once, apart.
+    assert (exp.eval_split, exp.final_eval_split) == ("validation", "test")
+  else:
+    assert exp.final_eval_split is None
   if "from_kinetics" in path:  # Fine-tuning: the backbone from the checkpoint, a new head.
     assert (exp.init_checkpoint, exp.init_checkpoint_modules) == ("/kinetics/ckpt-9",
                                                                   "backbone")
   else:
     assert exp.init_checkpoint is None
   # The data side agrees with the model on the clip and the classes.
-  assert _value("build_dataset.num_frames") == 4
-  assert _value("build_dataset.image_size") == 32
+  assert _value("VideoInput.num_frames") == 4
+  assert _value("VideoInput.image_size") == 32
   assert _value("build_model.num_classes") == num_classes
 
 

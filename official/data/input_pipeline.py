@@ -1,5 +1,8 @@
 """tf.data input pipelines over the prepared Charades / Toyota Smarthome TFDS datasets.
 
+`VideoInput` is the gin boundary of the input side (`VideoInput.*` bindings: which dataset,
+clip and views); the runner builds its datasets with `VideoInput.dataset(...)`, passing what
+it owns itself (split, batch size, seed, determinism, whether the model takes objects).
 Contract (docs/architecture.md, "Input pipeline"): `build_dataset` yields `(features,
 labels)` batches with
   features['rgb']      float32 [B, T, S, S, 3], `preprocessing.normalize_frames` applied;
@@ -83,7 +86,7 @@ def check_prepared(name, data_dir=None):
   where = data_dir or os.path.dirname(os.path.dirname(os.path.dirname(builder.data_dir)))
   command = (f"python -m data_prep.prepare --dataset={name} --manual_dir=<the unpacked "
              f"release> --data_dir={where} (see the README, \"Data\"), or set "
-             "build_dataset.data_dir to where it was prepared")
+             "VideoInput.data_dir to where it was prepared")
   if not tf.io.gfile.isdir(where):
     raise DataNotPreparedError(f"data_dir {where} does not exist, so dataset {name} cannot "
                                f"be read. Prepare it with: {command}.")
@@ -351,7 +354,6 @@ def _video_labels(example, num_classes, multi_label):
   return tf.one_hot(tf.cast(example["label"], tf.int32), num_classes)
 
 
-@gin.configurable(denylist=["split", "is_training", "start_batch"])
 def build_dataset(dataset_name=gin.REQUIRED,
                   split="train",
                   data_dir=None,
@@ -541,3 +543,102 @@ def build_dataset(dataset_name=gin.REQUIRED,
     options.threading.private_threadpool_size = private_threadpool_size
   return ds.with_options(options)
 
+
+
+# build_dataset's arguments that the runner sets from the experiment (see `VideoInput`).
+RUNNER_ARGUMENTS = {
+    "split": "Experiment.train_split / Experiment.eval_split",
+    "is_training": "the mode (training or evaluation)",
+    "batch_size": "Experiment.train_batch_size / Experiment.eval_batch_size",
+    "seed": "the --seed flag",
+    "deterministic": "Experiment.deterministic",
+    "use_objects": "the model: objects are read when its structure has an object stem",
+    "start_batch": "the resumed step",
+    "repeat": "the mode (training repeats)",
+    "drop_remainder": "the mode (training drops a last partial batch)",
+}
+
+
+@gin.configurable
+class VideoInput:
+  """The input side of an experiment: which prepared dataset, which clips, which views.
+
+  The gin boundary of the data (`VideoInput.dataset_name = 'charades'`, ...). Its settings
+  are `build_dataset`'s, less the ones the runner sets from the experiment
+  (`RUNNER_ARGUMENTS`: split, batch size, seed, determinism, objects, resume), which are no
+  parameters here, so binding one is an error at parse time instead of a value the runner
+  silently overrides. The runner reads the settings from this object, never from gin.
+
+  Args:
+    dataset_name: TFDS name ('charades', 'charades/synthetic', 'toyota_smarthome/cs', ...).
+    data_dir: TFDS data_dir the dataset was prepared into (None: TFDS' default, or the one
+      a self-contained experiment's `prepare_data_fn` returns).
+    num_frames, frame_stride, image_size, num_clips, num_crops, area_range,
+    aspect_ratio_range, random_flip, shuffle_buffer, num_parallel_calls,
+    private_threadpool_size: see `build_dataset`.
+
+  Raises:
+    errors.ConfigError: a value of the wrong type or range, naming `VideoInput.<arg>`.
+  """
+
+  def __init__(self, dataset_name=gin.REQUIRED, data_dir=None, num_frames=32,
+               frame_stride=1, image_size=224, num_clips=10, num_crops=3,
+               area_range=(0.08, 1.0), aspect_ratio_range=(0.5, 2.0), random_flip=True,
+               shuffle_buffer=64, num_parallel_calls=tf.data.AUTOTUNE,
+               private_threadpool_size=0):
+    if not isinstance(dataset_name, str) or not dataset_name:
+      raise errors.ConfigError(
+          f"VideoInput.dataset_name must be a TFDS name such as 'charades'. Received: "
+          f"{dataset_name!r}")
+    if data_dir is not None and not isinstance(data_dir, str):
+      raise errors.ConfigError(
+          f"VideoInput.data_dir must be a path (a string) or None. Received: {data_dir!r}")
+    for name, value in (("num_frames", num_frames), ("frame_stride", frame_stride),
+                        ("image_size", image_size), ("num_clips", num_clips),
+                        ("num_crops", num_crops), ("shuffle_buffer", shuffle_buffer)):
+      errors.check_int(f"VideoInput.{name}", value)
+    self.dataset_name = dataset_name
+    self.data_dir = data_dir
+    self.num_frames = num_frames
+    self.frame_stride = frame_stride
+    self.image_size = image_size
+    self.num_clips = num_clips
+    self.num_crops = num_crops
+    self.area_range = tuple(area_range)
+    self.aspect_ratio_range = tuple(aspect_ratio_range)
+    self.random_flip = random_flip
+    self.shuffle_buffer = shuffle_buffer
+    self.num_parallel_calls = num_parallel_calls
+    self.private_threadpool_size = private_threadpool_size
+
+  @property
+  def views_per_video(self):
+    """Evaluation views of each video: `num_clips * num_crops`."""
+    return self.num_clips * self.num_crops
+
+  def resolve_data_dir(self, data_dir=None):
+    """`data_dir` when given (a self-contained experiment's), else `VideoInput.data_dir`."""
+    return self.data_dir if data_dir is None else data_dir
+
+  def info(self, data_dir=None):
+    """`DatasetInfo` of the prepared dataset."""
+    return dataset_info(self.dataset_name, self.resolve_data_dir(data_dir))
+
+  def check_prepared(self, data_dir=None):
+    """Raises `DataNotPreparedError` (naming the preparation command) when the dataset is
+    not prepared."""
+    check_prepared(self.dataset_name, self.resolve_data_dir(data_dir))
+
+  def dataset(self, split, is_training, batch_size, use_objects, seed, deterministic,
+              start_batch=0, data_dir=None):
+    """`build_dataset` with these settings and the runner's arguments."""
+    return build_dataset(
+        dataset_name=self.dataset_name, split=split,
+        data_dir=self.resolve_data_dir(data_dir), is_training=is_training,
+        batch_size=batch_size, num_frames=self.num_frames, frame_stride=self.frame_stride,
+        image_size=self.image_size, use_objects=use_objects, num_clips=self.num_clips,
+        num_crops=self.num_crops, area_range=self.area_range,
+        aspect_ratio_range=self.aspect_ratio_range, random_flip=self.random_flip,
+        shuffle_buffer=self.shuffle_buffer, deterministic=deterministic, seed=seed,
+        num_parallel_calls=self.num_parallel_calls,
+        private_threadpool_size=self.private_threadpool_size, start_batch=start_batch)

@@ -263,7 +263,7 @@ def test_objects_requested_without_object_maps_is_an_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_data_gin_files_configure_build_dataset(synthetic_data):
+def test_data_gin_files_configure_the_video_input(synthetic_data):
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   expected = {"data_charades": ("charades", 157), "data_smarthome_cs": (
       "toyota_smarthome/cs", 31), "data_smarthome_cv1": ("toyota_smarthome/cv1", 19),
@@ -275,14 +275,17 @@ def test_data_gin_files_configure_build_dataset(synthetic_data):
     for name, (dataset, num_classes) in expected.items():
       gin.clear_config()
       gin.parse_config_files_and_bindings(
-          [f"gin/base/{name}.gin"], [f"build_dataset.data_dir = '{synthetic_data[0]}'"])
-      assert gin.query_parameter("build_dataset.dataset_name") == dataset
+          [f"gin/base/{name}.gin"], [f"VideoInput.data_dir = '{synthetic_data[0]}'"])
+      video_input = ip.VideoInput()
+      assert video_input.dataset_name == dataset
       assert gin.query_parameter("%NUM_CLASSES") == num_classes
     # The synthetic settings build a working evaluation pipeline: 4 clips x 1 crop.
-    features, labels = next(iter(ip.build_dataset(split="test", is_training=False,
-                                                  batch_size=4)))
+    features, labels = next(iter(video_input.dataset(
+        split="test", is_training=False, batch_size=4, use_objects=False, seed=0,
+        deterministic=True)))
     assert features["rgb"].shape == (4, 16, 64, 64, 3) and labels.shape == (4, 12)
     assert len(set(features["video_id"].numpy())) == 1
+    assert video_input.info().num_classes == len(synthetic.CLASSES)
   finally:
     gin.clear_config()
     os.chdir(cwd)

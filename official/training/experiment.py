@@ -31,6 +31,7 @@ from official.training import trainer as trainer_lib
 
 MODES = ("train", "eval", "train_and_eval", "export", "continuous_eval")
 TRAINING_MODES = ("train", "train_and_eval")
+FINAL_EVAL_DIR = "final_eval"
 EVAL_METRICS = ("map", "mean_class_accuracy")
 
 
@@ -40,8 +41,10 @@ class Experiment:
 
   Args:
     model_fn: `() -> keras.Model` (`@build_model`).
-    dataset_fn: `(split=, is_training=, batch_size=, use_objects=, seed=, deterministic=,
-      [data_dir=]) -> tf.data.Dataset` (`@build_dataset`).
+    input_fn: `() -> input_pipeline.VideoInput` (`@VideoInput`), called once when the
+      run first needs its data; or any object with the same `dataset(split, is_training,
+      batch_size, use_objects, seed, deterministic, start_batch, data_dir)` method (the
+      checks of the dataset and classes need `dataset_name` and `info`).
     train_split, eval_split: dataset splits.
     train_batch_size: global training batch (split across replicas).
     eval_batch_size: global evaluation batch, in views.
@@ -60,7 +63,7 @@ class Experiment:
     views_per_video: views each video must have in evaluation (None: all equal).
     class_names: names for the export; default: the prepared dataset's.
     prepare_data_fn: optional `(model_dir) -> data_dir` run first (self-contained runs);
-      its data_dir is then passed to `dataset_fn`.
+      its data_dir is then the input's.
     skip_consumed_batches: on resume, continue the training data order where the
       interrupted run stopped (cheaply, before decoding; see `build_dataset(start_batch=)`)
       instead of starting it again.
@@ -71,12 +74,17 @@ class Experiment:
       `model_dir/init_checkpoint.json`.
     init_checkpoint_modules: 'backbone' (the head starts afresh, e.g. Kinetics -> Charades)
       or 'all' (the head too where its shapes agree).
+    final_eval_split: protocol hygiene for datasets with a validation split (Toyota
+      Smarthome): `eval_split` ('validation') drives the periodic evaluations and `best/`,
+      and after training `train_and_eval` evaluates the best checkpoint once on this split
+      ('test'), written apart in `MODEL_DIR/final_eval/` (never used to select anything).
+      None: no final evaluation (Charades has no official validation split).
 
   Raises:
     errors.ConfigError: a value of the wrong type or range, naming its binding.
   """
 
-  def __init__(self, model_fn=gin.REQUIRED, dataset_fn=gin.REQUIRED, train_split="train",
+  def __init__(self, model_fn=gin.REQUIRED, input_fn=gin.REQUIRED, train_split="train",
                eval_split="test", train_batch_size=gin.REQUIRED,
                eval_batch_size=gin.REQUIRED, train_steps=gin.REQUIRED, eval_interval=0,
                checkpoint_interval=1000, max_to_keep=3, log_interval=100,
@@ -84,7 +92,7 @@ class Experiment:
                jit_compile=False, deterministic=False, eval_metric="map",
                view_aggregation="max", views_per_video=None, class_names=None,
                prepare_data_fn=None, skip_consumed_batches=True, init_checkpoint=None,
-               init_checkpoint_modules="all"):
+               init_checkpoint_modules="all", final_eval_split=None):
     for name, value, minimum in (
         ("train_batch_size", train_batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
         ("train_steps", train_steps, 1), ("eval_interval", eval_interval, 0),
@@ -116,7 +124,7 @@ class Experiment:
                        "Experiment.jit_compile = True (XLA has no deterministic MaxPool "
                        "gradient); set one of them to False.")
     self.model_fn = model_fn
-    self.dataset_fn = dataset_fn
+    self.input_fn = input_fn
     self.train_split = train_split
     self.eval_split = eval_split
     self.train_batch_size = train_batch_size
@@ -139,6 +147,12 @@ class Experiment:
     self.skip_consumed_batches = skip_consumed_batches
     self.init_checkpoint = init_checkpoint or None
     self.init_checkpoint_modules = init_checkpoint_modules
+    if final_eval_split is not None and final_eval_split == eval_split:
+      raise errors.ConfigError(
+          f"Experiment.final_eval_split = {final_eval_split!r} is also the eval_split that "
+          "selects the best checkpoint; evaluate the test split once, apart: set eval_split "
+          "to the validation split.")
+    self.final_eval_split = final_eval_split
 
 
 def _input_keys(model):
@@ -149,7 +163,7 @@ class Runner:
   """Builds the strategy, model, optimiser and trainer of an `Experiment` and runs a mode."""
 
   def __init__(self, experiment, model_dir, strategy, seed=0, flags_text="", data_dir=None,
-               initialize=False):
+               initialize=False, video_input=None):
     self.exp = experiment
     self.model_dir = model_dir
     self.strategy = strategy
@@ -157,6 +171,7 @@ class Runner:
     self.flags_text = flags_text
     self.is_chief = strategies.is_chief(strategy)
     self.data_dir = data_dir
+    self._input = video_input
     reproducibility.set_seed_and_determinism(seed, experiment.deterministic)
     policy = keras.mixed_precision.global_policy()
     if experiment.mixed_precision:
@@ -219,12 +234,20 @@ class Runner:
     if self.exp.prepare_data_fn is not None and self.data_dir is None:
       self.data_dir = _prepare(self.exp, self.model_dir)
 
-  def _dataset(self, is_training, start_batch=0):
+  @property
+  def input(self):
+    """The experiment's input (`VideoInput`), made on first use: its settings are what the
+    runner reads, never gin's bindings."""
+    if self._input is None:
+      self._input = self.exp.input_fn()
+    return self._input
+
+  def _dataset(self, is_training, start_batch=0, split=None):
     self._prepare_data()
     kwargs = {} if self.data_dir is None else {"data_dir": self.data_dir}
     skip = 0
     if start_batch:
-      if "start_batch" in inspect.signature(self.exp.dataset_fn).parameters:
+      if "start_batch" in inspect.signature(self.input.dataset).parameters:
         # The pipeline starts its (seed, epoch)-determined order at this batch, skipping
         # the batches already trained on before decoding anything.
         kwargs["start_batch"] = start_batch
@@ -232,14 +255,12 @@ class Runner:
         logging.warning("The dataset function takes no start_batch: skipping %d batches "
                         "by producing them (slow for long runs).", start_batch)
         skip = start_batch
-    scope = "train" if is_training else "eval"
-    with gin.config_scope(scope):
-      dataset = self.exp.dataset_fn(
-          split=self.exp.train_split if is_training else self.exp.eval_split,
-          is_training=is_training,
-          batch_size=self.exp.train_batch_size if is_training else self.exp.eval_batch_size,
-          use_objects=assemblenet.uses_objects(self.model), seed=self.seed,
-          deterministic=self.exp.deterministic, **kwargs)
+    dataset = self.input.dataset(
+        split=split or (self.exp.train_split if is_training else self.exp.eval_split),
+        is_training=is_training,
+        batch_size=self.exp.train_batch_size if is_training else self.exp.eval_batch_size,
+        use_objects=assemblenet.uses_objects(self.model), seed=self.seed,
+        deterministic=self.exp.deterministic, **kwargs)
     return dataset.skip(skip) if skip else dataset
 
   # Modes ---------------------------------------------------------------------------------
@@ -264,10 +285,13 @@ class Runner:
                                   gin.operative_config_str())
         reproducibility.write_operative_config(self.model_dir)
 
-    return self.trainer.train(
+    step = self.trainer.train(
         lambda start_batch: self._dataset(is_training=True, start_batch=start_batch),
         evaluate_fn=evaluate if with_eval else None, eval_interval=self.exp.eval_interval,
         after_first_step=after_first_step, is_evaluated=self._is_evaluated)
+    if with_eval:
+      self._final_evaluation()
+    return step
 
   def _keep_changed_config(self, name, text):
     """A resumed run whose gin config differs from the one saved in model_dir: keeps the
@@ -316,54 +340,82 @@ class Runner:
     if self.is_chief:
       history.write_record(self.eval_dir, record, step, checkpoint)
 
-  def _eval_progress(self):
+  def _eval_progress(self, split):
     """Progress of one evaluation, with the total when the split's size is known."""
     views = self.exp.views_per_video
+    if views is None:
+      views = getattr(self.input, "views_per_video", None)
     total = None
     try:
-      name, data_dir = self._dataset_name_and_dir()
-      from official.data import input_pipeline  # pylint: disable=g-import-not-at-top
-      videos = input_pipeline.dataset_info(name, data_dir).split_sizes.get(
-          self.exp.eval_split)
-      if views is None:
-        views = (gin.query_parameter("build_dataset.num_clips") *
-                 gin.query_parameter("build_dataset.num_crops"))
-      total = videos * views if videos else None
-    except (ValueError, KeyError, TypeError):
-      pass  # Not build_dataset, or its defaults: progress without a total.
+      videos = self._dataset_info().split_sizes.get(split)
+      total = videos * views if videos and views else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+      pass  # An input without `info`: progress without a total.
     return history.Progress(total, views)
 
-  def _annotated_eval_videos(self):
+  def _annotated_eval_videos(self, split):
     """The evaluation split's whole annotated list `[(video_id, [class ids])]`, or None when
-    the dataset does not record it (a custom `dataset_fn`, or older prepared data)."""
+    the dataset does not record it (a custom input, or older prepared data)."""
     try:
       info = self._dataset_info()
-    except (ValueError, KeyError, FileNotFoundError) as e:
+    except (ValueError, KeyError, FileNotFoundError, AttributeError) as e:
       logging.warning("Cannot read the evaluation dataset's annotations: %s", e)
       return None
-    return info.annotated_videos.get(self.exp.eval_split)
+    return info.annotated_videos.get(split)
 
-  def _evaluate_and_write(self, step):
-    annotated = self._annotated_eval_videos()
+  def _evaluate_and_write(self, step, split=None, eval_dir=None):
+    split = split or self.exp.eval_split
+    annotated = self._annotated_eval_videos(split)
     longest_id = max((len(vid) for vid, _ in annotated), default=0) if annotated else 0
     video_scores = self.trainer.evaluate(
-        self._dataset(is_training=False), self.exp.view_aggregation,
+        self._dataset(is_training=False, split=split), self.exp.view_aggregation,
         self.exp.views_per_video,
         max_video_id_length=max(longest_id, trainer_lib.MAX_VIDEO_ID_LENGTH),
-        progress=self._eval_progress())
+        progress=self._eval_progress(split))
     protocol = {"aggregation": self.exp.view_aggregation,
                 "views_per_video": video_scores.views_per_video,
-                "split": self.exp.eval_split,
+                "split": split,
                 "weights": "ema" if self.exp.ema_decay else "raw"}
-    eval_dir = os.path.join(self.model_dir, "eval")
+    eval_dir = eval_dir or self.eval_dir
     if self.is_chief:
       record = writers.write_evaluation(eval_dir, self.exp.eval_metric, video_scores, step,
                                         protocol, annotated_videos=annotated)
     else:
       record = writers.compute_metrics(self.exp.eval_metric, video_scores.labels,
                                        video_scores.scores)
-    logging.info("Evaluation at step %d: %s", step, {k: v for k, v in record.items()
-                                                     if isinstance(v, float)})
+    logging.info("Evaluation of split %r at step %d: %s", split, step,
+                 {k: v for k, v in record.items() if isinstance(v, float)})
+    return record
+
+  @property
+  def final_eval_dir(self):
+    return os.path.join(self.model_dir, FINAL_EVAL_DIR)
+
+  def _final_evaluation(self):
+    """The best checkpoint (by `eval_split`) evaluated once on `final_eval_split`, into
+    `final_eval/`; a rerun after it is written does not evaluate again. Returns its record,
+    or None without a final split."""
+    split = self.exp.final_eval_split
+    if split is None:
+      return None
+    best = os.path.join(self.model_dir, checkpointing.BEST_DIR)
+    path = checkpointing.latest_checkpoint(best, checkpointing.BEST_NAME)
+    path = path or checkpointing.latest_checkpoint(self.model_dir)
+    step = int(os.path.basename(path).rsplit("-", 1)[1])
+    done = history.read_records(self.final_eval_dir)
+    if done:
+      logging.info("The %r split was already evaluated once (step(s) %s in %s): not again.",
+                   split, sorted(done), self.final_eval_dir)
+      return done[max(done)]
+    self.trainer.restore(path)
+    logging.info("Final evaluation: %s (best on %r) on the %r split, once.", path,
+                 self.exp.eval_split, split)
+    record = self._evaluate_and_write(step, split=split, eval_dir=self.final_eval_dir)
+    record = dict(record, selected_on=self.exp.eval_split)
+    history.write_scalars(self.trainer.summary_writer(FINAL_EVAL_DIR), record, step)
+    if self.is_chief:
+      writers.write_json(os.path.join(self.final_eval_dir, writers.METRICS_FILE), record)
+      history.write_record(self.final_eval_dir, record, step, path)
     return record
 
   def evaluate(self, checkpoint=None, writer=None, keeper=None):
@@ -470,8 +522,8 @@ class Runner:
           self.model, export_dir, class_names, num_frames=num_frames,
           image_size=image_size, uses_objects=assemblenet.uses_objects(self.model),
           score_activation=losses.score_activation(self.exp.loss_kind),
-          view_protocol=views.protocol_from_gin(num_frames, image_size,
-                                                self.exp.view_aggregation, self.data_dir))
+          view_protocol=views.protocol_from_input(self.input, num_frames, image_size,
+                                                  self.exp.view_aggregation, self.data_dir))
     logging.info("Exported %s to %s.", path, export_path)
     return export_path
 
@@ -482,46 +534,25 @@ class Runner:
     return list(self._dataset_info().class_names)
 
   def _dataset_info(self):
-    """`input_pipeline.DatasetInfo` of the dataset `build_dataset` reads."""
-    from official.data import input_pipeline  # pylint: disable=g-import-not-at-top
-    name, data_dir = self._dataset_name_and_dir()
-    return input_pipeline.dataset_info(name, data_dir)
+    """`input_pipeline.DatasetInfo` of the dataset the input reads.
 
-  def _dataset_name_and_dir(self):
-    """(TFDS name, data_dir) that `build_dataset` reads. Raises ValueError when the dataset
-    is not built by a gin-bound `build_dataset`."""
+    Raises:
+      AttributeError: an input without `info` (not a `VideoInput`).
+    """
     self._prepare_data()
-    return dataset_name_and_dir(self.data_dir)
+    return self.input.info(self.data_dir)
 
   def check_num_classes(self):
     """Raises `errors.ConfigError` when the model's class count is not the dataset's."""
-    from official.data import input_pipeline  # pylint: disable=g-import-not-at-top
-    try:
-      name, data_dir = self._dataset_name_and_dir()
-    except ValueError:
-      return  # Not build_dataset: nothing to compare with.
-    expected = input_pipeline.dataset_info(name, data_dir).num_classes
+    if not hasattr(self.input, "info"):
+      return  # Not a VideoInput: nothing to compare with.
+    expected = self._dataset_info().num_classes
     got = int(self.model.outputs[0].shape[-1])
     if got != expected:
       raise errors.ConfigError(
           f"The model has {got} classes (build_model.num_classes, usually NUM_CLASSES in "
-          f"the gin file) but the dataset {name} has {expected}: set NUM_CLASSES = "
-          f"{expected}.")
-
-
-def dataset_name_and_dir(data_dir=None):
-  """(`build_dataset.dataset_name`, data_dir or `build_dataset.data_dir`) as gin binds them.
-
-  Raises:
-    ValueError: `build_dataset.dataset_name` is not bound.
-  """
-  name = gin.query_parameter("build_dataset.dataset_name")
-  if data_dir is None:
-    try:
-      data_dir = gin.query_parameter("build_dataset.data_dir")
-    except ValueError:
-      data_dir = None
-  return name, data_dir
+          f"the gin file) but the dataset {self.input.dataset_name} has {expected}: set "
+          f"NUM_CLASSES = {expected}.")
 
 
 def _listed_checkpoints(model_dir):
@@ -585,17 +616,13 @@ def steps_text(steps, most=10):
   return f"{len(steps)} steps: [{', '.join(map(str, steps[:3]))}, ..., {steps[-1]}]"
 
 
-def _check_data(experiment, data_dir, mode):
-  """Checks that the dataset `build_dataset` will read is prepared (None: not needed or not
-  build_dataset)."""
+def _check_data(video_input, experiment, data_dir, mode):
+  """Checks that the dataset the input will read is prepared (unless not needed, or the
+  input is not a `VideoInput`)."""
   if mode == "export" and experiment.class_names is not None:
     return
-  from official.data import input_pipeline  # pylint: disable=g-import-not-at-top
-  try:
-    name, data_dir = dataset_name_and_dir(data_dir)
-  except ValueError:
-    return  # Not build_dataset: its own errors apply.
-  input_pipeline.check_prepared(name, data_dir)
+  if hasattr(video_input, "check_prepared"):
+    video_input.check_prepared(data_dir)
 
 
 def run_mode(mode, model_dir, strategy_name="one_device", tpu=None, seed=0,
@@ -623,10 +650,11 @@ def _run_mode(mode, model_dir, strategy_name, tpu, seed, checkpoint, export_dir,
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}. Received: {mode!r}")
   experiment = Experiment()
+  video_input = experiment.input_fn()
   if mode in ("eval", "export"):  # A bad path fails before any model is built.
     checkpoint = checkpointing.resolve_checkpoint(model_dir, checkpoint)
   if experiment.prepare_data_fn is None:  # Unprepared data fails before anything is built.
-    _check_data(experiment, None, mode)
+    _check_data(video_input, experiment, None, mode)
   strategy = strategies.build_strategy(strategy_name, tpu=tpu)
   logging.info("Strategy %s with %d replica(s).", type(strategy).__name__,
                strategy.num_replicas_in_sync)
@@ -640,9 +668,10 @@ def _run_mode(mode, model_dir, strategy_name, tpu, seed, checkpoint, export_dir,
     # evaluates (after the training job beside it has prepared the same data).
     if experiment.prepare_data_fn is not None and mode != "continuous_eval":
       data_dir = _prepare(experiment, model_dir)
-      _check_data(experiment, data_dir, mode)
+      _check_data(video_input, experiment, data_dir, mode)
     runner = Runner(experiment, model_dir, strategy, seed=seed, flags_text=flags_text,
-                    data_dir=data_dir, initialize=mode in TRAINING_MODES)
+                    data_dir=data_dir, initialize=mode in TRAINING_MODES,
+                    video_input=video_input)
     if mode not in ("continuous_eval", "export") or (
         mode == "export" and experiment.class_names is None):
       runner.check_num_classes()
@@ -676,6 +705,10 @@ def output_summary(mode, model_dir, result, export_dir=None):
     best = os.path.join(model_dir, checkpointing.BEST_DIR, checkpointing.BEST_JSON)
     if tf.io.gfile.exists(best):
       lines.append(f"Best checkpoint: {best}")
+  final = os.path.join(model_dir, FINAL_EVAL_DIR, writers.METRICS_FILE)
+  if mode == "train_and_eval" and tf.io.gfile.exists(final):
+    lines.append(f"Final evaluation (the best checkpoint, once, on the held-out split): "
+                 f"{final}")
   if mode == "continuous_eval":
     lines.append(f"Evaluated steps: {result['evaluated']}; skipped (deleted before "
                  f"evaluation): {result['skipped']}; missed (written and deleted between "

@@ -203,7 +203,7 @@ def test_deterministic_with_xla_is_a_clear_error():
   from official.training import experiment  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="deterministic = True cannot be combined with "
                                        "Experiment.jit_compile = True"):
-    experiment.Experiment(model_fn=None, dataset_fn=None, train_batch_size=1,
+    experiment.Experiment(model_fn=None, input_fn=None, train_batch_size=1,
                           eval_batch_size=1, train_steps=1, jit_compile=True,
                           deterministic=True)
 
