@@ -56,12 +56,33 @@ def test_best_is_chosen_on_validation_and_test_is_evaluated_once_apart(tmp_path)
   assert again.returncode == 0, again.stderr[-3000:]
   assert "already evaluated once" in again.stderr
   assert len(_records(model_dir / "final_eval")) == 1
+  # Extended: a later best is evaluated on test too, and the count of looks is kept.
+  longer = _train(model_dir, "Experiment.train_steps = 6")
+  assert longer.returncode == 0, longer.stderr[-3000:]
+  best = json.loads((model_dir / "best" / "best.json").read_text())
+  final = json.loads((model_dir / "final_eval" / "metrics.json").read_text())
+  looks = _records(model_dir / "final_eval")
+  assert final["step"] == best["step"]
+  assert final["held_out_evaluations"] == len(looks)
+  assert len(looks) == (1 if best["step"] <= 4 else 2)
+  assert ("has now been evaluated 2 times" in longer.stderr) == (len(looks) == 2)
+  assert f"best checkpoint of step {best['step']}" in longer.stdout
+
+
+@pytest.mark.slow
+def test_a_final_split_the_dataset_lacks_fails_before_training(tmp_path):
+  out = _train(tmp_path / "run", "Experiment.final_eval_split = 'validaton'")
+  assert out.returncode == 2, out.stderr[-3000:]
+  assert "final_eval_split = 'validaton' is not a split of charades/synthetic" in out.stderr
+  assert not list((tmp_path / "run").glob("ckpt-*"))
 
 
 def test_final_split_equal_to_the_selection_split_is_refused():
   from official import errors  # pylint: disable=g-import-not-at-top
   from official.training import experiment  # pylint: disable=g-import-not-at-top
+  args = dict(model_fn=None, input_fn=None, train_batch_size=1, eval_batch_size=1,
+              train_steps=1, eval_split="test")
   with pytest.raises(errors.ConfigError, match="selects the best checkpoint"):
-    experiment.Experiment(model_fn=None, input_fn=None, train_batch_size=1,
-                          eval_batch_size=1, train_steps=1, eval_split="test",
-                          final_eval_split="test")
+    experiment.Experiment(final_eval_split="test", **args)
+  with pytest.raises(errors.ConfigError, match="must be a split name"):
+    experiment.Experiment(final_eval_split="", **args)

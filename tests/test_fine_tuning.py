@@ -80,8 +80,13 @@ def test_600_class_backbone_initialises_a_157_class_model_and_only_the_head_is_n
 def test_all_modules_with_the_same_classes_load_the_head_too(kinetics_like):
   source, prefix = kinetics_like
   target = _model(600, seed=4)
-  # A directory: its latest checkpoint.
-  report = checkpointing.initialize_from_checkpoint(target, os.path.dirname(prefix), "all")
+  # A directory (relative, with a trailing slash): its latest checkpoint, recorded absolute.
+  relative = os.path.relpath(os.path.dirname(prefix)) + os.sep
+  report = checkpointing.initialize_from_checkpoint(target, relative, "all")
+  assert report["checkpoint"] == prefix
+  # The .index file a user sees names the same checkpoint.
+  assert checkpointing.initialize_from_checkpoint(
+      target, prefix + ".index", "all")["checkpoint"] == prefix
   for path, value in _by_path(target).items():
     np.testing.assert_array_equal(value, source[path])
   assert report["not_loaded"] == {} and report["unused"] == []

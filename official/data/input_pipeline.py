@@ -547,15 +547,16 @@ def build_dataset(dataset_name=gin.REQUIRED,
 
 # build_dataset's arguments that the runner sets from the experiment (see `VideoInput`).
 RUNNER_ARGUMENTS = {
-    "split": "Experiment.train_split / Experiment.eval_split",
-    "is_training": "the mode (training or evaluation)",
-    "batch_size": "Experiment.train_batch_size / Experiment.eval_batch_size",
-    "seed": "the --seed flag",
-    "deterministic": "Experiment.deterministic",
-    "use_objects": "the model: objects are read when its structure has an object stem",
-    "start_batch": "the resumed step",
-    "repeat": "the mode (training repeats)",
-    "drop_remainder": "the mode (training drops a last partial batch)",
+    "split": "Experiment.train_split / eval_split / final_eval_split; bind those",
+    "is_training": "the mode (training or evaluation); nothing to bind",
+    "batch_size": "Experiment.train_batch_size / Experiment.eval_batch_size; bind those",
+    "seed": "the --seed flag; pass that",
+    "deterministic": "Experiment.deterministic; bind that",
+    "use_objects": ("the model: objects are read when its structure has an object stem; "
+                    "nothing to bind"),
+    "start_batch": "the resumed step; nothing to bind",
+    "repeat": "the mode (training repeats, evaluation does not); nothing to bind",
+    "drop_remainder": "the mode (training drops a last partial batch); nothing to bind",
 }
 
 

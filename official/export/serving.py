@@ -3,9 +3,9 @@
 `EXPORT_DIR/<version>/` holds:
   saved_model.pb, variables/          signature `serving_default`:
       frames  uint8 [None, T, H, W, 3]  (any H, W: resized in the graph)
-      objects uint8 [None, T, H, W]     object class ids below the model's
-                                        num_object_classes K (ADE-20K: 0..150; object
-                                        models only)
+      objects uint8 [None, T, H, W]     object class ids below max(K, 151), K the
+                                        model's num_object_classes (ADE-20K: 0..150;
+                                        object models only)
     -> logits float32 [None, C], probabilities float32 [None, C]
   assets/class_names.txt               one class name per line, in logit order
                                        (also served by the `class_names` signature)
@@ -19,8 +19,9 @@ The signature checks its inputs before any computation (TF Serving does not hold
 the signature's shapes) and fails with `INVALID_ARGUMENT` naming the input: `frames` must be
 rank 5 with T frames, 3 channels, a batch of at least one clip and pictures of at least
 1 x 1; `objects` rank 4 with the batch size, T, height and width of `frames` and class ids
-below the model's K (an id >= K is an error, as an ADE-20K id above 150 is in data
-preparation, rather than a pixel with no class). `docs/serving.md` shows requests.
+below max(K, 151), K the model's num_object_classes (ids in [K, 151) count as no class, as
+in training on ADE-20K maps; an id above that is an error, as an ADE-20K id above 150 is in
+data preparation, rather than a pixel with no class). `docs/serving.md` shows requests.
 """
 
 import os
@@ -94,10 +95,10 @@ def _input_checks(frames, objects, num_frames, num_object_classes=None):
             "pixel; resize the maps to the frames with nearest-neighbour sampling). "
             "Received objects shape:", objects_shape, "and frames shape:", frames_shape]),
         lambda: (tf.reduce_all(objects < num_object_classes), [
-            f"Input `objects` must hold object class ids below {num_object_classes} (the "
-            "num_object_classes of the model; ADE-20K maps: 0 = other, 1..150); map other "
-            "label sets to those of the segmenter the model was trained with. Received a "
-            "maximum id of", tf.reduce_max(objects)]),
+            f"Input `objects` must hold object class ids below {num_object_classes} "
+            "(ADE-20K maps: 0 = other, 1..150, or the num_object_classes of the model if "
+            "larger); map other label sets to those of the segmenter the model was trained "
+            "with. Received a maximum id of", tf.reduce_max(objects)]),
     ]
   ops = []
   for check in checks:
@@ -113,11 +114,13 @@ def serving_fn(model, num_frames, image_size, uses_objects, score_activation=tf.
   Raises (when run):
     tf.errors.InvalidArgumentError: inputs of the wrong rank, frame count or channel count,
       an empty batch or picture, objects that disagree with the frames (batch, frames,
-      height, width), object ids not below the model's `num_object_classes` (151 for
-      ADE-20K maps); the message names the input and the expected layout.
+      height, width), object ids not below max(the model's `num_object_classes`, 151)
+      (ADE-20K: 0..150); the message names the input and the expected layout.
   """
-  num_object_classes = getattr(model, "num_object_classes",
-                               preprocessing.NUM_OBJECT_CLASSES)
+  # Ids of the prepared ADE-20K maps (0..150) are what a model is trained on, whatever its
+  # num_object_classes K (ids >= K count as no class); an id outside both is an error.
+  num_object_classes = max(getattr(model, "num_object_classes", 0),
+                           preprocessing.NUM_OBJECT_CLASSES)
 
   def frames_to_rgb(frames):
     batch = tf.shape(frames)[0]

@@ -116,7 +116,8 @@ def test_protocol_from_input_is_the_experiments_evaluation():
     config = input_pipeline.load_builder("charades/synthetic").builder_config
     assert views.protocol_from_input(input_pipeline.VideoInput(), 4, 32, "mean") == (
         views.ViewProtocol(4, 32, frame_stride=2, num_clips=5, num_crops=1,
-                           aggregation="mean", fps=float(config.fps),
+                           aggregation="mean",
+                           fps=None if config.fps is None else float(config.fps),
                            short_side=config.short_side))
     # No input (a custom one without these attributes): build_dataset's defaults.
     assert views.protocol_from_input(None, 4, 32, "max") == views.ViewProtocol(

@@ -436,12 +436,24 @@ def initialize_from_checkpoint(model, checkpoint, modules="all"):
   if modules not in INIT_MODULES:
     raise ValueError(f"init_checkpoint_modules must be one of {INIT_MODULES}. Received: "
                      f"{modules!r}")
-  try:
-    prefix = resolve_checkpoint(None, checkpoint)
-  except FileNotFoundError as e:
+  if "://" not in checkpoint:
+    checkpoint = os.path.abspath(checkpoint)
+  if checkpoint.endswith(".index"):  # The file a user sees beside the data shards.
+    checkpoint = checkpoint[:-len(".index")]
+  if tf.io.gfile.isdir(checkpoint):
+    name = (BEST_NAME if checkpoint_files(checkpoint, BEST_NAME) and
+            not checkpoint_files(checkpoint) else CHECKPOINT_NAME)
+    prefix = latest_checkpoint(checkpoint, name)
+    if prefix is None:
+      raise FileNotFoundError(
+          f"init_checkpoint {checkpoint} is a directory without any checkpoint in it; "
+          "point it at a ckpt-N prefix or a training directory.")
+  elif tf.io.gfile.exists(checkpoint + ".index"):
+    prefix = checkpoint
+  else:
     raise FileNotFoundError(
-        f"init_checkpoint {checkpoint} is not a checkpoint ({e}); point it at a ckpt-N "
-        "prefix or a training directory.") from None
+        f"init_checkpoint {checkpoint} is not a checkpoint ({checkpoint}.index does not "
+        "exist); point it at a ckpt-N prefix or a training directory.")
   try:
     reader = tf.train.load_checkpoint(prefix)
   except _READ_ERRORS as e:
@@ -458,8 +470,9 @@ def initialize_from_checkpoint(model, checkpoint, modules="all"):
   if extra:
     raise ValueError(
         f"init_checkpoint {prefix} has {len(extra)} backbone variable(s) that the model "
-        f"lacks, e.g. {extra[:3]}: it comes from another structure or depth. Build the "
-        "model it was trained with (build_model.structure / depth).")
+        f"lacks, e.g. {extra[:3]}: it comes from another structure, depth or number of "
+        "object classes. Build the model it was trained with (build_model.structure / "
+        "depth / num_object_classes).")
   report = {"checkpoint": prefix, "modules": modules, "loaded": [], "not_loaded": {}}
   values = {}
   for path, variable in variables.items():
@@ -490,4 +503,8 @@ def initialize_from_checkpoint(model, checkpoint, modules="all"):
     variables[path].assign(value)
     report["loaded"].append(path)
   report["unused"] = sorted(set(stored) - set(values))
+  if any(key.startswith("ema/") for key in shapes):
+    report["note"] = ("the source run kept an exponential moving average (its evaluations "
+                      "and exports used it); its raw weights were loaded")
+    logging.warning("init_checkpoint %s: %s.", prefix, report["note"])
   return report

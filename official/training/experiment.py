@@ -7,6 +7,7 @@ train / eval / train_and_eval / export with the flags' paths and strategy.
 
 import contextlib
 import inspect
+import json
 import os
 import time
 
@@ -107,6 +108,11 @@ class Experiment:
       raise errors.ConfigError(
           f"Experiment.init_checkpoint_modules must be one of {checkpointing.INIT_MODULES}. "
           f"Received: {init_checkpoint_modules!r}")
+    if final_eval_split is not None and (not isinstance(final_eval_split, str) or
+                                         not final_eval_split.strip()):
+      raise errors.ConfigError(
+          "Experiment.final_eval_split must be a split name such as 'test', or None. "
+          f"Received: {final_eval_split!r}")
     if init_checkpoint is not None and not isinstance(init_checkpoint, str):
       raise errors.ConfigError(
           "Experiment.init_checkpoint must be a checkpoint path (a string) or None. "
@@ -210,10 +216,27 @@ class Runner:
         skip_consumed_batches=experiment.skip_consumed_batches, is_chief=self.is_chief,
         worker_id=strategies.task_id(strategy))
 
+  def check_final_eval_split(self):
+    """Raises `errors.ConfigError` when `final_eval_split` names no split of the dataset
+    (checked before training, not after it)."""
+    split = self.exp.final_eval_split
+    if split is None or not hasattr(self.input, "info"):
+      return
+    splits = self._dataset_info().split_sizes
+    if split.split("[", 1)[0] not in splits:
+      raise errors.ConfigError(
+          f"Experiment.final_eval_split = {split!r} is not a split of "
+          f"{self.input.dataset_name} (splits: {sorted(splits)}).")
+
   def _initialize_from_checkpoint(self):
     """Fine-tuning: `Experiment.init_checkpoint` into a model_dir without checkpoints
     (before the trainer copies the weights into an EMA)."""
-    if self.exp.init_checkpoint is None or checkpointing.latest_checkpoint(self.model_dir):
+    if self.exp.init_checkpoint is None:
+      return
+    if checkpointing.latest_checkpoint(self.model_dir):
+      logging.info("%s has checkpoints: the run resumes from them, and "
+                   "Experiment.init_checkpoint (%s) is not loaded.", self.model_dir,
+                   self.exp.init_checkpoint)
       return
     report = checkpointing.initialize_from_checkpoint(
         self.model, self.exp.init_checkpoint, self.exp.init_checkpoint_modules)
@@ -383,7 +406,7 @@ class Runner:
     else:
       record = writers.compute_metrics(self.exp.eval_metric, video_scores.labels,
                                        video_scores.scores)
-    logging.info("Evaluation of split %r at step %d: %s", split, step,
+    logging.info("Evaluation at step %d (split %r): %s", step, split,
                  {k: v for k, v in record.items() if isinstance(v, float)})
     return record
 
@@ -403,15 +426,25 @@ class Runner:
     path = path or checkpointing.latest_checkpoint(self.model_dir)
     step = int(os.path.basename(path).rsplit("-", 1)[1])
     done = history.read_records(self.final_eval_dir)
+    if step in done:
+      logging.info("The best checkpoint (step %d) was already evaluated once on the %r "
+                   "split (%s): not again.", step, split, self.final_eval_dir)
+      return done[step]
     if done:
-      logging.info("The %r split was already evaluated once (step(s) %s in %s): not again.",
-                   split, sorted(done), self.final_eval_dir)
-      return done[max(done)]
+      # Training was extended and a later checkpoint became the best: its number is the
+      # run's result, and the earlier look at the held-out split is said, not hidden.
+      logging.warning(
+          "The %r split was evaluated before, for the best checkpoint of step(s) %s; the "
+          "best is now step %d (training was extended), so it is evaluated on %r too. "
+          "The held-out split has now been evaluated %d times for this run: report that "
+          "with the number (all of them: %s).", split, sorted(done), step, split,
+          len(done) + 1, history.HISTORY_DIR)
     self.trainer.restore(path)
     logging.info("Final evaluation: %s (best on %r) on the %r split, once.", path,
                  self.exp.eval_split, split)
     record = self._evaluate_and_write(step, split=split, eval_dir=self.final_eval_dir)
-    record = dict(record, selected_on=self.exp.eval_split)
+    record = dict(record, selected_on=self.exp.eval_split,
+                  held_out_evaluations=len(done) + 1)
     history.write_scalars(self.trainer.summary_writer(FINAL_EVAL_DIR), record, step)
     if self.is_chief:
       writers.write_json(os.path.join(self.final_eval_dir, writers.METRICS_FILE), record)
@@ -493,6 +526,8 @@ class Runner:
         logging.warning("Continuous evaluation: %s was deleted (max_to_keep) before it "
                         "was evaluated; skipped (%d so far).", path, len(skipped))
       waited_since = time.monotonic()
+    if self.exp.train_steps in set(history.evaluated_steps(self.eval_dir)):
+      self._final_evaluation()  # best/ is this job's: it owns the held-out evaluation.
     return {"evaluated": evaluated, "skipped": skipped, "missed": missed, "last": last}
 
   def _unseen_checkpoints(self, seen, accounted, watched_from):
@@ -675,6 +710,13 @@ def _run_mode(mode, model_dir, strategy_name, tpu, seed, checkpoint, export_dir,
     if mode not in ("continuous_eval", "export") or (
         mode == "export" and experiment.class_names is None):
       runner.check_num_classes()
+    if mode in ("train_and_eval", "continuous_eval"):
+      runner.check_final_eval_split()
+    elif mode == "train" and experiment.final_eval_split is not None:
+      logging.warning(
+          "Experiment.final_eval_split = %r: the held-out evaluation of the best checkpoint "
+          "is run by the evaluating job (--mode=continuous_eval beside this one, or "
+          "--mode=train_and_eval), not by --mode=train.", experiment.final_eval_split)
     if mode in TRAINING_MODES:
       return runner.train(with_eval=mode == "train_and_eval")
     if mode == "eval":
@@ -706,9 +748,13 @@ def output_summary(mode, model_dir, result, export_dir=None):
     if tf.io.gfile.exists(best):
       lines.append(f"Best checkpoint: {best}")
   final = os.path.join(model_dir, FINAL_EVAL_DIR, writers.METRICS_FILE)
-  if mode == "train_and_eval" and tf.io.gfile.exists(final):
-    lines.append(f"Final evaluation (the best checkpoint, once, on the held-out split): "
-                 f"{final}")
+  if mode in ("train_and_eval", "continuous_eval") and tf.io.gfile.exists(final):
+    with tf.io.gfile.GFile(final) as f:
+      record = json.load(f)
+    split = record.get("view_protocol", {}).get("split")
+    lines.append(f"Final evaluation (best checkpoint of step {record.get('step')}, chosen "
+                 f"on {record.get('selected_on')!r}, evaluated on {split!r} "
+                 f"{record.get('held_out_evaluations', 1)} time(s)): {final}")
   if mode == "continuous_eval":
     lines.append(f"Evaluated steps: {result['evaluated']}; skipped (deleted before "
                  f"evaluation): {result['skipped']}; missed (written and deleted between "

@@ -319,7 +319,7 @@ class Trainer:
                         "train_steps lowered?).", latest, int(self.step.numpy()),
                         self.train_steps)
     else:
-      logging.info("No checkpoint in %s: training from scratch.", self.model_dir)
+      logging.info("No checkpoint in %s: training starts at step 0.", self.model_dir)
     step = int(self.step.numpy())
     if (evaluate_fn and step and self._eval_due(step, eval_interval) and
         not (is_evaluated and is_evaluated(step))):

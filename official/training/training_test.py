@@ -195,6 +195,13 @@ def test_unknown_gin_binding_is_an_error_naming_it():
     gin.clear_config()
     with pytest.raises(ValueError, match="No configurable matching 'Experimnt'"):
       gin_flags.parse_gin([], ["Experimnt.train_steps = 3"])
+    gin.clear_config()
+    # Before: `eval/build_dataset.num_clips` was honoured; one VideoInput ignores scopes.
+    with pytest.raises(ValueError, match=r"Scoped VideoInput bindings \(eval/VideoInput"):
+      gin_flags.parse_gin([], ["eval/VideoInput.num_clips = 3"])
+    gin.clear_config()
+    with pytest.raises(ValueError, match="build_model.use_object_input no longer exists"):
+      gin_flags.parse_gin([], ["build_model.use_object_input = True"])
   finally:
     gin.clear_config()
 
