@@ -48,7 +48,8 @@ def test_best_is_chosen_on_validation_and_test_is_evaluated_once_apart(tmp_path)
   assert final["view_protocol"]["split"] == "test" and final["num_videos"] == 8
   assert final["step"] == best["step"] and final["selected_on"] == "train[:4]"
   assert len(_records(model_dir / "final_eval")) == 1
-  assert "Final evaluation (the best checkpoint, once" in out.stdout
+  assert f"Final evaluation (best checkpoint of step {best['step']}, chosen on 'train[:4]', " \
+         "evaluated on 'test' 1 time(s))" in out.stdout
   # The test split never reached the selection: no test record under eval/.
   assert all(r["view_protocol"]["split"] != "test" for r in selection.values())
   # Rerun after the end: nothing trained, and test is not evaluated a second time.

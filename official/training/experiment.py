@@ -406,8 +406,8 @@ class Runner:
     else:
       record = writers.compute_metrics(self.exp.eval_metric, video_scores.labels,
                                        video_scores.scores)
-    logging.info("Evaluation at step %d (split %r): %s", step, split,
-                 {k: v for k, v in record.items() if isinstance(v, float)})
+    logging.info("Evaluation at step %d: %s (split %r)", step,
+                 {k: v for k, v in record.items() if isinstance(v, float)}, split)
     return record
 
   @property
