@@ -2,7 +2,7 @@
 
   python -m data_prep.prepare --dataset=charades|charades/synthetic|toyota_smarthome/cs|
       toyota_smarthome/cv1|toyota_smarthome/cv2 --manual_dir=M --data_dir=D
-      [--segmenter=SAVEDMODEL | --object_maps_dir=O]
+      [--segmenter=SAVEDMODEL|keras_hub:PRESET|deeplab:GRAPH.pb | --object_maps_dir=O]
       [--beam_runner=DirectRunner --beam_options=direct_num_workers=8,...] [--overwrite]
 
 Prints a progress bar per split, then the skip summary, which is also written to
@@ -187,8 +187,10 @@ def define_flags():
   flags.DEFINE_string("manual_dir", None, "The unpacked release.", required=True)
   flags.DEFINE_string("data_dir", None, "Where the TFDS data goes.", required=True)
   flags.DEFINE_string("segmenter", None,
-                      "ADE-20K segmentation SavedModel for object maps "
-                      "(interface: data_prep/object_maps.py).")
+                      "ADE-20K segmenter for object maps: a SavedModel path (interface: "
+                      "data_prep/object_maps.py), keras_hub:PRESET (a KerasHub preset "
+                      "name or directory, e.g. keras_hub:segformer_b5_ade20k_640) or "
+                      "deeplab:FROZEN_GRAPH.pb (data_prep/segmenters.py).")
   flags.DEFINE_string("object_maps_dir", None,
                       "Precomputed object maps: <dir>/<video_id>/<video_id>-000001.png ...")
   flags.DEFINE_integer("segmenter_batch_size", 16, "Frames per segmenter call.")

@@ -35,7 +35,8 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder):
   the same skip summary.
 
   Args:
-    segmenter: optional ADE-20K segmentation SavedModel path (object maps computed here).
+    segmenter: optional ADE-20K segmenter (object maps computed here): a SavedModel path,
+      `keras_hub:PRESET` or `deeplab:FROZEN_GRAPH.pb` (`data_prep/segmenters.py`).
     object_maps_dir: optional folder of precomputed per-frame object maps.
     segmenter_batch_size: frames per segmenter call.
     **kwargs: `tfds.core.GeneratorBasedBuilder` arguments (data_dir, config, ...).
