@@ -94,7 +94,8 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder):
     order the default path meets them, so that the skip summary is the same."""
     from data_prep import beam_generation  # pylint: disable=g-import-not-at-top
     workers = self._merge_beam_outcomes()
-    tf.io.gfile.rmtree(self._beam_outcomes_dir)
+    if tf.io.gfile.exists(self._beam_outcomes_dir):  # Not part of the prepared data.
+      tf.io.gfile.rmtree(self._beam_outcomes_dir)
     self.beam_workers = sorted(workers)
     logging.info("Beam: videos encoded by %d worker process(es); skip counters %s",
                  len(workers), beam_generation.skip_counters(pipeline_result))
