@@ -44,6 +44,8 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder):
   Attributes:
     beam_workers: after a Beam preparation, the sorted `host:pid` names of the processes
       that encoded videos; None otherwise.
+    beam_skip_counters: after a Beam preparation, `{reason: count}` of what the workers
+      skipped, from the runner's metrics (`{}` when it reports none); None otherwise.
   """
 
   @tfds.core.utils.classproperty
@@ -58,6 +60,7 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder):
                                                        segmenter_batch_size)
     self.failed_summary_dir = None
     self.beam_workers = None
+    self.beam_skip_counters = None
     self._beam_outcomes_dir = None  # Set while a Beam preparation runs.
     self._beam_splits = []
     self._beam_outcomes_merged = False
@@ -97,8 +100,9 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder):
     if tf.io.gfile.exists(self._beam_outcomes_dir):  # Not part of the prepared data.
       tf.io.gfile.rmtree(self._beam_outcomes_dir)
     self.beam_workers = sorted(workers)
+    self.beam_skip_counters = beam_generation.skip_counters(pipeline_result)
     logging.info("Beam: videos encoded by %d worker process(es); skip counters %s",
-                 len(workers), beam_generation.skip_counters(pipeline_result))
+                 len(workers), self.beam_skip_counters)
 
   def _merge_beam_outcomes(self, pipeline_error=None):
     """Merges the Beam workers' skips into `skip_report`; stops (`fail`) at the first split

@@ -87,6 +87,8 @@ def test_charades_through_beam_two_processes_equals_the_default_path(tmp_path):
   # Encoded in Beam's worker processes, not in this one.
   assert beamed.beam_workers and _THIS_PROCESS not in beamed.beam_workers
   assert len(beamed.beam_workers) <= 2
+  # The workers' Beam counters agree with the skips met in the workers.
+  assert beamed.beam_skip_counters == {"corrupt_video": 1, "video_from_frames": 1}
   _assert_identical(plain, beamed)
 
 
