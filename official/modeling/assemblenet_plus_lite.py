@@ -81,7 +81,7 @@ class AssembleNetPlusLite(keras.Model):
 
   Args:
     structure: 'asnp_lite' (the authors', RGB + flow), 'asnp_lite_objects' (with an object
-      stem; needs `use_object_input=True`), a `structures.Structure` of `LiteBlockSpec`s or
+      stem: the model then takes 'objects'), a `structures.Structure` of `LiteBlockSpec`s or
       the authors' list form with (expand, middle, out) triples. Exactly one level-3 node.
     edge_weights: 'searched' (fixed, `asnp_lite` only), `None` (learned, the one-shot
       connectivity search) or a node-aligned list of post-sigmoid values (fixed).
@@ -90,8 +90,6 @@ class AssembleNetPlusLite(keras.Model):
     num_classes: number of logits (the authors' default 339 is Moments in Time; Charades
       157).
     attention_mode: 'peer' (AssembleNet++), 'self' or `None`.
-    use_object_input: the model takes an 'objects' input; required by, and only allowed
-      with, a structure that has an object stem.
     num_object_classes: K, object classes of the id maps (ADE-20K 150 + 1).
     max_pool_predictions: soft temporal max-pooling of per-frame logits (authors'
       `max_pool_preditions`).
@@ -111,7 +109,6 @@ class AssembleNetPlusLite(keras.Model):
                image_size=224,
                num_classes=157,
                attention_mode="peer",
-               use_object_input=False,
                num_object_classes=151,
                max_pool_predictions=False,
                dropout_rate=0.0,
@@ -123,19 +120,11 @@ class AssembleNetPlusLite(keras.Model):
       raise ValueError(
           f"Unknown attention_mode; expected one of {fusion.ATTENTION_MODES}. "
           f"Received: {attention_mode!r}")
-    has_object_stem = spec.has_stem(structures.OBJECT)
-    if use_object_input != has_object_stem:
-      raise ValueError(
-          f"use_object_input must be {has_object_stem} for structure {spec.name!r} "
-          f"({'with' if has_object_stem else 'without'} an object stem). Received: "
-          f"use_object_input={use_object_input!r}")
-    if use_object_input and (isinstance(num_object_classes, bool) or
-                             not isinstance(num_object_classes, int) or
-                             num_object_classes < 1):
-      raise ValueError(
-          f"`num_object_classes` must be a positive int. Received: {num_object_classes!r}")
     # Depth 50 only satisfies the shared check: the lite blocks come from blocks_per_level.
-    assemblenet.check_common_arguments(spec, 50, num_frames, image_size, num_classes)
+    assemblenet.check_arguments(spec, 50, num_frames, image_size, attention_mode,
+                                num_object_classes)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+      raise ValueError(f"`num_classes` must be a positive int. Received: {num_classes!r}")
     if len(spec.final_nodes) != 1:
       raise ValueError(
           "The lite head reads one level-3 node (the authors' head ignores any other); "
@@ -150,10 +139,7 @@ class AssembleNetPlusLite(keras.Model):
           f"`blocks_per_level` must be 4 positive ints. Received: {blocks_per_level!r}")
     resolved = assemblenet.resolve_edge_weights(spec, edge_weights)
 
-    inputs = {assemblenet.RGB_KEY: assemblenet.rgb_input(num_frames, image_size)}
-    if use_object_input:
-      inputs[assemblenet.OBJECTS_KEY] = keras.Input(
-          (num_frames, image_size, image_size), dtype="uint8", name=assemblenet.OBJECTS_KEY)
+    inputs = assemblenet.model_inputs(spec, num_frames, image_size)
     logits = _lite_network(inputs, spec, num_frames, num_classes, resolved, attention_mode,
                            num_object_classes, max_pool_predictions, dropout_rate,
                            authors_fusion_width, blocks_per_level)
@@ -165,13 +151,11 @@ class AssembleNetPlusLite(keras.Model):
     self.image_size = image_size
     self.num_classes = num_classes
     self.attention_mode = attention_mode
-    self.use_object_input = use_object_input
     self.num_object_classes = num_object_classes
     self.max_pool_predictions = max_pool_predictions
     self.dropout_rate = dropout_rate
     self.authors_fusion_width = authors_fusion_width
     self.blocks_per_level = blocks_per_level
-    self.object_input = "ids"
 
   def get_config(self):
     return {
@@ -184,7 +168,6 @@ class AssembleNetPlusLite(keras.Model):
         "image_size": self.image_size,
         "num_classes": self.num_classes,
         "attention_mode": self.attention_mode,
-        "use_object_input": self.use_object_input,
         "num_object_classes": self.num_object_classes,
         "max_pool_predictions": self.max_pool_predictions,
         "dropout_rate": self.dropout_rate,
@@ -273,10 +256,12 @@ def _lite_network(inputs, structure, num_frames, num_classes, edge_weights, atte
   features = keras.layers.GlobalAveragePooling2D(name="head_gap")(final)
   # Mean over frames of the per-frame spatial means = the authors' average over T, H, W.
   # The classifier runs in float32 so logits are float32 under any mixed policy.
+  features = heads.FinalFeatures(num_frames, name=assemblenet.FEATURES_LAYER,
+                                 dtype="float32")([features])
   return heads.ClassificationHead(
       num_classes,
       num_frames,
       max_pool_predictions=max_pool_predictions,
       dropout_rate=dropout_rate,
-      name="head",
-      dtype="float32")([features])
+      name=assemblenet.HEAD_LAYER,
+      dtype="float32")(features)

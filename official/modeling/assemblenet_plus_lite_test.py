@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from official.modeling import assemblenet
 from official.modeling import assemblenet_plus_lite
 from official.modeling import builders
 from official.modeling import structures
@@ -52,7 +53,7 @@ def _inputs(batch=2, frames=3, size=16, seed=0):
 
 def _tiny(**kwargs):
   args = dict(structure=TINY, edge_weights=None, num_frames=3, image_size=16, num_classes=5,
-              attention_mode="peer", use_object_input=True, num_object_classes=NUM_OBJECTS,
+              attention_mode="peer", num_object_classes=NUM_OBJECTS,
               blocks_per_level=(1, 2, 1, 2))
   args.update(kwargs)
   return assemblenet_plus_lite.AssembleNetPlusLite(**args)
@@ -117,7 +118,7 @@ def test_object_stream_is_wired_and_learns():
   _wake_residual_branches(model)
   assert model.input["objects"].dtype == "uint8"
   assert model.input["objects"].shape == (None, 3, 16, 16)
-  assert builders.takes_object_ids(model)
+  assert assemblenet.uses_objects(model) and model.input["objects"].dtype == "uint8"
   inputs = _inputs()
   # The objects change the output.
   other = dict(inputs, objects=(inputs["objects"] + 1) % NUM_OBJECTS)
@@ -235,19 +236,18 @@ def test_mixed_precision_runs_with_float32_logits(policy, atol):
 def test_builder_entry():
   model = builders.build_model(model_type="assemblenet_plus_lite", structure=TINY,
                                edge_weights=None, num_frames=3, image_size=16,
-                               num_classes=5, attention_mode=None, use_object_input=True,
-                               num_object_classes=NUM_OBJECTS, object_input="ids",
+                               num_classes=5, attention_mode=None,
+                               num_object_classes=NUM_OBJECTS,
                                authors_fusion_width=False)
   assert isinstance(model, assemblenet_plus_lite.AssembleNetPlusLite)
   assert model.blocks_per_level == structures.LITE_BLOCKS_PER_LEVEL
   assert not model.authors_fusion_width and model.attention_mode is None
-  assert builders.takes_object_ids(model)
+  assert assemblenet.uses_objects(model) and model.input["objects"].dtype == "uint8"
   assert model(_inputs(), training=False).shape == (2, 5)
 
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"depth": 50}, "no depth"),
-    ({"use_object_input": True, "object_input": "one_hot"}, "object_input='ids'"),
 ])
 def test_builder_rejects_settings_lite_cannot_honour(kwargs, message):
   with pytest.raises(ValueError, match=message):
@@ -261,8 +261,6 @@ def test_builder_rejects_authors_fusion_width_for_other_models():
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"attention_mode": "None"}, "Unknown attention_mode"),
-    ({"use_object_input": False}, "use_object_input must be True"),
-    ({"structure": "asnp_lite", "edge_weights": "searched"}, "use_object_input must be False"),
     ({"structure": "asn50"}, "Unknown lite structure"),
     ({"structure": structures.ASN50}, "filters triples"),
     ({"structure": "asnp_lite_objects", "edge_weights": "searched"}, "no searched edge"),

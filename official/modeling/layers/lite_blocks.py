@@ -352,9 +352,8 @@ class LiteObjectStem(keras.layers.Layer):
     _check_positive_int(num_classes, "num_classes")
     self.num_frames = num_frames
     self.num_classes = num_classes
-    self.object_stem = stems.ObjectStem(num_frames, object_input="ids",
-                                        num_classes=num_classes, name="object_stem",
-                                        dtype=self.dtype_policy)
+    self.object_stem = stems.ObjectStem(num_frames, num_classes=num_classes,
+                                        name="object_stem", dtype=self.dtype_policy)
 
   def call(self, inputs):
     if inputs.shape.rank != 4:
