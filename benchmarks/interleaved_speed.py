@@ -7,8 +7,9 @@ r"""Before / after / TF2-port step times, interleaved, with load averages. Markd
 On a shared machine the load changes from minute to minute, so separate runs of the three
 cannot be compared. This runs, in each round, `benchmarks/model_speed.py` of the `--before`
 checkout, of the `--after` checkout and `benchmarks/port_baseline/bench_port.py` in the
-port's environment, for the training step and for inference (full_asnp50 with one-hot
-objects, 157 classes, 8 x 224 x 224, batch 1, float32, TF defaults), each in its own
+port's environment, for the training step and for inference (full_asnp50 with objects:
+the model's input then, a 151-channel one-hot up to 9e8d668 and uint8 class ids since the
+one input contract; 157 classes, 8 x 224 x 224, batch 1, float32, TF defaults), each in its own
 process, recording the 1-minute load average before and after each run. The table gives,
 per program and mode, the median over rounds of each run's median step time, the min over
 rounds of each run's min, the largest peak RSS and the load range; then the ratios the

@@ -73,8 +73,7 @@ def _model_and_inputs():
   keras.utils.set_random_seed(0)
   model = builders.build_model(structure="full_asnp50", model_type="assemblenet_plus",
                                depth=26, num_frames=FRAMES, image_size=SIZE,
-                               num_classes=CLASSES, attention_mode="peer",
-                               use_object_input=True)
+                               num_classes=CLASSES, attention_mode="peer")
   rng = np.random.default_rng(0)
   # Non-trivial batch-norm statistics and a non-zero last BN of every block, so that
   # every path (residual branches included) reaches the logits.
@@ -88,7 +87,7 @@ def _model_and_inputs():
   assert dilations == {1, 2, 4, 8}
   inputs = {
       "rgb": tf.constant(rng.uniform(-1, 1, (2, FRAMES, SIZE, SIZE, 3)), tf.float32),
-      "objects": tf.one_hot(rng.integers(0, 151, (2, FRAMES, SIZE, SIZE)), 151),
+      "objects": tf.constant(rng.integers(0, 151, (2, FRAMES, SIZE, SIZE)), tf.uint8),
   }
   return model, inputs
 
