@@ -1,6 +1,7 @@
 """Foundation checks: the version entry point, the pinned requirements, and the promise
 that the end-of-life TF add-ons package stays out of the repository (README note aside)."""
 
+import glob
 import os
 import re
 import subprocess
@@ -29,7 +30,15 @@ def test_version_entry_point_rejects_unknown_arguments():
 
 
 def test_requirements_are_pinned():
-  for name in ("requirements.txt", "requirements-dev.txt"):
+  extras = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "requirements-*.txt"))
+                  if not p.endswith("requirements-dev.txt"))
+  with open(os.path.join(ROOT, "requirements-dev.txt")) as f:
+    included = {line.split()[1] for line in f if line.startswith("-r ")}
+  # The optional extras stay out of the core install, and CI (requirements-dev) tests them.
+  assert extras and set(extras) <= included, (extras, included)
+  with open(os.path.join(ROOT, "requirements.txt")) as f:
+    assert not any(line.startswith("-r") for line in f)
+  for name in ["requirements.txt", "requirements-dev.txt"] + extras:
     with open(os.path.join(ROOT, name)) as f:
       for line in f:
         line = line.split("#")[0].strip()
