@@ -68,8 +68,13 @@ class TrialLog:
     return {r["index"] for r in self.records}
 
   def best(self):
-    """The record of the fittest successful trial (ties: the earlier), or None."""
+    """The record of the fittest successful trial (ties: the earlier), or None. The
+    one-shot search's result is its retrained pruned network, whatever the supernet
+    scored."""
     good = [r for r in self.records if r.get("fitness") is not None]
+    retrained = [r for r in good if r.get("origin") == "one_shot_retrain"]
+    if self.header.get("algorithm") == evolution.ONE_SHOT and retrained:
+      return retrained[0]
     return max(good, key=lambda r: (r["fitness"], -r["index"])) if good else None
 
 
