@@ -18,9 +18,10 @@ module adds what the search needs on top of the structure's own checks:
 - Edges as `(source, target)` index pairs and learned weights as `{edge: weight}`, the
   form mutations use, and back to the authors' node-aligned `[[w...]]` lists.
 
-Canonical form: stems first (in space order), blocks sorted by level (stable), each node's
-inputs in increasing index order. `canonical` brings a structure to it, so equal graphs
-have equal `to_list()` values (used to recognise a genome seen before).
+Canonical form: stems first (in space order), blocks sorted by level and within a level by
+their inputs (then filters, dilation), each node's inputs in increasing index order.
+`canonical` brings a structure to it, so equal graphs have equal `to_list()` values (used
+to tell a child from its parent).
 """
 
 import dataclasses
@@ -222,8 +223,8 @@ def to_nodes(structure):
 def from_nodes(nodes, name="genome", depth=None):
   """A canonical `structures.Structure` from editable nodes (any order, any keys).
 
-  Stems keep their order, blocks are sorted by level (stable), inputs renumbered to the
-  new indices and sorted. Raises ValueError (from `structures`) when a node has no input or
+  Stems keep their order; blocks are sorted by level, and within a level by their
+  (renumbered, sorted) inputs, filters and dilation. Raises ValueError (from `structures`) when a node has no input or
   no level-3 node is left.
   """
   return assemble(nodes, name, depth)[0]
@@ -232,13 +233,18 @@ def from_nodes(nodes, name="genome", depth=None):
 def assemble(nodes, name="genome", depth=None):
   """`from_nodes`, also returning `{node key: index in the structure}`."""
   stems = [n for n in nodes if n.level == STEM_LEVEL]
-  blocks = sorted((n for n in nodes if n.level != STEM_LEVEL), key=lambda n: n.level)
-  index = {n.key: i for i, n in enumerate(stems + blocks)}
+  index = {n.key: i for i, n in enumerate(stems)}
   specs = [structures.StemSpec(n.stem_type, n.temporal_dilation) for n in stems]
-  for n in blocks:
-    specs.append(structures.BlockSpec(
-        n.level, tuple(sorted(index[k] for k in n.inputs)), n.filters, n.temporal_dilation,
-        spatial_stride(n.level)))
+  for level in sorted({n.level for n in nodes if n.level != STEM_LEVEL}):
+    # Within a level, order by (renumbered inputs, filters, dilation): the lower levels
+    # are numbered already, so equal graphs get equal lists.
+    members = sorted((n for n in nodes if n.level == level), key=lambda n: (
+        sorted(index[k] for k in n.inputs), n.filters, n.temporal_dilation, n.key))
+    for n in members:
+      index[n.key] = len(specs)
+      specs.append(structures.BlockSpec(
+          level, tuple(sorted(index[k] for k in n.inputs)), n.filters,
+          n.temporal_dilation, spatial_stride(level)))
   return structures.Structure(tuple(specs), None, name, depth), index
 
 
@@ -352,7 +358,7 @@ def map_edge_weights(edge_weights, index_map):
 
 
 def genome_key(structure):
-  """A hashable, order-independent identity of the genome's graph."""
+  """A hashable identity of the genome's graph, independent of the node order."""
   return repr(canonical(structure).to_list())
 
 

@@ -35,8 +35,9 @@ def _node_by_key(nodes):
   return {n.key: n for n in nodes}
 
 
-def _with_edges(structure, present):
-  """`structure` with exactly the connections `present` ({(source, target)})."""
+def with_edges(structure, present):
+  """`structure` with exactly the connections `present` ({(source, target)} in its
+  indices), canonical (so its indices may differ from `structure`'s)."""
   nodes = genome_lib.to_nodes(structure)
   for node in nodes:
     if node.level != genome_lib.STEM_LEVEL:
@@ -81,7 +82,7 @@ def connection_guided(structure, edge_weights: Dict[genome_lib.Edge, float],
   absent = sorted(genome_lib.valid_edges(structure) - present)
   probability = min(1.0, len(dropped) / len(absent)) if absent and dropped else 0.0
   added = [e for e in absent if rng.random() < probability] if probability else []
-  child = _with_edges(structure, kept | set(added))
+  child = with_edges(structure, kept | set(added))
   return child, {"dropped": sorted(dropped), "added": added,
                  "add_probability": probability}
 
@@ -114,7 +115,7 @@ def random_flip(structure, rng: np.random.Generator, num_flips=2):
       inputs[edge[1]] += 1
       present.add(edge)
       added.append(edge)
-  return _with_edges(structure, present), {"dropped": sorted(dropped),
+  return with_edges(structure, present), {"dropped": sorted(dropped),
                                            "added": sorted(added)}
 
 
