@@ -120,7 +120,9 @@ def run_search(algorithm, out, gin_files, gin_bindings=(), trials=12, population
     data_dir = prepare_data(gin_files, gin_bindings, out)
   space = parse_experiment(gin_files, gin_bindings)
   options = mutation_options or mutations.MutationOptions()
-  header = {"algorithm": algorithm, "trials": trials, "population": population,
+  # The budget (`trials`) is not part of the search's identity: rerunning with a larger
+  # --trials extends a finished search.
+  header = {"algorithm": algorithm, "population": population,
             "sample": sample, "proxy_steps": proxy_steps, "seed": seed,
             "threshold": threshold, "space": _jsonable(space.__dict__),
             "mutation_options": _jsonable(options.__dict__),
