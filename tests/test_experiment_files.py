@@ -32,6 +32,8 @@ EXPECTED = {
                                              "softmax_cross_entropy", "mean_class_accuracy"),
     "demo_synthetic.gin": ("demo_asnp", 12, True, "sigmoid_cross_entropy", "map"),
     "tiny_smoke.gin": ("custom", 12, False, "sigmoid_cross_entropy", "map"),
+    # The connectivity search's experiment: DEMO_ASNP until a genome replaces it.
+    "search_synthetic.gin": ("demo_asnp", 12, True, "sigmoid_cross_entropy", "map"),
 }
 
 
