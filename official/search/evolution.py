@@ -118,6 +118,7 @@ class RegularizedEvolution:
     child, info = mutations.mutate(parent.structure, self.space, rng, self.options,
                                    parent.edge_weights)
     child = genome_lib.canonical(child, name=f"genome_{index}")
+    genome_lib.check_genome(child, self.space)  # a mutation never breaks the rules
     return Proposal(index, child, "mutation", parent=parent.index,
                     mutation=_json_ready(info["steps"]))
 

@@ -25,7 +25,7 @@ to tell a child from its parent).
 """
 
 import dataclasses
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Tuple
 
 import gin
 import numpy as np
@@ -187,6 +187,7 @@ def check_genome(structure, space: SearchSpace):
 
 
 def is_valid(structure, space):
+  """Whether `check_genome` accepts `structure` in `space`."""
   try:
     check_genome(structure, space)
   except ValueError:
