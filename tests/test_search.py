@@ -156,3 +156,25 @@ def test_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
   assert sorted(os.listdir(os.path.join(out, "ray"))) == [
       "search_0000", f"search_{len(killed):04d}"]
   assert os.path.exists(os.path.join(out, "best_structure.py"))
+
+
+@pytest.mark.slow
+def test_comparison_retrains_the_best_and_the_reference(tmp_path, local_ray):
+  out = str(tmp_path / "compare")
+  comparison = run.run_all(["random"], out, [GIN_FILE], TINY + ["Experiment.train_steps = 2"],
+                           retrain_best=True, command="test", trials=1, proxy_steps=1)
+  entry = comparison["algorithms"]["random"]
+  assert entry["trials"] == 1 and entry["best_trial"] == 0
+  retrained = comparison["retrain"]["results"]
+  assert sorted(retrained) == ["demo_asnp", "random"]
+  assert retrained["random"]["structure"] == entry["best_structure"]
+  assert retrained["demo_asnp"]["structure"] == structures.DEMO_ASNP.to_list()
+  for result in retrained.values():
+    assert result["step"] == 2 and 0.0 <= result["fitness"] <= 1.0
+  # The retraining read a dataset of another seed, prepared apart from the search's.
+  with open(os.path.join(out, run.RETRAIN_DIR, "synthetic_data", "PREPARED")) as f:
+    assert json.load(f)["seed"] == 1
+  table = (tmp_path / "compare" / "comparison.md").read_text()
+  assert f"| random | 1 | {entry['best_fitness']:.3f} (0) |" in table
+  assert "| demo_asnp (reference, not searched) |" in table
+  assert _image_std(os.path.join(out, "best_fitness.png")) > 10

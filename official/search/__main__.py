@@ -85,7 +85,7 @@ def main(argv):
                            command=command, **kwargs)
       best = log.best()
       print(f"{FLAGS.algorithm[0]}: {len(log.records)} trials; best: "
-            f"{run._fitness_text(best)}; outputs in {FLAGS.out}")  # pylint: disable=protected-access
+            f"{run.fitness_text(best)}; outputs in {FLAGS.out}")
     else:
       comparison = run.run_all(FLAGS.algorithm, FLAGS.out, FLAGS.gin_file, bindings,
                                retrain_best=FLAGS.retrain,

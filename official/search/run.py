@@ -170,22 +170,18 @@ def retrain(out, runs, gin_files, gin_bindings, seed=0, data_seed=1, ray_address
   data_dir = prepare_data(gin_files, bindings, out)
   setup = {"out": out, "gin_files": [os.path.abspath(f) for f in gin_files],
            "gin_bindings": bindings, "steps": None, "seed": seed, "data_dir": data_dir}
-  configs = []
-  for k, (name, structure) in enumerate(runs):
+  for _, structure in runs:
     structures.Structure.from_list(structure)  # fails here, not in a worker
-    configs.append({"index": k, "name": name, "structure": structure,
-                    "edge_weights": None, "setup": setup})
   init_ray(ray_address, num_cpus)
-  _tune([{"index": c["index"], "structure": c["structure"], "edge_weights": None,
-          "setup": setup} for c in configs], 1, os.path.join(out, "ray"),
+  _tune([{"index": k, "structure": structure, "edge_weights": None, "setup": setup}
+         for k, (_, structure) in enumerate(runs)], 1, os.path.join(out, "ray"),
         f"retrain_{int(time.time())}", cpus_per_trial, gpus_per_trial, max_concurrent)
   results = {}
-  for c in configs:
-    model_dir = os.path.join(out, "trials", f"trial_{c['index']:04d}")
+  for k, (name, structure) in enumerate(runs):
+    model_dir = os.path.join(out, "trials", f"trial_{k:04d}")
     with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
       metrics = json.load(f)
-    results[c["name"]] = {"metrics": metrics, "model_dir": model_dir,
-                          "structure": c["structure"]}
+    results[name] = {"metrics": metrics, "model_dir": model_dir, "structure": structure}
   return results
 
 
@@ -204,7 +200,7 @@ def run_all(algorithms, out, gin_files, gin_bindings=(), retrain_best=False,
                             data_dir=data_dir, command=command, **search_kwargs)
     seconds[name] = time.perf_counter() - start
     print(f"{name}: {len(logs[name].records)} trials, best "
-          f"{_fitness_text(logs[name].best())} ({seconds[name]:.0f} s)", flush=True)
+          f"{fitness_text(logs[name].best())} ({seconds[name]:.0f} s)", flush=True)
   metric = next((_metric(log) for log in logs.values() if log.records), "map")
   comparison = {"command": command, "metric": metric, "algorithms": {}}
   for name, log in logs.items():
@@ -241,7 +237,8 @@ def run_all(algorithms, out, gin_files, gin_bindings=(), retrain_best=False,
   return comparison
 
 
-def _fitness_text(record):
+def fitness_text(record):
+  """'0.4321 (trial 5)' for a trial record, 'none' for None."""
   return "none" if record is None else f"{record['fitness']:.4f} (trial {record['index']})"
 
 
