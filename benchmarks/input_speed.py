@@ -40,8 +40,8 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 4, "Clips per batch.")
 _BATCHES = flags.DEFINE_integer("batches", 8, "Timed batches per case.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed batches per case.")
 _CASES = flags.DEFINE_list(
-    "cases", ["train", "train_objects_ids", "train_objects_one_hot", "eval",
-              "eval_objects_ids"], "Which pipelines to time.")
+    "cases", ["train", "train_objects", "eval", "eval_objects"],
+    "Which pipelines to time.")
 
 
 def make_synthetic(work_dir, num_videos):
@@ -63,7 +63,7 @@ def time_case(case, data_dir):
       dataset_name=_DATASET.value, split="train" if is_training else "test",
       data_dir=data_dir, is_training=is_training, batch_size=_BATCH_SIZE.value,
       num_frames=_NUM_FRAMES.value, image_size=_IMAGE_SIZE.value, use_objects=use_objects,
-      objects_format="one_hot" if case.endswith("one_hot") else "ids", seed=0,
+      seed=0,
       private_threadpool_size=_THREADS.value, num_parallel_calls=_THREADS.value)
   if not is_training:
     kwargs["repeat"] = True

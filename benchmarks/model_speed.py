@@ -68,12 +68,8 @@ def random_inputs(model, batch, seed):
     shape = [batch] + list(tensor.shape[1:])
     dtype = tf.as_dtype(tensor.dtype)
     if dtype.is_integer:
-      # Class-id maps: ids in [0, 151) (ADE-20K 150 + "other").
-      values = rng.integers(0, 151, size=shape)
-    elif key == "objects":
-      # One-hot maps, as the pipeline feeds them.
-      depth = shape[-1]
-      values = np.eye(depth, dtype=np.float32)[rng.integers(0, depth, size=shape[:-1])]
+      # Object class-id maps: ids in [0, K) (ADE-20K: 150 + "other").
+      values = rng.integers(0, getattr(model, "num_object_classes", 151), size=shape)
     else:
       values = rng.uniform(-1.0, 1.0, size=shape)
     inputs[key] = tf.constant(values, dtype=dtype)

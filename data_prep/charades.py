@@ -281,8 +281,7 @@ class Charades(video_builder.VideoBuilder):
     self.check_splits(splits, {s: len(a) for s, a in annotations.items()},
                       lambda split: f"their videos go in {videos_480 or 'Charades_v1_480/'} "
                                     f"or {videos_rgb or 'Charades_v1_rgb/'}")
-    return {split: self.checked_examples(split, self._generate_examples(rows))
-            for split, rows in splits.items()}
+    return {split: self._generate_examples(split, rows) for split, rows in splits.items()}
 
   def release_files(self, manual_dir):
     manual_dir = os.fspath(manual_dir)
@@ -296,7 +295,7 @@ class Charades(video_builder.VideoBuilder):
         files += [(f, False) for f in video_builder.files_under(path)]
     return files
 
-  def _generate_examples(self, rows):
+  def example(self, row, report):
     config = self.builder_config
     def read(source):
       if source.lower().endswith(".mp4"):
@@ -304,30 +303,28 @@ class Charades(video_builder.VideoBuilder):
       return video_lib.read_frame_folder(source, RGB_RELEASE_FPS, config.fps,
                                          config.short_side)
 
-    def read_with_fallback(row):
+    def read_with_fallback():
       # A broken mp4 with an intact JPEG release of the same video: use the frames.
       try:
         return read(row["source"])
       except video_lib.VideoReadError as e:
         if not row["fallback"]:
           raise
-        self.skip_report.repair(skips.VIDEO_FROM_FRAMES, row["source"],
-                                f"{e}; using the frames in {row['fallback'][0]}")
+        report.repair(skips.VIDEO_FROM_FRAMES, row["source"],
+                      f"{e}; using the frames in {row['fallback'][0]}")
         return read(row["fallback"][0])
 
-    for row in rows:
-      encoded = self._encode_or_skip(row["source"], row["id"],
-                                     lambda row=row: read_with_fallback(row))
-      if encoded is None:
-        continue
-      example, decoded = encoded
-      length = row["length"]
-      if length is None:
-        length = decoded.duration
-      example.update({
-          "labels": row["labels"],
-          "segments": [{"label": label, "start": start, "end": end}
-                       for label, start, end in row["segments"]],
-          "length": np.float32(length),
-      })
-      yield row["id"], example
+    encoded = self._encode_or_skip(row["source"], row["id"], read_with_fallback, report)
+    if encoded is None:
+      return None
+    example, decoded = encoded
+    length = row["length"]
+    if length is None:
+      length = decoded.duration
+    example.update({
+        "labels": row["labels"],
+        "segments": [{"label": label, "start": start, "end": end}
+                     for label, start, end in row["segments"]],
+        "length": np.float32(length),
+    })
+    return row["id"], example

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data_prep import object_maps as object_maps_lib
+from data_prep import segmenters
 from data_prep import video as video_lib
 
 OBJECT_MAPS_NONE = "none"
@@ -38,7 +39,8 @@ class ObjectMapSource:
   """Where a builder gets object maps from: a segmenter, a folder of maps, or nowhere.
 
   Args:
-    segmenter: SavedModel path (see `object_maps.Segmenter`) or None.
+    segmenter: a SavedModel path (see `object_maps.Segmenter`), `keras_hub:PRESET` or
+      `deeplab:GRAPH.pb` (see `data_prep/segmenters.py`), or None.
     object_maps_dir: folder of precomputed maps (`<dir>/<video_id>/<video_id>-NNNNNN.png`).
     batch_size: segmenter batch size.
   """
@@ -66,6 +68,9 @@ class ObjectMapSource:
     """JSON description of the source, for the dataset's preparation record: the kind, and
     the absolute path with a fingerprint of the maps' listing (paths and sizes) or the
     segmenter graph's size."""
+    if self.kind == OBJECT_MAPS_SEGMENTER and self._segmenter_path.startswith(
+        (segmenters.KERAS_HUB_PREFIX, segmenters.DEEPLAB_PREFIX)):
+      return {"kind": self.kind, **segmenters.record(self._segmenter_path)}
     if self.kind == OBJECT_MAPS_SEGMENTER:
       path = os.path.abspath(self._segmenter_path)
       graph = os.path.join(path, "saved_model.pb")
@@ -83,7 +88,7 @@ class ObjectMapSource:
     """uint8 [T, H, W] maps for the stored frames, or None when no source is set."""
     if self.kind == OBJECT_MAPS_SEGMENTER:
       if self._segmenter is None:  # Loaded on first use: reading a dataset needs no model.
-        self._segmenter = object_maps_lib.Segmenter(self._segmenter_path, self._batch_size)
+        self._segmenter = segmenters.load(self._segmenter_path, self._batch_size)
       return self._segmenter(frames)
     if self.kind == OBJECT_MAPS_DIRECTORY:
       folder = os.path.join(self.object_maps_dir, video_id)

@@ -2,10 +2,13 @@
 
   python -m data_prep.prepare --dataset=charades|charades/synthetic|toyota_smarthome/cs|
       toyota_smarthome/cv1|toyota_smarthome/cv2 --manual_dir=M --data_dir=D
-      [--segmenter=SAVEDMODEL | --object_maps_dir=O] [--overwrite]
+      [--segmenter=SAVEDMODEL|keras_hub:PRESET|deeplab:GRAPH.pb | --object_maps_dir=O]
+      [--beam_runner=DirectRunner --beam_options=direct_num_workers=8,...] [--overwrite]
 
 Prints a progress bar per split, then the skip summary, which is also written to
-`D/<dataset>/<config>/<version>/skip_summary.json`.
+`D/<dataset>/<config>/<version>/skip_summary.json`. With `--beam_runner` or
+`--beam_options` the videos are encoded by an Apache Beam pipeline (TFDS's Beam support,
+one element per video; requirements-beam.txt); the result is the same.
 """
 
 import contextlib
@@ -26,8 +29,14 @@ from data_prep import skips
 
 
 def prepare(dataset, manual_dir, data_dir, segmenter=None, object_maps_dir=None,
-            segmenter_batch_size=16, overwrite=False):
+            segmenter_batch_size=16, overwrite=False, beam_runner=None, beam_options=None):
   """Builds `dataset` from `manual_dir` into `data_dir`; returns the prepared builder.
+
+  With `beam_runner` (a Beam runner or its name, e.g. 'DirectRunner', 'DataflowRunner')
+  or `beam_options` (`apache_beam.options.pipeline_options.PipelineOptions`) the videos
+  are encoded by an Apache Beam pipeline (`data_prep/beam_generation.py`); the prepared
+  data, its preparation record and its skip summary are the same as without, so data
+  prepared either way is reused by the other.
 
   Prepared data is reused only when it was made from the same inputs: the preparation
   record (`VideoBuilder.preparation_record`: versions, fps, frame size, object-map source,
@@ -48,6 +57,8 @@ def prepare(dataset, manual_dir, data_dir, segmenter=None, object_maps_dir=None,
                      "the folder where the release is unpacked.")
   kwargs = dict(segmenter=segmenter, object_maps_dir=object_maps_dir,
                 segmenter_batch_size=segmenter_batch_size)
+  download_config = tfds.download.DownloadConfig(
+      manual_dir=manual_dir, beam_runner=beam_runner, beam_options=beam_options)
   builder = tfds.builder(dataset, data_dir=data_dir, **kwargs)
   config_dir = os.fspath(builder.data_path.parent)
   with _exclusive(config_dir, builder.info.full_name):
@@ -63,23 +74,21 @@ def prepare(dataset, manual_dir, data_dir, segmenter=None, object_maps_dir=None,
               "--overwrite (prepare(..., overwrite=True)) to rebuild it, or use another "
               "--data_dir.")
         return builder
-      return _rebuild_beside(dataset, manual_dir, data_dir, builder, kwargs)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=manual_dir))
+      return _rebuild_beside(dataset, download_config, data_dir, builder, kwargs)
+    builder.download_and_prepare(download_config=download_config)
   return builder
 
 
 _STAGING_PREFIX = ".rebuild-"
 
 
-def _rebuild_beside(dataset, manual_dir, data_dir, builder, kwargs):
+def _rebuild_beside(dataset, download_config, data_dir, builder, kwargs):
   """Prepares into a staging data_dir, then swaps the result in for the old data."""
   staging = tempfile.mkdtemp(prefix=_STAGING_PREFIX + builder.name + "-", dir=data_dir)
   try:
     staged = tfds.builder(dataset, data_dir=staging, **kwargs)
     staged.failed_summary_dir = os.fspath(builder.data_path.parent)
-    staged.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=manual_dir))
+    staged.download_and_prepare(download_config=download_config)
     final = os.fspath(builder.data_path)
     replaced = final + ".replaced"
     os.rename(final, replaced)
@@ -137,6 +146,40 @@ def stale_fields(recorded, requested):
           f"{value!r}" for key, value in requested.items() if recorded.get(key) != value]
 
 
+def beam_download_options(runner, options):
+  """The `DownloadConfig` Beam arguments of the `--beam_runner` / `--beam_options` flags.
+
+  Args:
+    runner: runner name (`DirectRunner`, `DataflowRunner`, `FlinkRunner`, ...) or None.
+    options: Beam pipeline options as `tfds build --beam_pipeline_options` takes them,
+      comma-separated `name=value` items without dashes
+      (`direct_num_workers=2,direct_running_mode=multi_processing`), or None.
+
+  Returns:
+    `{}` when both are empty (the default, in-process path), else a dict with
+    `beam_runner` and `beam_options` (a `PipelineOptions`).
+
+  Raises:
+    ValueError: an options item is not `name=value`.
+    ImportError: Apache Beam is not installed (names requirements-beam.txt).
+  """
+  if not runner and not options:
+    return {}
+  items = [item.strip() for item in (options or "").split(",") if item.strip()]
+  bad = [item for item in items if "=" not in item or item.startswith("-")]
+  if bad:
+    raise ValueError("--beam_options takes comma-separated name=value items without "
+                     "dashes, e.g. direct_num_workers=2,direct_running_mode="
+                     f"multi_processing. Received: {options!r}")
+  try:
+    from apache_beam.options import pipeline_options  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError("--beam_runner/--beam_options need Apache Beam: pip install -r "
+                      "requirements-beam.txt") from e
+  return {"beam_runner": runner or None,
+          "beam_options": pipeline_options.PipelineOptions([f"--{i}" for i in items])}
+
+
 def define_flags():
   """Command-line flags (defined only when run as a program)."""
   flags.DEFINE_string("dataset", None, "TFDS name, e.g. charades or toyota_smarthome/cs.",
@@ -144,12 +187,20 @@ def define_flags():
   flags.DEFINE_string("manual_dir", None, "The unpacked release.", required=True)
   flags.DEFINE_string("data_dir", None, "Where the TFDS data goes.", required=True)
   flags.DEFINE_string("segmenter", None,
-                      "ADE-20K segmentation SavedModel for object maps "
-                      "(interface: data_prep/object_maps.py).")
+                      "ADE-20K segmenter for object maps: a SavedModel path (interface: "
+                      "data_prep/object_maps.py), keras_hub:PRESET (a KerasHub preset "
+                      "name or directory, e.g. keras_hub:segformer_b5_ade20k_640) or "
+                      "deeplab:FROZEN_GRAPH.pb (data_prep/segmenters.py).")
   flags.DEFINE_string("object_maps_dir", None,
                       "Precomputed object maps: <dir>/<video_id>/<video_id>-000001.png ...")
   flags.DEFINE_integer("segmenter_batch_size", 16, "Frames per segmenter call.")
   flags.DEFINE_bool("overwrite", False, "Rebuild even if the prepared data exists.")
+  flags.DEFINE_string("beam_runner", None,
+                      "Encode the videos with Apache Beam on this runner (DirectRunner, "
+                      "DataflowRunner, FlinkRunner, SparkRunner...). Default: no Beam.")
+  flags.DEFINE_string("beam_options", None,
+                      "Beam pipeline options, comma-separated name=value, e.g. "
+                      "direct_num_workers=8,direct_running_mode=multi_processing.")
 
 
 def main(argv):
@@ -158,8 +209,9 @@ def main(argv):
   tfds.enable_progress_bar()
   try:
     builder = prepare(flag.dataset, flag.manual_dir, flag.data_dir, flag.segmenter,
-                      flag.object_maps_dir, flag.segmenter_batch_size, flag.overwrite)
-  except (ValueError, FileNotFoundError) as e:
+                      flag.object_maps_dir, flag.segmenter_batch_size, flag.overwrite,
+                      **beam_download_options(flag.beam_runner, flag.beam_options))
+  except (ValueError, FileNotFoundError, ImportError) as e:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -66,6 +66,18 @@ class SkipReport:
     self._files[reason].append(os.fspath(path))
     self._details[reason].append(detail)
 
+  def entries(self):
+    """Every counted input as `(reason, path, detail)` string triples, in the order of
+    `as_dict()` (reasons sorted, each reason's inputs in the order they were counted)."""
+    return [(r, p, d) for r, f in sorted(self._files.items())
+            for p, d in zip(f, self._details[r])]
+
+  def merge(self, entries):
+    """Counts `entries()` of another report (a Beam worker's) without logging them again:
+    each was logged where it was met."""
+    for reason, path, detail in entries:
+      self._add(reason, path, detail)
+
   def count(self, reason):
     return len(self._files.get(reason, ()))
 

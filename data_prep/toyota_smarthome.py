@@ -164,22 +164,19 @@ class ToyotaSmarthome(video_builder.VideoBuilder):
         return "it takes subjects " + ", ".join(f"p{k:02d}" for k in keys)
       return "it takes cameras " + ", ".join(f"c{k:02d}" for k in keys)
     self.check_splits(splits, {s: len(c) for s, c in annotated.items()}, needs)
-    return {split: self.checked_examples(split, self._generate_examples(clips))
-            for split, clips in splits.items()}
+    return {split: self._generate_examples(split, clips) for split, clips in splits.items()}
 
   def release_files(self, manual_dir):
     return [(f, False) for f in video_builder.files_under(manual_dir, (".mp4",))]
 
-  def _generate_examples(self, clips):
+  def example(self, row, report):
     config = self.builder_config
-    for clip in clips:
-      encoded = self._encode_or_skip(
-          clip["source"], clip["id"],
-          lambda clip=clip: video_lib.read_video(clip["source"], config.fps,
-                                                 config.short_side))
-      if encoded is None:
-        continue
-      example, _ = encoded
-      example.update({"label": clip["label"], "subject": np.int32(clip["subject"]),
-                      "camera": np.int32(clip["camera"])})
-      yield clip["id"], example
+    encoded = self._encode_or_skip(
+        row["source"], row["id"],
+        lambda: video_lib.read_video(row["source"], config.fps, config.short_side), report)
+    if encoded is None:
+      return None
+    example, _ = encoded
+    example.update({"label": row["label"], "subject": np.int32(row["subject"]),
+                    "camera": np.int32(row["camera"])})
+    return row["id"], example

@@ -32,22 +32,27 @@ class _RedSegmenter(tf.Module):
     return {"class_ids": tf.where(frames[..., 0] > 128, 2, 1)}
 
 
-@pytest.fixture(scope="module")
-def release(tmp_path_factory):
-  root = tmp_path_factory.mktemp("smarthome")
+def make_release(root, model):
+  """The miniature release under `root` (pathlib) and the red segmenter SavedModel in
+  `model`; returns both as strings."""
   for name, (red, folder) in CLIPS.items():
     os.makedirs(root / folder, exist_ok=True)
     frames = np.zeros((10, 16, 20, 3), np.uint8)
     frames[..., 0] = red
     video.write_video(root / folder / name, frames, fps=20)
   (root / "mp4" / CORRUPT).write_bytes(b"\x00" * 100)
-  model = tmp_path_factory.mktemp("segmenter")
   module = _RedSegmenter()
   tf.saved_model.save(module, str(model), signatures=module.__call__)
   return str(root), str(model)
 
 
-def _prepare(config_name, release, tmp_path, segmenter=None):
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+  return make_release(tmp_path_factory.mktemp("smarthome"),
+                      tmp_path_factory.mktemp("segmenter"))
+
+
+def _prepare(config_name, release, tmp_path, segmenter=None, download_config=None):
   root, _ = release
   config = dataclasses.replace(
       next(c for c in smarthome.ToyotaSmarthome.BUILDER_CONFIGS if c.name == config_name),
@@ -55,7 +60,7 @@ def _prepare(config_name, release, tmp_path, segmenter=None):
   builder = smarthome.ToyotaSmarthome(config=config, data_dir=str(tmp_path),
                                       segmenter=segmenter, segmenter_batch_size=4)
   builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=root))
+      download_config=download_config or tfds.download.DownloadConfig(manual_dir=root))
   examples = {split: {ex["video_id"].decode(): ex
                       for ex in tfds.as_numpy(builder.as_dataset(split=split))}
               for split in ("train", "validation", "test")}

@@ -3,15 +3,20 @@ releases, an object-map source, and a skip report that makes bad inputs visible.
 
 import hashlib
 import os
+import re
 
 from absl import logging
 from etils import epath
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from data_prep import features as features_lib
 from data_prep import skips
 from data_prep import video as video_lib
 
+
+# TFDS's Beam writer's error for a split without examples (tensorflow_datasets/core/writer.py).
+_TFDS_EMPTY_SPLIT = re.compile(r"generated examples is 0 for split (\S+?)\.")
 
 # What preparation writes, versioned: bump it when a change gives other frames or labels
 # for the same release (2: frames chosen by timestamp, display rotation applied, truncated
@@ -22,11 +27,25 @@ PREPARATION_VERSION = 2
 class VideoBuilder(tfds.core.GeneratorBasedBuilder):
   """Base of the video dataset builders (abstract: TFDS does not register it).
 
+  Subclasses list a split's videos in `_split_generators` (as plain, picklable row dicts)
+  and return `self._generate_examples(split, rows)` for each split; `example(row, report)`
+  encodes one video. Preparation runs in this process, or as an Apache Beam pipeline with
+  one element per video when the `DownloadConfig` names a Beam runner or Beam options
+  (TFDS's Beam support; `data_prep/beam_generation.py`). Both give the same examples and
+  the same skip summary.
+
   Args:
-    segmenter: optional ADE-20K segmentation SavedModel path (object maps computed here).
+    segmenter: optional ADE-20K segmenter (object maps computed here): a SavedModel path,
+      `keras_hub:PRESET` or `deeplab:FROZEN_GRAPH.pb` (`data_prep/segmenters.py`).
     object_maps_dir: optional folder of precomputed per-frame object maps.
     segmenter_batch_size: frames per segmenter call.
     **kwargs: `tfds.core.GeneratorBasedBuilder` arguments (data_dir, config, ...).
+
+  Attributes:
+    beam_workers: after a Beam preparation, the sorted `host:pid` names of the processes
+      that encoded videos; None otherwise.
+    beam_skip_counters: after a Beam preparation, `{reason: count}` of what the workers
+      skipped, from the runner's metrics (`{}` when it reports none); None otherwise.
   """
 
   @tfds.core.utils.classproperty
@@ -40,16 +59,85 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder):
     self._object_source = features_lib.ObjectMapSource(segmenter, object_maps_dir,
                                                        segmenter_batch_size)
     self.failed_summary_dir = None
+    self.beam_workers = None
+    self.beam_skip_counters = None
+    self._beam_outcomes_dir = None  # Set while a Beam preparation runs.
+    self._beam_splits = []
+    self._beam_outcomes_merged = False
     super().__init__(**kwargs)
+    # Beam's workers get the builder pickled; TFDS unpickles by calling __init__ again
+    # with `_original_state`, which must carry the object-map source too.
+    self._original_state.update(segmenter=segmenter, object_maps_dir=object_maps_dir,
+                                segmenter_batch_size=segmenter_batch_size)
     self.skip_report = skips.SkipReport(self.info.full_name)
 
-  def _encode_or_skip(self, source, video_id, read_fn):
+  def example(self, row, report):
+    """One video of a split: `(key, example)`, or None when it is skipped (counted in
+    `report`, a `skips.SkipReport`). Runs in a Beam worker on the Beam path."""
+    raise NotImplementedError
+
+  def _generate_examples(self, split, rows):
+    """The examples of `split` from its `rows`: a generator of `(key, example)`, or on the
+    Beam path a `beam.PTransform` producing them. Either way a split whose every video is
+    skipped stops preparation with the skip summary."""
+    if self._beam_outcomes_dir is not None:
+      from data_prep import beam_generation  # pylint: disable=g-import-not-at-top
+      self._beam_splits.append(split)
+      return beam_generation.VideoExamples(self, split, rows, self._beam_outcomes_dir)
+    return self.checked_examples(split, self._examples(rows))
+
+  def _examples(self, rows):
+    for row in rows:
+      example = self.example(row, self.skip_report)
+      if example is not None:
+        yield example
+
+  def _process_pipeline_result(self, pipeline_result):
+    """After the Beam pipeline: counts what its workers skipped, split by split in the
+    order the default path meets them, so that the skip summary is the same."""
+    from data_prep import beam_generation  # pylint: disable=g-import-not-at-top
+    workers = self._merge_beam_outcomes()
+    if tf.io.gfile.exists(self._beam_outcomes_dir):  # Not part of the prepared data.
+      tf.io.gfile.rmtree(self._beam_outcomes_dir)
+    self.beam_workers = sorted(workers)
+    self.beam_skip_counters = beam_generation.skip_counters(pipeline_result)
+    logging.info("Beam: videos encoded by %d worker process(es); skip counters %s",
+                 len(workers), self.beam_skip_counters)
+
+  def _merge_beam_outcomes(self, pipeline_error=None):
+    """Merges the Beam workers' skips into `skip_report`; stops (`fail`) at the first split
+    without a kept video, as the default path does. After a failed pipeline
+    (`pipeline_error`), splits without outcomes are passed over, except one that TFDS's
+    error says got no example. Returns the workers' names."""
+    from data_prep import beam_generation  # pylint: disable=g-import-not-at-top
+    self._beam_outcomes_merged = True
+    empty = _TFDS_EMPTY_SPLIT.search(str(pipeline_error)) if pipeline_error else None
+    workers = set()
+    for split in self._beam_splits:
+      try:
+        kept, split_workers = beam_generation.read_outcomes(self._beam_outcomes_dir, split,
+                                                            self.skip_report)
+      except FileNotFoundError:
+        if pipeline_error is None:
+          raise
+        if not (empty and empty.group(1) == split):
+          continue
+        kept, split_workers = 0, set()
+      workers |= split_workers
+      if not kept:
+        self.fail(f"Every video of split '{split}' of {self.info.full_name} was skipped.")
+    return workers
+
+  def _encode_or_skip(self, source, video_id, read_fn, report=None):
     """Decodes one video with `read_fn() -> video_lib.DecodedVideo` and encodes it; a
-    truncated or corrupt video or missing object maps is counted and gives `None`.
+    truncated or corrupt video or missing object maps is counted in `report` (default:
+    `self.skip_report`) and gives `None`.
 
     Returns:
       `(example, decoded)` or `None`.
     """
+    if report is None:
+      report = self.skip_report
     try:
       decoded = read_fn()
       example = features_lib.encode_video(
@@ -57,19 +145,35 @@ class VideoBuilder(tfds.core.GeneratorBasedBuilder):
           features_lib.stored_fps(self.builder_config.fps, decoded.source_fps), video_id,
           self._object_source)
     except video_lib.TruncatedVideoError as e:
-      self.skip_report.skip(skips.TRUNCATED_VIDEO, source, str(e))
+      report.skip(skips.TRUNCATED_VIDEO, source, str(e))
       return None
     except video_lib.VideoReadError as e:
-      self.skip_report.skip(skips.CORRUPT_VIDEO, source, str(e))
+      report.skip(skips.CORRUPT_VIDEO, source, str(e))
       return None
     except features_lib.MissingObjectMaps as e:
-      self.skip_report.skip(skips.MISSING_OBJECT_MAPS, source, str(e))
+      report.skip(skips.MISSING_OBJECT_MAPS, source, str(e))
       return None
     return example, decoded
 
   def _download_and_prepare(self, dl_manager, download_config):
     self.info.metadata["preparation"] = self.preparation_record(dl_manager.manual_dir)
-    super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
+    self._beam_splits = []
+    self._beam_outcomes_merged = False
+    self.beam_workers = None
+    if download_config.beam_runner or download_config.beam_options:
+      # Inside the temporary data dir (renamed on success): workers write there.
+      self._beam_outcomes_dir = os.path.join(self.data_dir, "beam_outcomes")
+    try:
+      super()._download_and_prepare(dl_manager=dl_manager,
+                                    download_config=download_config)
+    except Exception as e:
+      if self._beam_outcomes_dir is not None and not self._beam_outcomes_merged:
+        # TFDS's Beam writer stops the pipeline on a split without examples before the
+        # builder sees the outcomes: say why, as the default path does.
+        self._merge_beam_outcomes(pipeline_error=e)
+      raise
+    finally:
+      self._beam_outcomes_dir = None
     if not sum(split.num_examples for split in self.info.splits.values()):
       self.fail(f"Nothing usable in manual_dir {dl_manager.manual_dir}: every video was "
                 "skipped.")

@@ -2,7 +2,7 @@
 
 `python -m official.train` (and the other mains) print a `ConfigError` as one `error:` line
 and exit with status 2, like a gin parsing error; its message names the gin binding to change
-(`Experiment.train_steps`, `build_dataset.num_frames`, `NUM_CLASSES`), not the code that
+(`Experiment.train_steps`, `VideoInput.num_frames`, `NUM_CLASSES`), not the code that
 would have failed on it later.
 """
 

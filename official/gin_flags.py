@@ -10,6 +10,7 @@ gin's search path: a gin file given by absolute path works from any directory.
 """
 
 import os
+import re
 
 from absl import flags
 import gin
@@ -56,4 +57,47 @@ def parse_gin(gin_files, gin_bindings, finalize=True):
   from official.training import experiment  # pylint: disable=g-import-not-at-top,unused-import
   from official.training import synthetic_data  # pylint: disable=g-import-not-at-top,unused-import
   add_repository_search_path()
-  gin.parse_config_files_and_bindings(gin_files, gin_bindings, finalize_config=finalize)
+  try:
+    gin.parse_config_files_and_bindings(gin_files, gin_bindings, finalize_config=finalize)
+  except ValueError as e:
+    hint = _binding_hint(str(e), input_pipeline.RUNNER_ARGUMENTS)
+    if hint is None:
+      raise
+    raise ValueError(f"{hint} ({e})") from e
+  _refuse_scoped_input_bindings()
+
+
+def _refuse_scoped_input_bindings():
+  """The runner makes one `VideoInput`, outside any gin scope: a scoped binding such as
+  `eval/VideoInput.num_clips` would be silently ignored, so it is an error."""
+  from gin import config as gin_config  # pylint: disable=g-import-not-at-top
+  scoped = sorted(f"{scope}/{selector.rsplit('.', 1)[-1]}" for scope, selector in
+                  getattr(gin_config, "_CONFIG", {}) if scope and
+                  selector.rsplit(".", 1)[-1] == "VideoInput")
+  if scoped:
+    raise ValueError(
+        f"Scoped VideoInput bindings ({', '.join(scoped)}.*) are not read: the runner makes "
+        "one VideoInput, whose training settings (area_range, random_flip, "
+        "shuffle_buffer) and evaluation settings (num_clips, num_crops) are separate "
+        "parameters already. Bind VideoInput.<name> without a scope.")
+
+
+def _binding_hint(message, runner_arguments):
+  """Where a binding that gin rejected belongs, for the two mistakes a user of an older
+  configuration makes: an argument the runner sets, and the old `build_dataset.*` name."""
+  match = re.match(r"Configurable '(\w+)' doesn't have a parameter named '(\w+)'",
+                   message)
+  configurable, name = match.groups() if match else (None, None)
+  if configurable == "VideoInput" and name in runner_arguments:
+    return (f"VideoInput.{name} cannot be bound: the runner sets it from "
+            f"{runner_arguments[name]}")
+  if configurable == "VideoInput" and name == "objects_format":
+    return ("VideoInput.objects_format (build_dataset.objects_format) no longer exists: "
+            "object maps are always the stored uint8 class ids; remove the binding")
+  if configurable == "build_model" and name in ("use_object_input", "object_input"):
+    return (f"build_model.{name} no longer exists: a model takes uint8 object class ids "
+            "exactly when its structure has an object stem (-3); remove the binding")
+  if message.startswith("No configurable matching 'build_dataset'"):
+    return ("build_dataset.* bindings are now VideoInput.* (the input's gin name); rename "
+            "them")
+  return None

@@ -225,6 +225,7 @@ def main(argv):
       output.close()
     return 2
   logging.info("Views: %s", classifier.protocol)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (loaded by now anyway)
   records, failed = [], 0
   try:
     for path in FLAGS.video:
@@ -232,7 +233,9 @@ def main(argv):
       try:
         record = predict_video(classifier, path, object_maps, FLAGS.top_k,
                                FLAGS.timeline_step_s, FLAGS.timeline)
-      except (video_lib.VideoReadError, FileNotFoundError, ValueError, OSError) as e:
+      except (video_lib.VideoReadError, FileNotFoundError, ValueError, OSError,
+              tf.errors.InvalidArgumentError) as e:
+        # InvalidArgumentError: the export's input checks (e.g. object ids it refuses).
         failed += 1
         record = {"video": path, "error": f"{type(e).__name__}: {e}"}
         print(f"error: {path}: {record['error']}", file=sys.stderr, flush=True)

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from official import demo
+from official.modeling import assemblenet
 from official.modeling import builders
 from official.modeling import structures
 from official.tools import ablate
@@ -61,7 +62,7 @@ def test_every_variant_builds_from_its_bindings(variant):
     gin.clear_config()
   assert model.structure.to_list() == variant.structure
   assert model.attention_mode == variant.attention_mode
-  assert builders.uses_object_input(model) == variant.uses_objects
+  assert assemblenet.uses_objects(model) == variant.uses_objects
   # Fixed connectivity: every multi-input fusion has constant, untrainable 0.5 weights.
   fusions = [l for l in model.layers if l.name.endswith("_fusion") and l.num_inputs > 1]
   assert bool(fusions) == (variant.name != "plain")  # the plain chain has no fusion

@@ -16,7 +16,7 @@ REDUCED = [
     "prepare_synthetic_charades.num_train = 96",
     "prepare_synthetic_charades.num_test = 48",
     "NUM_FRAMES = 4",
-    "build_dataset.frame_stride = 4",
+    "VideoInput.frame_stride = 4",
     "Experiment.train_steps = 120",
     # Deterministic ops and input order: the learning margin below is a fixed fact of this
     # configuration, not a draw of thread scheduling.

@@ -27,8 +27,7 @@ TINY_NODES = [[-1, 1], [-3, 1], [0, [0, 1], 4, 1, 1, 0], [1, [0, 2], 4, 1, 2, 0]
 def _tiny_model():
   return builders.build_model(structure=TINY_NODES, edge_weights=None,
                               model_type="assemblenet_plus", depth=26, num_frames=2,
-                              image_size=32, num_classes=3, attention_mode="peer",
-                              use_object_input=True)
+                              image_size=32, num_classes=3, attention_mode="peer")
 
 
 def test_full_asnp50_graph_has_the_searched_weights():
@@ -85,7 +84,7 @@ def test_model_dir_round_trip_and_tensorboard(tmp_path):
                 "build_model.model_type = 'assemblenet_plus'\n"
                 "build_model.depth = 26\nbuild_model.num_frames = 2\n"
                 "build_model.image_size = 32\nbuild_model.num_classes = 3\n"
-                "build_model.attention_mode = 'peer'\nbuild_model.use_object_input = True\n")
+                "build_model.attention_mode = 'peer'\n")
     (model_dir / "config.gin").write_text(bindings)
     model = _tiny_model()
     model.get_layer("node_5_fusion").edge_logits.assign([-3.0, 0.5])

@@ -31,7 +31,7 @@ def test_metrics_match_the_official_scorer_over_the_whole_test_list(tmp_path):
       [sys.executable, "-m", "official.train", "--mode=train_and_eval",
        f"--model_dir={model_dir}", f"--gin_file={GIN}",
        "--gin_param=Experiment.prepare_data_fn=None",
-       f"--gin_param=build_dataset.data_dir='{data_dir}'",
+       f"--gin_param=VideoInput.data_dir='{data_dir}'",
        "--gin_param=Experiment.train_steps=1", "--gin_param=Experiment.train_batch_size=2"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]

@@ -1,5 +1,5 @@
-"""Object models through the export and the trainer: uint8 class-id maps in, the same
-probabilities as the Keras model on the pipeline's one-hot out."""
+"""Object models through the export: uint8 class-id maps in, the same probabilities as the
+Keras model on the evaluation pipeline's views out."""
 
 import os
 
@@ -11,7 +11,6 @@ from official.data import input_pipeline
 from official.data import preprocessing
 from official.export import serving
 from official.modeling import builders
-from official.training import trainer as trainer_lib
 
 NUM_FRAMES, IMAGE_SIZE, NUM_CLASSES = 4, 32, 5
 # RGB stem, object stem, one fused node per level (peer attention over both stems).
@@ -19,11 +18,11 @@ TINY_OBJECT_STRUCTURE = [[-1, 1], [-3, 1], [0, [0, 1], 4, 1, 1, 0], [1, [2], 8, 
                          [2, [3], 8, 1, 2, 0], [3, [4], 8, 1, 2, 0]]
 
 
-def _object_model(object_input="one_hot"):
+def _object_model():
   return builders.build_model(
       structure=TINY_OBJECT_STRUCTURE, edge_weights=None, model_type="assemblenet_plus",
       depth=26, num_frames=NUM_FRAMES, image_size=IMAGE_SIZE, num_classes=NUM_CLASSES,
-      attention_mode="peer", use_object_input=True, object_input=object_input)
+      attention_mode="peer")
 
 
 def _clip(height, width, seed=0):
@@ -42,16 +41,13 @@ def _reference_probabilities(model, frames, objects):
     return tf.reshape(crops, [frames.shape[0], NUM_FRAMES, IMAGE_SIZE, IMAGE_SIZE, -1])
   rgb = preprocessing.normalize_frames(views(frames, "bilinear"))
   ids = tf.cast(views(objects[..., None], "nearest")[..., 0], tf.uint8)
-  objects = ids if builders.takes_object_ids(model) else preprocessing.objects_one_hot(ids)
-  logits = model({"rgb": rgb, "objects": objects}, training=False)
+  logits = model({"rgb": rgb, "objects": ids}, training=False)
   return tf.sigmoid(logits).numpy()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("object_input", ["one_hot", "ids"])
-def test_object_model_export_serves_the_keras_probabilities(tmp_path, object_input):
-  model = _object_model(object_input)
-  assert builders.takes_object_ids(model) == (object_input == "ids")
+def test_object_model_export_serves_the_keras_probabilities(tmp_path):
+  model = _object_model()
   path = serving.export_saved_model(
       model, str(tmp_path / "export"), [f"class_{i}" for i in range(NUM_CLASSES)],
       num_frames=NUM_FRAMES, image_size=IMAGE_SIZE, uses_objects=True)
@@ -66,16 +62,3 @@ def test_object_model_export_serves_the_keras_probabilities(tmp_path, object_inp
                                _reference_probabilities(model, frames, objects),
                                atol=1e-5)
 
-
-def test_trainer_feeds_one_hot_or_ids_as_the_model_takes_them():
-  ids = tf.constant(np.arange(2 * 3 * 4, dtype=np.uint8).reshape(1, 2, 3, 4))
-  rgb = tf.zeros([1, 2, 3, 4, 3])
-  one_hot_model = _object_model("one_hot")
-  converted = trainer_lib.to_model_inputs(one_hot_model, {"rgb": rgb, "objects": ids})
-  np.testing.assert_array_equal(converted["objects"].numpy(),
-                                preprocessing.objects_one_hot(ids).numpy())
-  assert converted["rgb"] is rgb
-  one_hot = preprocessing.objects_one_hot(ids)
-  assert trainer_lib.to_model_inputs(one_hot_model, {"objects": one_hot})["objects"] is one_hot
-  ids_model = _object_model("ids")
-  assert trainer_lib.to_model_inputs(ids_model, {"rgb": rgb, "objects": ids})["objects"] is ids

@@ -202,7 +202,6 @@ OBJECT_BINDINGS = BINDINGS + [
     "build_model.structure = [[-1, 1], [-3, 1], [0, [0, 1], 4, 1, 1, 0], "
     "[1, [2], 8, 1, 2, 0], [2, [3], 8, 1, 2, 0], [3, [4], 8, 1, 2, 0]]",
     "build_model.attention_mode = 'peer'",
-    "build_model.use_object_input = True",
 ]
 
 

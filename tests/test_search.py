@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 from official import gin_flags
+from official.modeling import assemblenet
 from official.modeling import builders
 from official.modeling import structures
 from official.search import run
@@ -83,7 +84,7 @@ def test_tiny_evolution_writes_the_best_structure(tmp_path, local_ray):
   gin_flags.parse_gin([os.path.join(out, "best.gin")], [])
   model = builders.build_model()
   assert model.structure.to_list() == found.to_list()
-  assert builders.uses_object_input(model) == found.has_stem(structures.OBJECT)
+  assert assemblenet.uses_objects(model) == found.has_stem(structures.OBJECT)
   assert gin.query_parameter("%SEARCHED_EDGE_WEIGHTS") == namespace["BEST_EDGE_WEIGHTS"]
   assert gin.query_parameter("prepare_synthetic_charades.num_train") == 16
   assert gin.query_parameter("build_model.edge_weights") is None

@@ -24,7 +24,7 @@ def export_path(tmp_path_factory):
   model = builders.build_model(
       structure=TINY_OBJECT_STRUCTURE, edge_weights=None, model_type="assemblenet_plus",
       depth=26, num_frames=NUM_FRAMES, image_size=IMAGE_SIZE, num_classes=NUM_CLASSES,
-      attention_mode="peer", use_object_input=True)
+      attention_mode="peer")
   return serving.export_saved_model(
       model, str(tmp_path_factory.mktemp("serving") / "export"),
       [f"class_{i}" for i in range(NUM_CLASSES)], num_frames=NUM_FRAMES,
@@ -143,7 +143,7 @@ def test_object_ids_above_ade20k_are_an_error_naming_objects(serve):
   frames, objects = _inputs((1, NUM_FRAMES, 32, 32, 3), (1, NUM_FRAMES, 32, 32))
   objects[0, 2, 5, 7] = 200
   with pytest.raises(tf.errors.InvalidArgumentError,
-                     match=r"`objects` holds ADE-20K class ids 0\.\.150 .*200"):
+                     match=r"`objects` must hold object class ids below 151 .*200"):
     serve(frames, objects)
 
 

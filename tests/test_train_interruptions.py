@@ -147,7 +147,7 @@ def test_lost_state_file_resumes_instead_of_restarting(run_copy):
             if name.startswith("ckpt-")}
   out = _train(run_copy, mode="train")
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "training from scratch" not in out.stderr
+  assert "training starts at step 0" not in out.stderr
   assert "recovered" in out.stderr and "ckpt-12" in out.stderr
   after = {name: (run_copy / name).read_bytes() for name in os.listdir(run_copy)
            if name.startswith("ckpt-")}
@@ -218,8 +218,28 @@ def test_nan_stop_is_one_error_and_leaves_only_finite_checkpoints(finished_run, 
 def test_gin_value_of_the_wrong_type_names_the_binding(tmp_path):
   error = _one_error(_train(tmp_path, "--gin_param=Experiment.train_steps='three'"), 2)
   assert "Experiment.train_steps" in error and "'three'" in error
-  error = _one_error(_train(tmp_path, "--gin_param=build_dataset.num_frames=4.5"), 2)
-  assert "build_dataset.num_frames" in error and "4.5" in error
+  error = _one_error(_train(tmp_path, "--gin_param=VideoInput.num_frames=4.5"), 2)
+  assert "VideoInput.num_frames" in error and "4.5" in error
+
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("binding,where", [
+    ("VideoInput.seed = 3", "--seed flag"),
+    ("VideoInput.batch_size = 3", "Experiment.train_batch_size"),
+    ("VideoInput.deterministic = True", "Experiment.deterministic"),
+    ("VideoInput.use_objects = True", "object stem"),
+    ("VideoInput.split = 'test'", "Experiment.train_split"),
+])
+def test_binding_an_argument_the_runner_sets_is_a_parse_error(tmp_path, binding, where):
+  # Before: build_dataset.seed / batch_size / deterministic / use_objects were bindable and
+  # silently replaced by the runner's values, while operative_config.gin showed them.
+  out = _train(tmp_path / "run", f"--gin_param={binding}")
+  error = _one_error(out, 2)
+  name = binding.split(" = ")[0]
+  assert f"{name} cannot be bound: the runner sets it from" in error and where in error
+  assert "Strategy" not in out.stderr  # Nothing was built.
+  assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow
@@ -237,13 +257,13 @@ def test_missing_or_unprepared_data_dir_is_checked_first(tmp_path):
   no_prepare = "--gin_param=Experiment.prepare_data_fn=None"
   missing = tmp_path / "missing"
   error = _one_error(_train(tmp_path / "run", no_prepare,
-                            f"--gin_param=build_dataset.data_dir='{missing}'"))
+                            f"--gin_param=VideoInput.data_dir='{missing}'"))
   assert f"data_dir {missing} does not exist" in error
   assert "python -m data_prep.prepare --dataset=charades/synthetic" in error
   assert "download_and_prepare" not in error
   empty = tmp_path / "empty"
   empty.mkdir()
-  out = _train(tmp_path / "run", no_prepare, f"--gin_param=build_dataset.data_dir='{empty}'")
+  out = _train(tmp_path / "run", no_prepare, f"--gin_param=VideoInput.data_dir='{empty}'")
   error = _one_error(out)
   assert f"data_dir {empty} holds no prepared charades/synthetic" in error
   assert "python -m data_prep.prepare --dataset=charades/synthetic" in error

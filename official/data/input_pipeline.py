@@ -1,10 +1,13 @@
 """tf.data input pipelines over the prepared Charades / Toyota Smarthome TFDS datasets.
 
+`VideoInput` is the gin boundary of the input side (`VideoInput.*` bindings: which dataset,
+clip and views); the runner builds its datasets with `VideoInput.dataset(...)`, passing what
+it owns itself (split, batch size, seed, determinism, whether the model takes objects).
 Contract (docs/architecture.md, "Input pipeline"): `build_dataset` yields `(features,
 labels)` batches with
   features['rgb']      float32 [B, T, S, S, 3], `preprocessing.normalize_frames` applied;
-  features['objects']  float32 [B, T, S, S, 151] one-hot (or uint8 ids [B, T, S, S] with
-                       objects_format='ids', for a one-hot on the accelerator);
+  features['objects']  uint8 [B, T, S, S] object class ids, as stored (the model's
+                       object stem one-hot encodes and pools them);
   features['video_id'] string [B], evaluation only (one element per clip x crop view);
   labels               float32 [B, num_classes]: Charades multi-hot (training: union of
                        the segments overlapping the sampled clip; evaluation: the video's
@@ -28,10 +31,6 @@ import tensorflow_datasets as tfds
 
 from official import errors
 from official.data import preprocessing
-
-OBJECTS_ONE_HOT = "one_hot"
-OBJECTS_IDS = "ids"
-
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
@@ -87,7 +86,7 @@ def check_prepared(name, data_dir=None):
   where = data_dir or os.path.dirname(os.path.dirname(os.path.dirname(builder.data_dir)))
   command = (f"python -m data_prep.prepare --dataset={name} --manual_dir=<the unpacked "
              f"release> --data_dir={where} (see the README, \"Data\"), or set "
-             "build_dataset.data_dir to where it was prepared")
+             "VideoInput.data_dir to where it was prepared")
   if not tf.io.gfile.isdir(where):
     raise DataNotPreparedError(f"data_dir {where} does not exist, so dataset {name} cannot "
                                f"be read. Prepare it with: {command}.")
@@ -355,7 +354,6 @@ def _video_labels(example, num_classes, multi_label):
   return tf.one_hot(tf.cast(example["label"], tf.int32), num_classes)
 
 
-@gin.configurable(denylist=["split", "is_training", "start_batch"])
 def build_dataset(dataset_name=gin.REQUIRED,
                   split="train",
                   data_dir=None,
@@ -365,7 +363,6 @@ def build_dataset(dataset_name=gin.REQUIRED,
                   frame_stride=1,
                   image_size=224,
                   use_objects=False,
-                  objects_format=OBJECTS_ONE_HOT,
                   num_clips=10,
                   num_crops=3,
                   area_range=(0.08, 1.0),
@@ -402,9 +399,8 @@ def build_dataset(dataset_name=gin.REQUIRED,
     num_frames: T, frames per clip.
     frame_stride: stored frames between consecutive clip frames.
     image_size: S, output side.
-    use_objects: add features['objects'] from the stored object maps.
-    objects_format: 'one_hot' (float32 [B, T, S, S, 151], the model contract) or 'ids'
-      (uint8 [B, T, S, S]; ~1 s/clip/core cheaper at 32x224x224, one-hot on device).
+    use_objects: add features['objects'], uint8 class ids [B, T, S, S], from the stored
+      object maps (nearest-neighbour resized and cropped with the frames).
     num_clips, num_crops: evaluation views per video (clips evenly spaced in time; crops
       evenly spaced along the long side after resizing the short side to S).
     area_range, aspect_ratio_range: random resized crop (training).
@@ -427,9 +423,6 @@ def build_dataset(dataset_name=gin.REQUIRED,
     errors.ConfigError: an argument of the wrong type or range, naming `build_dataset.<arg>`.
     ValueError: object maps requested but not prepared; `start_batch` in evaluation.
   """
-  if objects_format not in (OBJECTS_ONE_HOT, OBJECTS_IDS):
-    raise ValueError(f"objects_format must be '{OBJECTS_ONE_HOT}' or '{OBJECTS_IDS}'. "
-                     f"Received: {objects_format!r}")
   for name, value in (("num_frames", num_frames), ("frame_stride", frame_stride),
                       ("image_size", image_size), ("batch_size", batch_size),
                       ("shuffle_buffer", shuffle_buffer)):
@@ -543,13 +536,6 @@ def build_dataset(dataset_name=gin.REQUIRED,
                 deterministic=deterministic)
     ds = ds.unbatch()
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-
-  if use_objects and objects_format == OBJECTS_ONE_HOT:
-    def one_hot(features, labels):
-      features = dict(features)
-      features["objects"] = preprocessing.objects_one_hot(features["objects"])
-      return features, labels
-    ds = ds.map(one_hot, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
   ds = ds.prefetch(tf.data.AUTOTUNE)
   options = tf.data.Options()
   options.deterministic = deterministic
@@ -557,3 +543,103 @@ def build_dataset(dataset_name=gin.REQUIRED,
     options.threading.private_threadpool_size = private_threadpool_size
   return ds.with_options(options)
 
+
+
+# build_dataset's arguments that the runner sets from the experiment (see `VideoInput`).
+RUNNER_ARGUMENTS = {
+    "split": "Experiment.train_split / eval_split / final_eval_split; bind those",
+    "is_training": "the mode (training or evaluation); nothing to bind",
+    "batch_size": "Experiment.train_batch_size / Experiment.eval_batch_size; bind those",
+    "seed": "the --seed flag; pass that",
+    "deterministic": "Experiment.deterministic; bind that",
+    "use_objects": ("the model: objects are read when its structure has an object stem; "
+                    "nothing to bind"),
+    "start_batch": "the resumed step; nothing to bind",
+    "repeat": "the mode (training repeats, evaluation does not); nothing to bind",
+    "drop_remainder": "the mode (training drops a last partial batch); nothing to bind",
+}
+
+
+@gin.configurable
+class VideoInput:
+  """The input side of an experiment: which prepared dataset, which clips, which views.
+
+  The gin boundary of the data (`VideoInput.dataset_name = 'charades'`, ...). Its settings
+  are `build_dataset`'s, less the ones the runner sets from the experiment
+  (`RUNNER_ARGUMENTS`: split, batch size, seed, determinism, objects, resume), which are no
+  parameters here, so binding one is an error at parse time instead of a value the runner
+  silently overrides. The runner reads the settings from this object, never from gin.
+
+  Args:
+    dataset_name: TFDS name ('charades', 'charades/synthetic', 'toyota_smarthome/cs', ...).
+    data_dir: TFDS data_dir the dataset was prepared into (None: TFDS' default, or the one
+      a self-contained experiment's `prepare_data_fn` returns).
+    num_frames, frame_stride, image_size, num_clips, num_crops, area_range,
+    aspect_ratio_range, random_flip, shuffle_buffer, num_parallel_calls,
+    private_threadpool_size: see `build_dataset`.
+
+  Raises:
+    errors.ConfigError: a value of the wrong type or range, naming `VideoInput.<arg>`.
+  """
+
+  def __init__(self, dataset_name=gin.REQUIRED, data_dir=None, num_frames=32,
+               frame_stride=1, image_size=224, num_clips=10, num_crops=3,
+               area_range=(0.08, 1.0), aspect_ratio_range=(0.5, 2.0), random_flip=True,
+               shuffle_buffer=64, num_parallel_calls=tf.data.AUTOTUNE,
+               private_threadpool_size=0):
+    if not isinstance(dataset_name, str) or not dataset_name:
+      raise errors.ConfigError(
+          f"VideoInput.dataset_name must be a TFDS name such as 'charades'. Received: "
+          f"{dataset_name!r}")
+    if data_dir is not None and not isinstance(data_dir, str):
+      raise errors.ConfigError(
+          f"VideoInput.data_dir must be a path (a string) or None. Received: {data_dir!r}")
+    for name, value in (("num_frames", num_frames), ("frame_stride", frame_stride),
+                        ("image_size", image_size), ("num_clips", num_clips),
+                        ("num_crops", num_crops), ("shuffle_buffer", shuffle_buffer)):
+      errors.check_int(f"VideoInput.{name}", value)
+    self.dataset_name = dataset_name
+    self.data_dir = data_dir
+    self.num_frames = num_frames
+    self.frame_stride = frame_stride
+    self.image_size = image_size
+    self.num_clips = num_clips
+    self.num_crops = num_crops
+    self.area_range = tuple(area_range)
+    self.aspect_ratio_range = tuple(aspect_ratio_range)
+    self.random_flip = random_flip
+    self.shuffle_buffer = shuffle_buffer
+    self.num_parallel_calls = num_parallel_calls
+    self.private_threadpool_size = private_threadpool_size
+
+  @property
+  def views_per_video(self):
+    """Evaluation views of each video: `num_clips * num_crops`."""
+    return self.num_clips * self.num_crops
+
+  def resolve_data_dir(self, data_dir=None):
+    """`data_dir` when given (a self-contained experiment's), else `VideoInput.data_dir`."""
+    return self.data_dir if data_dir is None else data_dir
+
+  def info(self, data_dir=None):
+    """`DatasetInfo` of the prepared dataset."""
+    return dataset_info(self.dataset_name, self.resolve_data_dir(data_dir))
+
+  def check_prepared(self, data_dir=None):
+    """Raises `DataNotPreparedError` (naming the preparation command) when the dataset is
+    not prepared."""
+    check_prepared(self.dataset_name, self.resolve_data_dir(data_dir))
+
+  def dataset(self, split, is_training, batch_size, use_objects, seed, deterministic,
+              start_batch=0, data_dir=None):
+    """`build_dataset` with these settings and the runner's arguments."""
+    return build_dataset(
+        dataset_name=self.dataset_name, split=split,
+        data_dir=self.resolve_data_dir(data_dir), is_training=is_training,
+        batch_size=batch_size, num_frames=self.num_frames, frame_stride=self.frame_stride,
+        image_size=self.image_size, use_objects=use_objects, num_clips=self.num_clips,
+        num_crops=self.num_crops, area_range=self.area_range,
+        aspect_ratio_range=self.aspect_ratio_range, random_flip=self.random_flip,
+        shuffle_buffer=self.shuffle_buffer, deterministic=deterministic, seed=seed,
+        num_parallel_calls=self.num_parallel_calls,
+        private_threadpool_size=self.private_threadpool_size, start_batch=start_batch)

@@ -218,31 +218,30 @@ def test_eval_views_are_exact_crops_of_the_sampled_frames(synthetic_data):
               if np.abs(rgb - frames).max() < 1e-6]
       assert len(keys) == 1
       matched.append(keys[0])
-      np.testing.assert_array_equal(objects.argmax(-1), expected[keys[0]][1])
-      np.testing.assert_array_equal(objects.sum(-1), 1.0)
+      assert objects.dtype == np.uint8
+      np.testing.assert_array_equal(objects, expected[keys[0]][1])
       np.testing.assert_array_equal(labels, np.isin(np.arange(12), ex["labels"]))
     assert sorted(matched) == sorted(expected)
 
 
 @pytest.mark.slow
-def test_train_clips_deterministic_labels_and_object_formats(synthetic_data):
+def test_train_clips_deterministic_labels_and_object_ids(synthetic_data):
   data_dir, raw = synthetic_data
   args = dict(dataset_name="charades/synthetic", split="train", data_dir=data_dir,
               batch_size=2, num_frames=6, image_size=24, use_objects=True, seed=3,
               deterministic=True, shuffle_buffer=4)
   first = list(ip.build_dataset(**args).take(3))
   second = list(ip.build_dataset(**args).take(3))
-  ids = list(ip.build_dataset(objects_format="ids", **args).take(3))
   all_labels = np.zeros(12)
-  for (f1, l1), (f2, l2), (f3, _) in zip(first, second, ids):
+  for (f1, l1), (f2, l2) in zip(first, second):
     np.testing.assert_array_equal(f1["rgb"], f2["rgb"])
+    np.testing.assert_array_equal(f1["objects"], f2["objects"])
     np.testing.assert_array_equal(l1, l2)
-    assert f1["rgb"].shape == (2, 6, 24, 24, 3) and f1["objects"].shape == (2, 6, 24, 24, 151)
+    assert f1["rgb"].shape == (2, 6, 24, 24, 3) and f1["objects"].shape == (2, 6, 24, 24)
     assert -1.0 <= f1["rgb"].numpy().min() and f1["rgb"].numpy().max() <= 1.0
-    assert f3["objects"].dtype == tf.uint8
-    np.testing.assert_array_equal(f1["objects"].numpy().argmax(-1), f3["objects"])
+    assert f1["objects"].dtype == tf.uint8
     # Background ids (wall 1 / floor 4) are always in view.
-    assert set(np.unique(f3["objects"])) & {1, 4}
+    assert set(np.unique(f1["objects"])) & {1, 4}
     all_labels += l1.numpy().sum(0)
   # Clips that cover the whole (looped) video carry every label of the video.
   whole = ip.build_dataset(**dict(args, num_frames=40, batch_size=4, use_objects=False))
@@ -261,13 +260,10 @@ def test_objects_requested_without_object_maps_is_an_error(tmp_path):
   prepare.prepare("charades/synthetic", release, str(tmp_path / "data"))
   with pytest.raises(ValueError, match="without object maps"):
     ip.build_dataset("charades/synthetic", "train", str(tmp_path / "data"), use_objects=True)
-  with pytest.raises(ValueError, match="objects_format"):
-    ip.build_dataset("charades/synthetic", "train", str(tmp_path / "data"),
-                     objects_format="scores")
 
 
 @pytest.mark.slow
-def test_data_gin_files_configure_build_dataset(synthetic_data):
+def test_data_gin_files_configure_the_video_input(synthetic_data):
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   expected = {"data_charades": ("charades", 157), "data_smarthome_cs": (
       "toyota_smarthome/cs", 31), "data_smarthome_cv1": ("toyota_smarthome/cv1", 19),
@@ -279,14 +275,17 @@ def test_data_gin_files_configure_build_dataset(synthetic_data):
     for name, (dataset, num_classes) in expected.items():
       gin.clear_config()
       gin.parse_config_files_and_bindings(
-          [f"gin/base/{name}.gin"], [f"build_dataset.data_dir = '{synthetic_data[0]}'"])
-      assert gin.query_parameter("build_dataset.dataset_name") == dataset
+          [f"gin/base/{name}.gin"], [f"VideoInput.data_dir = '{synthetic_data[0]}'"])
+      video_input = ip.VideoInput()
+      assert video_input.dataset_name == dataset
       assert gin.query_parameter("%NUM_CLASSES") == num_classes
     # The synthetic settings build a working evaluation pipeline: 4 clips x 1 crop.
-    features, labels = next(iter(ip.build_dataset(split="test", is_training=False,
-                                                  batch_size=4)))
+    features, labels = next(iter(video_input.dataset(
+        split="test", is_training=False, batch_size=4, use_objects=False, seed=0,
+        deterministic=True)))
     assert features["rgb"].shape == (4, 16, 64, 64, 3) and labels.shape == (4, 12)
     assert len(set(features["video_id"].numpy())) == 1
+    assert video_input.info().num_classes == len(synthetic.CLASSES)
   finally:
     gin.clear_config()
     os.chdir(cwd)

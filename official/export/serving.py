@@ -3,7 +3,9 @@
 `EXPORT_DIR/<version>/` holds:
   saved_model.pb, variables/          signature `serving_default`:
       frames  uint8 [None, T, H, W, 3]  (any H, W: resized in the graph)
-      objects uint8 [None, T, H, W]     ADE-20K class ids 0..150 (object models only)
+      objects uint8 [None, T, H, W]     object class ids below max(K, 151), K the
+                                        model's num_object_classes (ADE-20K: 0..150;
+                                        object models only)
     -> logits float32 [None, C], probabilities float32 [None, C]
   assets/class_names.txt               one class name per line, in logit order
                                        (also served by the `class_names` signature)
@@ -16,9 +18,10 @@ crop) and `official.data.preprocessing`, so served clips are treated like evalua
 The signature checks its inputs before any computation (TF Serving does not hold requests to
 the signature's shapes) and fails with `INVALID_ARGUMENT` naming the input: `frames` must be
 rank 5 with T frames, 3 channels, a batch of at least one clip and pictures of at least
-1 x 1; `objects` rank 4 with the batch size, T, height and width of `frames` and ADE-20K
-class ids 0..150 (an id above 150 is an error, as in data preparation, rather
-than a pixel with no class). `docs/serving.md` shows requests.
+1 x 1; `objects` rank 4 with the batch size, T, height and width of `frames` and class ids
+below max(K, 151), K the model's num_object_classes (ids in [K, 151) count as no class, as
+in training on ADE-20K maps; an id above that is an error, as an ADE-20K id above 150 is in
+data preparation, rather than a pixel with no class). `docs/serving.md` shows requests.
 """
 
 import os
@@ -34,12 +37,10 @@ from tensorflow_serving.apis import prediction_log_pb2
 from official.data import input_pipeline
 from official.data import preprocessing
 from official.inference import views
-from official.training import trainer as trainer_lib
 
 SIGNATURE = "serving_default"
 CLASS_NAMES_FILE = "class_names.txt"
 WARMUP_FILE = "tf_serving_warmup_requests"
-NUM_OBJECT_IDS = preprocessing.NUM_OBJECT_CLASSES  # ADE-20K: 0 = other, 1..150
 
 
 def _resize_and_center_crop(images, image_size, method):
@@ -49,7 +50,7 @@ def _resize_and_center_crop(images, image_size, method):
   return input_pipeline.eval_views(resized, image_size, num_crops=1)[0]
 
 
-def _input_checks(frames, objects, num_frames):
+def _input_checks(frames, objects, num_frames, num_object_classes=None):
   """Assert ops on the served inputs, each failing with a message naming the input.
 
   Each check runs after the previous one, so the first failing check is the one reported
@@ -93,10 +94,11 @@ def _input_checks(frames, objects, num_frames):
             "Input `objects` must have the height and width of `frames` (one class id per "
             "pixel; resize the maps to the frames with nearest-neighbour sampling). "
             "Received objects shape:", objects_shape, "and frames shape:", frames_shape]),
-        lambda: (tf.reduce_all(objects < NUM_OBJECT_IDS), [
-            f"Input `objects` holds ADE-20K class ids 0..{NUM_OBJECT_IDS - 1} (0 = other); "
-            "map other label sets to ADE-20K first. Received a maximum id of",
-            tf.reduce_max(objects)]),
+        lambda: (tf.reduce_all(objects < num_object_classes), [
+            f"Input `objects` must hold object class ids below {num_object_classes} "
+            "(ADE-20K maps: 0 = other, 1..150, or the num_object_classes of the model if "
+            "larger); map other label sets to those of the segmenter the model was trained "
+            "with. Received a maximum id of", tf.reduce_max(objects)]),
     ]
   ops = []
   for check in checks:
@@ -112,9 +114,13 @@ def serving_fn(model, num_frames, image_size, uses_objects, score_activation=tf.
   Raises (when run):
     tf.errors.InvalidArgumentError: inputs of the wrong rank, frame count or channel count,
       an empty batch or picture, objects that disagree with the frames (batch, frames,
-      height, width), object ids above 150; the message names the
-      input and the expected layout.
+      height, width), object ids not below max(the model's `num_object_classes`, 151)
+      (ADE-20K: 0..150); the message names the input and the expected layout.
   """
+  # Ids of the prepared ADE-20K maps (0..150) are what a model is trained on, whatever its
+  # num_object_classes K (ids >= K count as no class); an id outside both is an error.
+  num_object_classes = max(getattr(model, "num_object_classes", 0),
+                           preprocessing.NUM_OBJECT_CLASSES)
 
   def frames_to_rgb(frames):
     batch = tf.shape(frames)[0]
@@ -132,7 +138,7 @@ def serving_fn(model, num_frames, image_size, uses_objects, score_activation=tf.
     flat = _resize_and_center_crop(flat, image_size, "nearest")
     # [B*T, S, S, 1] -> [B, T, S, S]
     ids = tf.reshape(tf.cast(flat, tf.uint8), [batch, num_frames, image_size, image_size])
-    return trainer_lib.to_model_inputs(model, {"objects": ids})["objects"]
+    return ids
 
   def outputs(inputs):
     logits = tf.cast(model(inputs, training=False), tf.float32)
@@ -140,7 +146,8 @@ def serving_fn(model, num_frames, image_size, uses_objects, score_activation=tf.
 
   def checked(frames, objects=None):
     # Nothing runs before the checks pass, so the first error is one of theirs.
-    with tf.control_dependencies(_input_checks(frames, objects, num_frames)):
+    with tf.control_dependencies(_input_checks(frames, objects, num_frames,
+                                               num_object_classes)):
       frames = tf.identity(frames)
       objects = None if objects is None else tf.identity(objects)
     # Checked: from here on the layout is known.

@@ -149,10 +149,12 @@ class CheckpointClassifier:
                protocol_overrides=None, batch_size=8):
     # pylint: disable=g-import-not-at-top
     from official import gin_flags
+    from official.modeling import assemblenet
     from official.modeling import builders
     from official.training import checkpointing
     from official.training import experiment
     from official.training import losses
+    from official.training import reproducibility
     from official.training import strategies
     # pylint: enable=g-import-not-at-top
     self.batch_size = batch_size
@@ -160,18 +162,22 @@ class CheckpointClassifier:
     # Data paths may stay %gin.REQUIRED: classifying files needs no dataset.
     gin_flags.parse_gin(list(gin_files), list(gin_bindings), finalize=False)
     exp = experiment.Experiment()
-    self._runner = experiment.Runner(exp, model_dir, strategies.build_strategy("one_device"))
+    # The Runner seeds the process (and may turn op determinism on) for training; a
+    # classifier restores its weights, so it leaves the process as it found it.
+    with reproducibility.preserved_process_state():
+      self._runner = experiment.Runner(exp, model_dir,
+                                       strategies.build_strategy("one_device"))
     trainer = self._runner.trainer
     trainer.restore(self.checkpoint)
     if trainer.ema is not None:
       trainer.ema.copy_to_model()
     self.model = self._runner.model
-    self.uses_objects = builders.uses_object_input(self.model)
+    self.uses_objects = assemblenet.uses_objects(self.model)
     self.score_activation = losses.score_activation(exp.loss_kind)
     self._class_names = None
     spec = builders.model_inputs_spec(self.model)["rgb"][0]
-    protocol = views_lib.protocol_from_gin(spec[0], spec[1], exp.view_aggregation,
-                                           self._runner.data_dir)
+    protocol = views_lib.protocol_from_input(self._video_input(), spec[0], spec[1],
+                                             exp.view_aggregation, self._runner.data_dir)
     self.protocol = protocol.replace(**(protocol_overrides or {}))
     self._forward = tf.function(self._logits, reduce_retracing=True)
 
@@ -182,27 +188,23 @@ class CheckpointClassifier:
 
     Never prepares data: a self-contained experiment (`Experiment.prepare_data_fn`, e.g.
     tiny_smoke, demo) has its dataset read where its training run prepared it,
-    `model_dir/synthetic_data` unless `build_dataset.data_dir` says otherwise.
+    `model_dir/synthetic_data` unless `VideoInput.data_dir` says otherwise.
     """
     if self._class_names is None:
       self._class_names = self._find_class_names()
     return self._class_names
 
   def _find_class_names(self):
-    # pylint: disable=g-import-not-at-top
-    from official.data import input_pipeline
-    from official.training import experiment
-    # pylint: enable=g-import-not-at-top
+    from official.data import input_pipeline  # pylint: disable=g-import-not-at-top
     exp = self._runner.exp
     if exp.class_names is not None:
       return list(exp.class_names)
     num_classes = int(self.model.output_shape[-1])
-    cause = "build_dataset.dataset_name is not bound"
-    try:
-      name, data_dir = experiment.dataset_name_and_dir(self._runner.data_dir)
-    except ValueError:
-      name = None
+    cause = "VideoInput.dataset_name is not bound"
+    video_input = self._video_input()
+    name = getattr(video_input, "dataset_name", None)
     if name is not None:
+      data_dir = video_input.resolve_data_dir(self._runner.data_dir)
       if data_dir is None and exp.prepare_data_fn is not None:
         data_dir = os.path.join(self._runner.model_dir, SELF_CONTAINED_DATA_DIR)
       try:
@@ -217,9 +219,18 @@ class CheckpointClassifier:
                  f"{num_classes}")
     logging.warning(
         "No class names (%s): scores are named class_0 .. class_%d. Set "
-        "Experiment.class_names, or point build_dataset.data_dir at the prepared dataset "
-        "(--gin_param=\"build_dataset.data_dir='D'\").", cause, num_classes - 1)
+        "Experiment.class_names, or point VideoInput.data_dir at the prepared dataset "
+        "(--gin_param=\"VideoInput.data_dir='D'\").", cause, num_classes - 1)
     return [f"class_{i}" for i in range(num_classes)]
+
+  def _video_input(self):
+    """The experiment's `VideoInput`, or None when gin does not configure one (classifying
+    files needs no dataset; its view settings then take `build_dataset`'s defaults)."""
+    try:
+      return self._runner.input
+    except RuntimeError as e:  # gin: a required VideoInput binding is missing.
+      logging.warning("No VideoInput configured (%s): default evaluation views.", e)
+      return None
 
   def evaluation_dataset(self):
     """The experiment's evaluation `tf.data.Dataset` (`Experiment.eval_split`), as
@@ -227,9 +238,7 @@ class CheckpointClassifier:
     return self._runner._dataset(is_training=False)  # pylint: disable=protected-access
 
   def _logits(self, inputs):
-    from official.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
-    return tf.cast(self.model(trainer_lib.to_model_inputs(self.model, inputs),
-                              training=False), tf.float32)
+    return tf.cast(self.model(inputs, training=False), tf.float32)
 
   def model_inputs(self, frames, maps, indices):
     """The model's inputs (see `views.model_views`) of the clips `indices` `[C, T]`, in

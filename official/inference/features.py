@@ -1,16 +1,18 @@
 """Backbone features of an AssembleNet / AssembleNet++ classifier: the pooled pre-logit
 vector the classification head's Dense reads, and optionally every node's pooled output.
 
-Built on the classifier itself (a Keras sub-model from the model's inputs to the head's
-inputs and the nodes' outputs), so the features are exactly the activations the trained
-classifier computes: `logits = pre_logits @ kernel + bias` with the head's `classifier`
-Dense (without `max_pool_predictions`).
+Built on the classifier itself (a Keras sub-model from the model's inputs to its backbone's
+features, `assemblenet.FEATURES_LAYER`, and the nodes' outputs), so the features are exactly
+the activations the trained classifier computes: `logits = pre_logits @ kernel + bias` with
+the head's `classifier` Dense (without `max_pool_predictions`).
 """
 
 import re
 
 import keras
 import tensorflow as tf
+
+from official.modeling import assemblenet
 
 PRE_LOGITS = "pre_logits"
 _NODE_LAYER = re.compile(r"^node_(\d+)_(blocks|rgb_stem|flow_stem|object_stem)$")
@@ -20,22 +22,22 @@ class FeatureExtractor:
   """Pooled features of `model`'s views.
 
   Args:
-    model: an AssembleNet / AssembleNetPlus classifier (a layer named 'head' whose inputs
-      are the final nodes' per-frame features, nodes named `node_<k>_blocks` / `_stem`).
+    model: an `assemblenet.AssembleNet` classifier (its backbone ends in the layer
+      `final_features`, `[B, T, C]`; nodes are named `node_<k>_blocks` / `_stem`).
     per_node: also return every node's output, averaged over space and time.
 
   Call: `extractor(inputs)` with the model's input dict (`B` views) returns {'pre_logits':
   float32 `[B, D]`, and with `per_node` 'node_<k>': float32 `[B, C_k]`}. `pre_logits` is
-  the mean over the final nodes of their per-frame spatial means, averaged over the T
-  frames: what the head's Dense classifies. With `max_pool_predictions` the head classifies
+  the backbone's features (the mean over the final nodes of their per-frame spatial
+  means) averaged over the T frames: what the head's Dense classifies. With `max_pool_predictions` the head classifies
   each frame and pools the logits; `pre_logits` is then the time mean of the per-frame
   vectors the Dense reads.
   """
 
   def __init__(self, model, per_node=False):
-    head = model.get_layer("head")
-    self.num_frames = head.num_frames
-    outputs = {PRE_LOGITS: tf.nest.flatten(head.input)}
+    features = model.get_layer(assemblenet.FEATURES_LAYER)
+    self.num_frames = features.num_frames
+    outputs = {PRE_LOGITS: features.output}
     if per_node:
       for layer in model.layers:
         match = _NODE_LAYER.match(layer.name)
@@ -53,10 +55,8 @@ class FeatureExtractor:
 
   def _pooled(self, inputs):
     outputs = self._model(inputs, training=False)
-    final = outputs[PRE_LOGITS]
-    # M x [B*T, C] -> [B*T, C]: the head's mean over the final nodes.
-    mean = tf.add_n(list(final)) / len(final) if len(final) > 1 else final[0]
-    pooled = {PRE_LOGITS: self._time_mean(mean)}
+    # [B, T, C] -> [B, C]
+    pooled = {PRE_LOGITS: tf.reduce_mean(tf.cast(outputs[PRE_LOGITS], tf.float32), axis=1)}
     for name in self.node_names:
       # [B*T, h, w, C] -> [B*T, C] -> [B, C]
       pooled[name] = self._time_mean(tf.reduce_mean(outputs[name], axis=[1, 2]))

@@ -152,39 +152,30 @@ def read_protocol(saved_model_dir):
     raise ValueError(f"{path}: {e}") from e
 
 
-def _gin_value(name, default):
-  import gin  # pylint: disable=g-import-not-at-top
-  for key in (f"eval/{name}", name):  # The evaluation dataset is built in scope 'eval'.
-    try:
-      value = gin.query_parameter(key)
-    except ValueError:
-      continue
-    if isinstance(value, gin.config.ConfigurableReference):  # A %MACRO.
-      value = value.scoped_configurable_fn()
-    return value
-  return default
-
-
-def protocol_from_gin(num_frames, image_size, aggregation, data_dir=None):
-  """The evaluation views of the experiment gin has configured.
+def protocol_from_input(video_input, num_frames, image_size, aggregation, data_dir=None):
+  """The evaluation views of an experiment's input.
 
   Args:
+    video_input: the experiment's `input_pipeline.VideoInput` (None, or an input without
+      its attributes: `build_dataset`'s defaults).
     num_frames, image_size: the model's T and S.
     aggregation: the experiment's `view_aggregation`.
     data_dir: TFDS data_dir of the experiment's dataset (only its config is read).
 
   Returns:
-    A `ViewProtocol` with `build_dataset`'s evaluation `frame_stride`, `num_clips`,
-    `num_crops` and the dataset config's `fps` and `short_side`.
+    A `ViewProtocol` with the input's `frame_stride`, `num_clips`, `num_crops` and the
+    dataset config's `fps` and `short_side`.
   """
   defaults = {name: parameter.default for name, parameter in
               inspect.signature(input_pipeline.build_dataset).parameters.items()}
-  dataset_name = _gin_value("build_dataset.dataset_name", None)
+  value = lambda name: int(getattr(video_input, name, defaults[name]))
+  dataset_name = getattr(video_input, "dataset_name", None)
   fps = short_side = None
   if dataset_name:
+    if data_dir is None:
+      data_dir = getattr(video_input, "data_dir", None)
     config = input_pipeline.load_builder(dataset_name, data_dir).builder_config
     fps, short_side = getattr(config, "fps", None), getattr(config, "short_side", None)
-  value = lambda name: int(_gin_value(f"build_dataset.{name}", defaults[name]))
   return ViewProtocol(num_frames=int(num_frames), image_size=int(image_size),
                       frame_stride=value("frame_stride"), num_clips=value("num_clips"),
                       num_crops=value("num_crops"), aggregation=aggregation,

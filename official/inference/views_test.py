@@ -96,24 +96,32 @@ def test_aggregate_groups_consecutive_views():
   np.testing.assert_allclose(views.aggregate(scores, "mean", 2), [[0.3, 0.55], [0.5, 0.2]])
 
 
-def test_protocol_from_gin_is_the_experiments_evaluation():
+def test_protocol_from_input_is_the_experiments_evaluation():
   import gin  # pylint: disable=g-import-not-at-top
   from official import gin_flags  # pylint: disable=g-import-not-at-top
+  from official.data import input_pipeline  # pylint: disable=g-import-not-at-top
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   gin.clear_config()
   gin.add_config_file_search_path(root)
   try:
     gin_flags.parse_gin([os.path.join(root, "gin/experiments/charades_assemblenet_plus50.gin")],
                         [], finalize=False)
-    assert views.protocol_from_gin(32, 224, "max") == views.ViewProtocol(
+    video_input = input_pipeline.VideoInput()
+    assert views.protocol_from_input(video_input, 32, 224, "max") == views.ViewProtocol(
         32, 224, frame_stride=1, num_clips=10, num_crops=3, aggregation="max", fps=12.0,
         short_side=256)
     gin.clear_config()
-    # The evaluation dataset is built in gin scope 'eval': its bindings win.
     gin_flags.parse_gin([os.path.join(root, "gin/experiments/tiny_smoke.gin")],
-                        ["eval/build_dataset.num_clips = 5"], finalize=False)
-    assert views.protocol_from_gin(4, 32, "mean") == views.ViewProtocol(
-        4, 32, frame_stride=2, num_clips=5, num_crops=1, aggregation="mean")
+                        ["VideoInput.num_clips = 5"], finalize=False)
+    config = input_pipeline.load_builder("charades/synthetic").builder_config
+    assert views.protocol_from_input(input_pipeline.VideoInput(), 4, 32, "mean") == (
+        views.ViewProtocol(4, 32, frame_stride=2, num_clips=5, num_crops=1,
+                           aggregation="mean",
+                           fps=None if config.fps is None else float(config.fps),
+                           short_side=config.short_side))
+    # No input (a custom one without these attributes): build_dataset's defaults.
+    assert views.protocol_from_input(None, 4, 32, "max") == views.ViewProtocol(
+        4, 32, frame_stride=1, num_clips=10, num_crops=3, aggregation="max")
   finally:
     gin.clear_config()
 

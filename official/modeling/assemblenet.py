@@ -1,11 +1,12 @@
-"""AssembleNet (Ryoo et al., ICLR 2020): a multi-stream (2+1)D network from a structure.
+"""AssembleNet (ICLR 2020) and AssembleNet++ (ECCV 2020): one multi-stream (2+1)D network.
 
 The network is a Keras functional model over a dict of inputs. Stems turn the clip into
 per-frame feature maps `[N*T, H, W, C]`; every block node fuses its inputs with learned or
-searched edge weights (`WeightedFusion`) and runs a group of (2+1)D bottleneck blocks; the
-head averages the level-3 nodes and classifies. `assemble_network` builds that graph for
-both AssembleNet and AssembleNet++ (`assemblenet_plus.py`), which only adds attention and
-the object stem.
+searched edge weights (`WeightedFusion`), gated by peer- or self-attention in AssembleNet++,
+and runs a group of (2+1)D bottleneck blocks. `AssembleNetBackbone` ends with the final
+(level-3) nodes' per-frame features; `AssembleNet` adds the classification head.
+AssembleNet (v1) is the same network with `attention_mode=None` and no object stem;
+`assemblenet_plus.AssembleNetPlus` only changes the defaults to the ECCV paper's model.
 """
 
 import keras
@@ -21,6 +22,10 @@ from official.modeling.layers import stems
 STEM_TOTAL_FILTERS = 128
 RGB_KEY = "rgb"
 OBJECTS_KEY = "objects"
+# The layer whose output is the backbone's features (`[N, T, C]`, the head's input).
+FEATURES_LAYER = "final_features"
+FEATURES_KEY = "features"
+HEAD_LAYER = "head"
 
 
 def resolve_edge_weights(structure, edge_weights):
@@ -52,33 +57,37 @@ def _node_channels(structure, index, stem_filters, num_object_classes):
   return num_object_classes if node.stem_type == structures.OBJECT else stem_filters
 
 
-def assemble_network(inputs,
-                     structure,
-                     depth,
-                     num_frames,
-                     num_classes,
-                     edge_weights=None,
-                     attention_mode=None,
-                     num_object_classes=151,
-                     max_pool_predictions=False,
-                     dropout_rate=0.0,
-                     object_input="one_hot"):
-  """Builds the AssembleNet/AssembleNet++ graph on symbolic inputs; returns the logits.
+def model_inputs(structure, num_frames, image_size):
+  """The `keras.Input`s of a network of `structure`: 'rgb' float32 `[N, T, S, S, 3]` and,
+  with an object stem, 'objects' uint8 class ids `[N, T, S, S]` (as TFDS stores them)."""
+  inputs = {RGB_KEY: keras.Input((num_frames, image_size, image_size, 3), name=RGB_KEY)}
+  if structure.has_stem(structures.OBJECT):
+    inputs[OBJECTS_KEY] = keras.Input((num_frames, image_size, image_size), dtype="uint8",
+                                      name=OBJECTS_KEY)
+  return inputs
+
+
+def assemble_backbone(inputs,
+                      structure,
+                      depth,
+                      num_frames,
+                      edge_weights=None,
+                      attention_mode=None,
+                      num_object_classes=151):
+  """Builds the network's graph on symbolic inputs, up to the final features.
 
   Args:
-    inputs: dict of `keras.Input`s: 'rgb' `[N, T, H, W, 3]`, and 'objects'
-      `[N, T, H, W, num_object_classes]` (or ids `[N, T, H, W]`) when the structure has
-      an object stem.
+    inputs: `model_inputs(...)`.
     structure: a validated `structures.Structure`.
     depth: network depth, a key of `structures.BLOCKS_PER_LEVEL`.
     num_frames: frames per clip T.
-    num_classes: number of logits.
     edge_weights: resolved per-node weights (`resolve_edge_weights`) or `None` (learned).
     attention_mode: 'peer', 'self' or `None`.
-    num_object_classes: channels of the object map.
-    max_pool_predictions: soft temporal max-pooling of per-frame logits in the head.
-    dropout_rate: dropout before the classifier.
-    object_input: 'one_hot' or 'ids', the form of the 'objects' input (`stems.ObjectStem`).
+    num_object_classes: K, channels of the object stem's one-hot maps.
+
+  Returns:
+    `(features, streams)`: float32 `[N, T, C]` (`FinalFeatures` of the final nodes) and
+    every node's output `[N*T, h, w, C_k]`, in node order.
   """
   blocks_per_level = structures.BLOCKS_PER_LEVEL[depth]
   stem_filters = STEM_TOTAL_FILTERS // len(structure.stems)
@@ -107,9 +116,8 @@ def assemble_network(inputs,
       elif node.stem_type == structures.FLOW:
         stream = stems.FlowStem(stem_filters, num_frames, name=f"{prefix}_flow_stem")(flow)
       else:
-        stream = stems.ObjectStem(
-            num_frames, object_input, num_object_classes,
-            name=f"{prefix}_object_stem")(inputs[OBJECTS_KEY])
+        stream = stems.ObjectStem(num_frames, num_object_classes,
+                                  name=f"{prefix}_object_stem")(inputs[OBJECTS_KEY])
       streams.append(stream)
       continue
 
@@ -150,18 +158,14 @@ def assemble_network(inputs,
             name=f"{prefix}_blocks")(merged))
 
   final = [spatial_mean(k) for k in structure.final_nodes]
-  # The head runs in float32 so logits are float32 under any mixed policy.
-  return heads.ClassificationHead(
-      num_classes,
-      num_frames,
-      max_pool_predictions=max_pool_predictions,
-      dropout_rate=dropout_rate,
-      name="head",
-      dtype="float32")(final)
+  # In float32, so features (and the head's logits) are float32 under any mixed policy.
+  features = heads.FinalFeatures(num_frames, name=FEATURES_LAYER, dtype="float32")(final)
+  return features, streams
 
 
-def check_common_arguments(structure, depth, num_frames, image_size, num_classes):
-  """Raises `ValueError` for arguments every AssembleNet variant rejects."""
+def check_arguments(structure, depth, num_frames, image_size, attention_mode,
+                     num_object_classes):
+  """Raises `ValueError` for arguments the network rejects."""
   if depth not in structures.BLOCKS_PER_LEVEL:
     raise ValueError(
         f"`depth` must be one of {sorted(structures.BLOCKS_PER_LEVEL)}. Received: {depth!r}")
@@ -173,50 +177,130 @@ def check_common_arguments(structure, depth, num_frames, image_size, num_classes
         f"frame pairs). Received: num_frames={num_frames}")
   if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
     raise ValueError(f"`image_size` must be a positive int. Received: {image_size!r}")
-  if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-    raise ValueError(f"`num_classes` must be a positive int. Received: {num_classes!r}")
+  if attention_mode not in fusion.ATTENTION_MODES:
+    raise ValueError(
+        f"Unknown attention_mode; expected one of {fusion.ATTENTION_MODES}. "
+        f"Received: {attention_mode!r}")
+  if (isinstance(num_object_classes, bool) or not isinstance(num_object_classes, int) or
+      num_object_classes < 1):
+    raise ValueError(
+        f"`num_object_classes` must be a positive int. Received: {num_object_classes!r}")
 
 
-def rgb_input(num_frames, image_size):
-  return keras.Input((num_frames, image_size, image_size, 3), name=RGB_KEY)
+def _resolve(structure, depth, edge_weights, num_frames, image_size, attention_mode,
+             num_object_classes):
+  """(structure, depth, resolved edge weights) after checking the arguments."""
+  spec = structures.get_structure(structure)
+  depth = (spec.depth or 50) if depth is None else depth
+  check_arguments(spec, depth, num_frames, image_size, attention_mode, num_object_classes)
+  return spec, depth, resolve_edge_weights(spec, edge_weights)
 
 
-def shared_config(model):
-  """The config of what AssembleNet and AssembleNetPlus have in common."""
-  return {
-      "name": model.name,
-      "trainable": model.trainable,
-      "structure": model.structure.to_list(),
-      "structure_name": model.structure.name,
-      "edge_weights": edge_weights_config(model.structure, model.edge_weights),
-      "depth": model.depth,
-      "num_frames": model.num_frames,
-      "image_size": model.image_size,
-      "num_classes": model.num_classes,
-      "max_pool_predictions": model.max_pool_predictions,
-      "dropout_rate": model.dropout_rate,
-  }
+_ARGS_DOC = """structure: 'asn50', 'asn101', 'full_asnp50' (object stem), a
+      `structures.Structure` or the authors' nested-list form.
+    edge_weights: 'searched' (fixed to the structure's searched weights), `None` (learned:
+      the one-shot connectivity search) or a node-aligned list of post-sigmoid values
+      (fixed).
+    depth: 26, 38, 50, 68, 77 or 101; `None` takes the structure's published depth
+      (101 for 'asn101', else 50).
+    num_frames: frames per clip T (time is never downsampled).
+    image_size: input height and width S (of RGB and object maps).
+    attention_mode: 'peer' (AssembleNet++), 'self' or `None` (AssembleNet: no attention).
+    num_object_classes: K, object classes of the object maps (ADE-20K's 150 + "other" =
+      151); only read when the structure has an object stem."""
+
+_INPUTS_DOC = """Inputs: {'rgb': float32 `[N, T, S, S, 3]` in [-1, 1], and for a structure with an
+  object stem 'objects': uint8 object class ids `[N, T, S, S]` (as the prepared dataset
+  stores them; ids >= K count as no class)}."""
+
+
+@keras.saving.register_keras_serializable(package="assemblenet")
+class AssembleNetBackbone(keras.Model):
+  """The AssembleNet / AssembleNet++ network without its classifier.
+
+  Args:
+    {args}
+    return_nodes: also return every node's output.
+
+  {inputs} Output: float32 per-frame features `[N, T, C]`
+  (the mean of the final nodes' per-frame spatial means: what the classification head
+  reads), or with `return_nodes` a dict {{'features': that, 'node_<k>': `[N, T, h, w,
+  C_k]` for every node k}}.
+
+  Variables have the same paths as in the `AssembleNet` classifier of the same arguments
+  (`node_<k>_...`), so a classifier's checkpoint initialises a backbone and back.
+  """
+
+  def __init__(self,
+               structure="asn50",
+               edge_weights="searched",
+               depth=None,
+               num_frames=32,
+               image_size=224,
+               attention_mode=None,
+               num_object_classes=151,
+               return_nodes=False,
+               **kwargs):
+    spec, depth, resolved = _resolve(structure, depth, edge_weights, num_frames, image_size,
+                                     attention_mode, num_object_classes)
+    inputs = model_inputs(spec, num_frames, image_size)
+    features, streams = assemble_backbone(
+        inputs, spec, depth, num_frames, edge_weights=resolved,
+        attention_mode=attention_mode, num_object_classes=num_object_classes)
+    outputs = features
+    if return_nodes:
+      outputs = {FEATURES_KEY: features}
+      for index, stream in enumerate(streams):
+        # [N*T, h, w, C] -> [N, T, h, w, C]
+        outputs[f"node_{index}"] = keras.ops.reshape(
+            stream, (-1, num_frames) + tuple(stream.shape[1:]))
+    kwargs.setdefault("name", "assemblenet_backbone")  # not Keras' auto-numbered name
+    super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+    self.structure = spec
+    self.edge_weights = resolved
+    self.depth = depth
+    self.num_frames = num_frames
+    self.image_size = image_size
+    self.attention_mode = attention_mode
+    self.num_object_classes = num_object_classes
+    self.return_nodes = return_nodes
+
+  @property
+  def uses_objects(self):
+    """Whether the network takes an 'objects' input (its structure has an object stem)."""
+    return self.structure.has_stem(structures.OBJECT)
+
+  def get_config(self):
+    config = _network_config(self)
+    config["return_nodes"] = self.return_nodes
+    return config
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    config["structure"] = structure_from_config(config)
+    return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="assemblenet")
 class AssembleNet(keras.Model):
-  """AssembleNet (v1): RGB and flow stems, weighted connections, no attention.
+  """AssembleNet / AssembleNet++ classifier: `AssembleNetBackbone` + `ClassificationHead`.
+
+  With the defaults it is AssembleNet-50 (ICLR 2020): 'asn50', no attention.
+  `attention_mode='peer'` and an object structure give AssembleNet++ (ECCV 2020), for
+  which `assemblenet_plus.AssembleNetPlus` has the paper's defaults.
 
   Args:
-    structure: 'asn50', 'asn101', 'full_asnp50', a `structures.Structure` or the authors'
-      nested-list form. Object stems need `AssembleNetPlus`.
-    edge_weights: 'searched' (fixed to the structure's searched weights), `None` (learned,
-      the one-shot connectivity search) or a node-aligned list (fixed).
-    depth: 26, 38, 50, 68, 77 or 101; `None` takes the structure's published depth
-      (101 for 'asn101', else 50).
-    num_frames: frames per clip T (time is never downsampled).
-    image_size: input height and width.
+    {args}
     num_classes: number of logits.
     max_pool_predictions: soft temporal max-pooling of per-frame logits.
-    dropout_rate: dropout before the classifier (0 in the paper).
+    dropout_rate: dropout before the classifier (0 in the papers).
 
-  Inputs: {'rgb': float32 `[N, T, H, W, 3]` in [-1, 1]}. Output: float32 logits
-  `[N, num_classes]`.
+  {inputs} Output: float32 logits `[N, num_classes]`.
+
+  One flat functional graph (layers `node_<k>_...`, `final_features`, `head`): the
+  backbone's variables keep the same paths with any head; `backbone` is the sub-model up to
+  the features, sharing the weights.
   """
 
   def __init__(self,
@@ -226,24 +310,23 @@ class AssembleNet(keras.Model):
                num_frames=32,
                image_size=224,
                num_classes=157,
+               attention_mode=None,
+               num_object_classes=151,
                max_pool_predictions=False,
                dropout_rate=0.0,
                **kwargs):
-    spec = structures.get_structure(structure)
-    if spec.has_stem(structures.OBJECT):
-      raise ValueError(
-          f"Structure {spec.name!r} has an object stem; AssembleNet (v1) has no object "
-          "input, use AssembleNetPlus with use_object_input=True. Received: "
-          f"{[n.to_list() for _, n in spec.stems]}")
-    depth = (spec.depth or 50) if depth is None else depth
-    check_common_arguments(spec, depth, num_frames, image_size, num_classes)
-    resolved = resolve_edge_weights(spec, edge_weights)
-    inputs = {RGB_KEY: rgb_input(num_frames, image_size)}
-    logits = assemble_network(
-        inputs, spec, depth, num_frames, num_classes,
-        edge_weights=resolved,
-        max_pool_predictions=max_pool_predictions,
-        dropout_rate=dropout_rate)
+    spec, depth, resolved = _resolve(structure, depth, edge_weights, num_frames, image_size,
+                                     attention_mode, num_object_classes)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+      raise ValueError(f"`num_classes` must be a positive int. Received: {num_classes!r}")
+    inputs = model_inputs(spec, num_frames, image_size)
+    features, _ = assemble_backbone(
+        inputs, spec, depth, num_frames, edge_weights=resolved,
+        attention_mode=attention_mode, num_object_classes=num_object_classes)
+    # The head runs in float32 so logits are float32 under any mixed policy.
+    logits = heads.ClassificationHead(
+        num_classes, num_frames, max_pool_predictions=max_pool_predictions,
+        dropout_rate=dropout_rate, name=HEAD_LAYER, dtype="float32")(features)
     kwargs.setdefault("name", "assemblenet")  # not Keras' auto-numbered name
     super().__init__(inputs=inputs, outputs=logits, **kwargs)
     self.structure = spec
@@ -252,18 +335,63 @@ class AssembleNet(keras.Model):
     self.num_frames = num_frames
     self.image_size = image_size
     self.num_classes = num_classes
+    self.attention_mode = attention_mode
+    self.num_object_classes = num_object_classes
     self.max_pool_predictions = max_pool_predictions
     self.dropout_rate = dropout_rate
-    self.use_object_input = False
+
+  @property
+  def uses_objects(self):
+    """Whether the network takes an 'objects' input (its structure has an object stem)."""
+    return self.structure.has_stem(structures.OBJECT)
+
+  @property
+  def backbone(self):
+    """The sub-model from the inputs to the features `[N, T, C]`, sharing the weights (a
+    new `keras.Model` view on each access)."""
+    return keras.Model(self.input, self.get_layer(FEATURES_LAYER).output,
+                       name=f"{self.name}_backbone")
 
   def get_config(self):
-    return shared_config(self)
+    config = _network_config(self)
+    config.update({
+        "num_classes": self.num_classes,
+        "max_pool_predictions": self.max_pool_predictions,
+        "dropout_rate": self.dropout_rate,
+    })
+    return config
 
   @classmethod
   def from_config(cls, config):
     config = dict(config)
     config["structure"] = structure_from_config(config)
     return cls(**config)
+
+
+for _cls in (AssembleNetBackbone, AssembleNet):
+  _cls.__doc__ = _cls.__doc__.format(args=_ARGS_DOC, inputs=_INPUTS_DOC)
+
+
+def uses_objects(model):
+  """Whether `model` takes an 'objects' input (also for a reloaded or wrapped model)."""
+  inputs = model.input
+  return isinstance(inputs, dict) and OBJECTS_KEY in inputs
+
+
+def _network_config(model):
+  """The config of what the backbone and the classifier share."""
+  return {
+      "name": model.name,
+      "trainable": model.trainable,
+      "structure": model.structure.to_list(),
+      "structure_name": model.structure.name,
+      "edge_weights": edge_weights_config(model.structure, model.edge_weights),
+      "depth": model.depth,
+      "num_frames": model.num_frames,
+      "image_size": model.image_size,
+      "attention_mode": model.attention_mode,
+      "num_object_classes": model.num_object_classes,
+  }
 
 
 def edge_weights_config(structure, edge_weights):

@@ -17,17 +17,15 @@ NUM_OBJECTS = 64
 
 def _inputs(batch=2, frames=3, size=16, seed=0):
   rng = np.random.default_rng(seed)
-  ids = rng.integers(0, NUM_OBJECTS, (batch, frames, size, size))
   return {
       "rgb": rng.uniform(-1, 1, (batch, frames, size, size, 3)).astype(np.float32),
-      "objects": np.eye(NUM_OBJECTS, dtype=np.float32)[ids],
+      "objects": rng.integers(0, NUM_OBJECTS, (batch, frames, size, size)).astype(np.uint8),
   }
 
 
 def _tiny(**kwargs):
   args = dict(structure=TINY, edge_weights=None, depth=26, num_frames=3, image_size=16,
-              num_classes=5, attention_mode="peer", use_object_input=True,
-              num_object_classes=NUM_OBJECTS)
+              num_classes=5, attention_mode="peer", num_object_classes=NUM_OBJECTS)
   args.update(kwargs)
   return assemblenet_plus.AssembleNetPlus(**args)
 
@@ -108,7 +106,9 @@ def test_full_asnp50_builds_with_searched_weights():
   model = assemblenet_plus.AssembleNetPlus(num_frames=2, image_size=32)
   assert model.structure is structures.FULL_ASNP50
   assert sorted(model.input) == ["objects", "rgb"]
-  assert model.input["objects"].shape == (None, 2, 32, 32, 151)
+  assert model.input["objects"].shape == (None, 2, 32, 32)
+  assert model.input["objects"].dtype == "uint8"
+  assert model.get_layer("node_4_object_stem").num_classes == 151
   node13 = model.get_layer("node_13_fusion")
   np.testing.assert_allclose(node13.edge_weight_values().numpy(),
                              structures.FULL_ASNP50.node_edge_weights(13), rtol=1e-6)
@@ -147,30 +147,13 @@ def test_tf_saved_model_round_trip(tmp_path):
   serve = tf.function(
       lambda rgb, objects: {"logits": model({"rgb": rgb, "objects": objects})},
       input_signature=[tf.TensorSpec([None, 3, 16, 16, 3], tf.float32),
-                       tf.TensorSpec([None, 3, 16, 16, NUM_OBJECTS], tf.float32)])
+                       tf.TensorSpec([None, 3, 16, 16], tf.uint8)])
   tf.saved_model.save(model, str(tmp_path / "served"), signatures={"serving_default": serve})
   loaded = tf.saved_model.load(str(tmp_path / "served"))
   logits = loaded.signatures["serving_default"](
       rgb=tf.constant(inputs["rgb"]), objects=tf.constant(inputs["objects"]))["logits"]
   # A traced graph may order float reductions differently from eager: rounding only.
   np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-6, atol=1e-8)
-
-
-def test_object_ids_input_equals_one_hot_input():
-  model = _tiny()
-  _wake_residual_branches(model)
-  ids_model = _tiny(object_input="ids")
-  ids_model.set_weights(model.get_weights())
-  assert ids_model.input["objects"].shape == (None, 3, 16, 16)
-  assert ids_model.input["objects"].dtype == "uint8"
-  assert ids_model.get_config()["object_input"] == "ids"
-  rng = np.random.default_rng(5)
-  ids = rng.integers(0, NUM_OBJECTS, (2, 3, 16, 16)).astype(np.uint8)
-  inputs = _inputs()
-  one_hot = dict(inputs, objects=np.eye(NUM_OBJECTS, dtype=np.float32)[ids])
-  np.testing.assert_array_equal(
-      ids_model(dict(inputs, objects=ids), training=False).numpy(),
-      model(one_hot, training=False).numpy())
 
 
 @pytest.mark.slow
@@ -193,12 +176,11 @@ def test_xla_and_mixed_precision():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("object_input", ["one_hot", "ids"])
-def test_bfloat16_probabilities_within_0_02_of_float32(object_input):
+def test_bfloat16_probabilities_within_0_02_of_float32():
   # Seeded: the spread asserted below depends on the initial weights, which otherwise come
   # from whatever global seed an earlier test in the same worker left behind.
   keras.utils.set_random_seed(3)
-  model = _tiny(object_input=object_input)
+  model = _tiny()
   _wake_residual_branches(model)
   # A large classifier, so probabilities spread over (0, 1) instead of all being ~0.5;
   # zero-mean columns, so the features' common offset does not saturate every logit.
@@ -207,13 +189,11 @@ def test_bfloat16_probabilities_within_0_02_of_float32(object_input):
   classifier.kernel.assign((kernel - kernel.mean(axis=0)).astype(np.float32))
   keras.mixed_precision.set_global_policy("mixed_bfloat16")
   try:
-    half = _tiny(object_input=object_input)
+    half = _tiny()
   finally:
     keras.mixed_precision.set_global_policy("float32")
   half.set_weights(model.get_weights())
   inputs = _inputs(seed=6)
-  if object_input == "ids":
-    inputs["objects"] = np.argmax(inputs["objects"], axis=-1).astype(np.uint8)
   expected = tf.sigmoid(model(inputs, training=False)).numpy()
   assert expected.max() - expected.min() > 0.3, expected
   probabilities = tf.sigmoid(half(inputs, training=False))
@@ -225,12 +205,9 @@ def test_bfloat16_probabilities_within_0_02_of_float32(object_input):
 @pytest.mark.parametrize("kwargs,message", [
     ({"attention_mode": "None"}, "Unknown attention_mode"),
     ({"attention_mode": "cross"}, "Unknown attention_mode"),
-    ({"structure": "asn50", "use_object_input": True}, "has no object stem"),
-    ({"use_object_input": False}, "needs use_object_input=True"),
     ({"num_frames": 1}, "at least 2"),
     ({"num_frames": 0}, "num_frames"),
     ({"num_object_classes": 0}, "num_object_classes"),
-    ({"object_input": "scores"}, "object_input"),
 ])
 def test_bad_arguments(kwargs, message):
   with pytest.raises(ValueError, match=message):

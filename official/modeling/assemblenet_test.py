@@ -100,7 +100,7 @@ def test_layer_names_are_stable():
   assert names[:4] == ["rgb", "rep_flow", "node_0_rgb_stem", "node_1_flow_stem"]
   assert "node_2_fusion" in names and "node_2_blocks" in names
   assert "node_3_fusion" not in names  # single input, no attention: nothing to fuse
-  assert names[-1] == "head"
+  assert names[-2:] == ["final_features", "head"]
 
 
 def test_every_fused_input_and_weight_gets_a_gradient():
@@ -120,7 +120,9 @@ def test_v1_equals_plus_without_attention():
   v1 = _tiny()
   plus = assemblenet_plus.AssembleNetPlus(
       TINY, TINY_WEIGHTS, depth=26, num_frames=3, image_size=16, num_classes=5,
-      attention_mode=None, use_object_input=False)
+      attention_mode=None)
+  assert isinstance(plus, assemblenet.AssembleNet)
+  assert [w.path for w in plus.weights] == [w.path for w in v1.weights]
   _wake_residual_branches(v1)
   plus.set_weights(v1.get_weights())
   clip = {"rgb": _clip()}
@@ -196,8 +198,10 @@ def test_inside_a_distribution_strategy():
 
 
 def test_bad_arguments():
-  with pytest.raises(ValueError, match="object stem"):
-    assemblenet.AssembleNet("full_asnp50", num_frames=2, image_size=32)
+  with pytest.raises(ValueError, match="num_classes"):
+    _tiny(num_classes=0)
+  with pytest.raises(ValueError, match="Unknown attention_mode"):
+    _tiny(attention_mode="cross")
   with pytest.raises(ValueError, match="at least 2 for a structure with a flow stem"):
     _tiny(num_frames=1)
   with pytest.raises(ValueError, match="depth"):
@@ -212,3 +216,70 @@ def test_clip_with_the_wrong_frame_count_is_rejected():
   model = _tiny()
   with pytest.raises(ValueError, match=r"expected shape=\(None, 3, 16, 16, 3\)"):
     model({"rgb": _clip(frames=4)})
+
+
+def _backbone(**kwargs):
+  args = dict(structure=TINY, edge_weights=TINY_WEIGHTS, depth=26, num_frames=3,
+              image_size=16)
+  args.update(kwargs)
+  return assemblenet.AssembleNetBackbone(**args)
+
+
+def test_backbone_variables_have_the_classifier_paths_without_the_head():
+  classifier = _tiny(edge_weights=None)
+  backbone = _backbone(edge_weights=None)
+  head_paths = [w.path for w in classifier.weights if w.path.startswith("head/")]
+  assert head_paths == ["head/classifier/kernel", "head/classifier/bias"]
+  assert [w.path for w in backbone.weights] == [
+      w.path for w in classifier.weights if not w.path.startswith("head/")]
+  assert [w.path for w in classifier.backbone.weights] == [w.path for w in backbone.weights]
+
+
+def test_backbone_features_are_what_the_head_classifies():
+  classifier = _tiny()
+  _wake_residual_branches(classifier)
+  backbone = _backbone()
+  by_path = {w.path: w for w in classifier.weights}
+  for weight in backbone.weights:
+    weight.assign(by_path[weight.path])
+  clip = {"rgb": _clip()}
+  features = backbone(clip, training=False).numpy()
+  assert features.shape == (2, 3, 4 * 4) and features.dtype == np.float32
+  # The sub-model view shares the classifier's weights: same features.
+  np.testing.assert_array_equal(classifier.backbone(clip, training=False).numpy(), features)
+  kernel, bias = classifier.get_layer("head").classifier.get_weights()
+  np.testing.assert_allclose(classifier(clip, training=False).numpy(),
+                             features.mean(axis=1) @ kernel + bias, rtol=1e-5, atol=1e-6)
+
+
+def test_backbone_returns_every_node_on_request():
+  backbone = _backbone(return_nodes=True)
+  _wake_residual_branches(backbone)
+  clip = {"rgb": _clip()}
+  outputs = backbone(clip, training=False)
+  assert sorted(outputs) == ["features"] + [f"node_{k}" for k in range(6)]
+  # 16x16 clips: stems at 4x4, level-0 nodes stride 1, level 1 and 3 stride 2.
+  assert outputs["node_0"].shape == (2, 3, 4, 4, 64)  # 128 // 2 stems
+  assert outputs["node_4"].shape == (2, 3, 2, 2, 16)
+  assert outputs["node_5"].shape == (2, 3, 1, 1, 16)
+  # The features are the final node's (node 5) per-frame spatial mean.
+  np.testing.assert_allclose(outputs["features"].numpy(),
+                             outputs["node_5"].numpy().mean(axis=(2, 3)), rtol=1e-5,
+                             atol=1e-6)
+  plain = _backbone()
+  plain.set_weights(backbone.get_weights())
+  np.testing.assert_array_equal(plain(clip, training=False).numpy(),
+                                outputs["features"].numpy())
+
+
+def test_backbone_save_and_load_round_trip(tmp_path):
+  backbone = _backbone(edge_weights=None)
+  _wake_residual_branches(backbone)
+  clip = {"rgb": _clip()}
+  expected = backbone(clip, training=False).numpy()
+  path = str(tmp_path / "backbone.keras")
+  backbone.save(path)
+  loaded = keras.models.load_model(path)
+  assert isinstance(loaded, assemblenet.AssembleNetBackbone)
+  assert loaded.get_config() == backbone.get_config()
+  np.testing.assert_array_equal(loaded(clip, training=False).numpy(), expected)

@@ -32,7 +32,6 @@ def test_gin_builds_an_object_model():
       build_model.edge_weights = None
       build_model.model_type = 'assemblenet_plus'
       build_model.attention_mode = 'peer'
-      build_model.use_object_input = True
       build_model.num_object_classes = 5
       build_model.depth = 26
       build_model.num_frames = 2
@@ -43,36 +42,29 @@ def test_gin_builds_an_object_model():
   """)
   model = builders.build_model()
   assert isinstance(model, assemblenet_plus.AssembleNetPlus)
-  assert builders.uses_object_input(model)
+  assert assemblenet.uses_objects(model) and model.uses_objects
+  # The one object contract: uint8 class ids, as the prepared dataset stores them.
   assert builders.model_inputs_spec(model) == {
-      "rgb": ((2, 16, 16, 3), "float32"), "objects": ((2, 16, 16, 5), "float32")}
+      "rgb": ((2, 16, 16, 3), "float32"), "objects": ((2, 16, 16), "uint8")}
+  assert model.get_layer("node_2_object_stem").num_classes == 5
   head = model.get_layer("head")
   # Regression: the dropout setting reaches the head.
   assert head.dropout.rate == 0.25 and head.max_pool_predictions
   assert model.get_layer("node_3_fusion").attention_mode == "peer"
 
 
-def test_object_ids_input():
-  model = builders.build_model(TINY, edge_weights=None, model_type="assemblenet_plus",
-                               attention_mode="peer", use_object_input=True,
-                               num_object_classes=5, object_input="ids", **SMALL)
-  assert builders.model_inputs_spec(model) == {
-      "rgb": ((2, 16, 16, 3), "float32"), "objects": ((2, 16, 16), "uint8")}
-
-
 def test_plain_assemblenet_defaults():
   model = builders.build_model(
       [[-1, 1], [-2, 1], [3, [0, 1], 2, 1, 2, 0]], edge_weights=None, **SMALL)
   assert isinstance(model, assemblenet.AssembleNet)
-  assert not builders.uses_object_input(model)
+  assert not assemblenet.uses_objects(model) and not model.uses_objects
   assert list(model.input) == ["rgb"]
   assert model.get_layer("head").dropout is None
 
 
 def test_variant_is_an_alias_of_model_type():
   model = builders.build_model(TINY, edge_weights=None, variant="assemblenet_plus",
-                               attention_mode="self", use_object_input=True,
-                               num_object_classes=5, **SMALL)
+                               attention_mode="self", num_object_classes=5, **SMALL)
   assert isinstance(model, assemblenet_plus.AssembleNetPlus)
   with pytest.raises(ValueError, match="alias"):
     builders.build_model(TINY, model_type="assemblenet_plus", variant="assemblenet")
@@ -81,11 +73,10 @@ def test_variant_is_an_alias_of_model_type():
 @pytest.mark.parametrize("kwargs,message", [
     ({"model_type": "assemblenet3"}, "model_type"),
     ({"attention_mode": "peer"}, "AssembleNet \\(v1\\) has no attention"),
-    ({"use_object_input": True}, "AssembleNet \\(v1\\) has no object input"),
-    ({"object_input": "ids"}, "AssembleNet \\(v1\\) has no object input"),
+    ({"structure": "full_asnp50"}, "AssembleNet \\(v1\\) has no object input"),
     ({"model_type": "assemblenet_plus", "attention_mode": "None"}, "attention_mode"),
-    ({"model_type": "assemblenet_plus", "use_object_input": True}, "has no object stem"),
-    ({"structure": "full_asnp50"}, "object stem"),
+    ({"model_type": "assemblenet_plus", "structure": "full_asnp50",
+      "num_object_classes": 0}, "num_object_classes"),
     ({"num_frames": 1}, "num_frames"),
     ({"structure": "asn49"}, "Unknown structure name"),
 ])

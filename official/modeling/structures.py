@@ -338,3 +338,151 @@ def get_structure(structure: Union[str, Structure, Sequence]) -> Structure:
     return Structure.from_list(structure)
   raise ValueError(
       f"`structure` must be a name, a Structure or a node list. Received: {structure!r}")
+
+
+# AssembleNet++lite --------------------------------------------------------------------------
+# The authors' memory-lean variant (google-research `assemblenet/assemblenet_plus_lite.py`,
+# structure in `model_structures.py`): a block node's filters are an (expand, middle, out)
+# triple of its inverted-bottleneck blocks instead of one bottleneck width.
+
+# Inverted-bottleneck blocks per node, by level 0..3 (the authors' `run_asn.py`:
+# `num_layers=[3, 5, 11, 7]`); the lite network has no depth variants.
+LITE_BLOCKS_PER_LEVEL = (3, 5, 11, 7)
+
+
+@dataclasses.dataclass(frozen=True)
+class LiteBlockSpec(BlockSpec):
+  """An AssembleNet++lite block node: `filters` is the triple (expand, middle, out).
+
+  The node outputs `out` channels (`output_channels`), not `4 * filters`. In the authors'
+  list form a lite block is `[level, [inputs], [expand, middle, out], temporal_dilation,
+  spatial_stride, 0]`.
+  """
+
+  def __post_init__(self):
+    object.__setattr__(self, "inputs", tuple(self.inputs))
+    if isinstance(self.filters, (list, tuple)):
+      object.__setattr__(self, "filters", tuple(self.filters))
+    if self.level not in range(NUM_LEVELS):
+      raise ValueError(f"A block's level must be in 0..3. Received: {self.level!r}")
+    if not self.inputs:
+      raise ValueError(f"A block needs at least one input. Received: {self.inputs}")
+    if len(set(self.inputs)) != len(self.inputs):
+      raise ValueError(f"A block's inputs must be distinct. Received: {self.inputs}")
+    if not isinstance(self.filters, tuple) or len(self.filters) != 3:
+      raise ValueError(
+          "A lite block's filters must be three ints (expand, middle, out). "
+          f"Received: {self.filters!r}")
+    for value in self.filters:
+      _positive_int(value, "Each of a lite block's filters")
+    _positive_int(self.temporal_dilation, "A block's temporal_dilation")
+    _positive_int(self.spatial_stride, "A block's spatial_stride")
+
+  @property
+  def output_channels(self):
+    return self.filters[-1]
+
+  def to_list(self):
+    return [self.level, list(self.inputs), list(self.filters), self.temporal_dilation,
+            self.spatial_stride, 0]
+
+
+def lite_structure_from_list(nodes, edge_weights=None, name="custom"):
+  """A lite `Structure` from the authors' list form (blocks carry a filters triple)."""
+  specs = []
+  for index, node in enumerate(nodes):
+    node = list(node)
+    if not node:
+      raise ValueError(f"Node {index} is empty. Received: {node}")
+    if node[0] < 0:
+      if len(node) != 2:
+        raise ValueError(
+            f"Stem node {index} must be [stem_type, temporal_dilation]. Received: {node}")
+      specs.append(StemSpec(node[0], node[1]))
+    else:
+      if len(node) not in (5, 6):
+        raise ValueError(
+            f"Lite block node {index} must be [level, [inputs], [expand, middle, out], "
+            f"temporal_dilation, spatial_stride, 0]. Received: {node}")
+      specs.append(LiteBlockSpec(node[0], tuple(node[1]), node[2], node[3], node[4]))
+  return Structure(tuple(specs), edge_weights, name)
+
+
+# The authors' AssembleNet++lite structure with its searched connection weights
+# (`asnp_lite_structure`, `asnp_lite_structure_weights`): one RGB and one flow stem, 9 block
+# nodes over levels 0-3 (2/4/2/1), all with spatial stride 2. No object stem.
+_ASNP_LITE_NODES = [
+    [-1, 1], [-2, 1],
+    [0, [0, 1], [27, 27, 12], 1, 2, 0],
+    [0, [0, 1], [27, 27, 12], 4, 2, 0],
+    [1, [0, 1, 2, 3], [54, 54, 24], 2, 2, 0],
+    [1, [0, 1, 2, 3], [54, 54, 24], 1, 2, 0],
+    [1, [0, 1, 2, 3], [54, 54, 24], 4, 2, 0],
+    [1, [0, 1, 2, 3], [54, 54, 24], 1, 2, 0],
+    [2, [0, 1, 2, 3, 4, 5, 6, 7], [152, 152, 68], 1, 2, 0],
+    [2, [0, 1, 2, 3, 4, 5, 6, 7], [152, 152, 68], 4, 2, 0],
+    [3, [2, 3, 4, 5, 6, 7, 8, 9], [432, 432, 192], 2, 2, 0],
+]
+_ASNP_LITE_WEIGHTS = [
+    [], [],
+    [[0.19914183020591736, 0.9278576374053955]],
+    [[0.010816320776939392, 0.888792097568512]],
+    [[0.9473835825920105, 0.6303419470787048, 0.1704932451248169, 0.05950307101011276]],
+    [[0.9560931324958801, 0.7898273468017578, 0.36138781905174255, 0.07344610244035721]],
+    [[0.9213919043540955, 0.13418640196323395, 0.8371981978416443, 0.07936054468154907]],
+    [[0.9441559910774231, 0.9435100555419922, 0.7253988981246948, 0.13498817384243011]],
+    [[0.9964852333068848, 0.8427878618240356, 0.8895476460456848, 0.11014710366725922,
+      0.6270533204078674, 0.44782018661499023, 0.61344975233078, 0.44898226857185364]],
+    [[0.9970942735671997, 0.7105681896209717, 0.5078442096710205, 0.0951600968837738,
+      0.624282717704773, 0.8527252674102783, 0.8105692863464355, 0.7857823967933655]],
+    [[0.6180334091186523, 0.11882413923740387, 0.06102970987558365, 0.04484326392412186,
+      0.05602221190929413, 0.052324872463941574, 0.9969874024391174, 0.9987731575965881]],
+]
+
+# `asnp_lite` with an object stem wired as in `full_asnp50` (not from the authors, whose lite
+# file has no object input): the object stem is node 2, after the RGB and flow stems, and
+# feeds every level-0, -1 and -2 node (in `full_asnp50` node 4 feeds nodes 5-13, every node
+# below level 3); the level-3 node keeps its inputs. Later indices shift by one. The object
+# connections were never searched, so there are no searched weights: learn them
+# (edge_weights=None, the one-shot connectivity search of the papers).
+_ASNP_LITE_OBJECTS_NODES = [
+    [-1, 1], [-2, 1], [-3, 1],
+    [0, [0, 1, 2], [27, 27, 12], 1, 2, 0],
+    [0, [0, 1, 2], [27, 27, 12], 4, 2, 0],
+    [1, [0, 1, 2, 3, 4], [54, 54, 24], 2, 2, 0],
+    [1, [0, 1, 2, 3, 4], [54, 54, 24], 1, 2, 0],
+    [1, [0, 1, 2, 3, 4], [54, 54, 24], 4, 2, 0],
+    [1, [0, 1, 2, 3, 4], [54, 54, 24], 1, 2, 0],
+    [2, [0, 1, 2, 3, 4, 5, 6, 7, 8], [152, 152, 68], 1, 2, 0],
+    [2, [0, 1, 2, 3, 4, 5, 6, 7, 8], [152, 152, 68], 4, 2, 0],
+    [3, [3, 4, 5, 6, 7, 8, 9, 10], [432, 432, 192], 2, 2, 0],
+]
+
+ASNP_LITE = lite_structure_from_list(_ASNP_LITE_NODES, _ASNP_LITE_WEIGHTS, name="asnp_lite")
+ASNP_LITE_OBJECTS = lite_structure_from_list(_ASNP_LITE_OBJECTS_NODES,
+                                             name="asnp_lite_objects")
+
+# Kept apart from NAMED_STRUCTURES: AssembleNet/AssembleNetPlus cannot build lite blocks.
+LITE_STRUCTURES = {s.name: s for s in (ASNP_LITE, ASNP_LITE_OBJECTS)}
+
+
+def get_lite_structure(structure: Union[str, Structure, Sequence]) -> Structure:
+  """A lite `Structure` from a name ('asnp_lite', 'asnp_lite_objects'), a `Structure` of
+  `LiteBlockSpec`s, or the authors' list form with filters triples (no edge weights)."""
+  if isinstance(structure, str):
+    if structure not in LITE_STRUCTURES:
+      raise ValueError(
+          f"Unknown lite structure name; expected one of {sorted(LITE_STRUCTURES)}. "
+          f"Received: {structure!r}")
+    return LITE_STRUCTURES[structure]
+  if isinstance(structure, (list, tuple)):
+    structure = lite_structure_from_list(structure)
+  if not isinstance(structure, Structure):
+    raise ValueError(
+        f"`structure` must be a name, a Structure or a node list. Received: {structure!r}")
+  plain = [i for i, n in structure.blocks if not isinstance(n, LiteBlockSpec)]
+  if plain:
+    raise ValueError(
+        "A lite structure's blocks need (expand, middle, out) filters triples; nodes "
+        f"{plain} have a single width. Received: {structure.name!r}")
+  return structure

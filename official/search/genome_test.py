@@ -128,8 +128,8 @@ def test_genome_round_trips_to_the_structures_form_and_a_built_model():
   weights = genome_lib.edges_to_weights(pruned, {e: 0.25 for e in genome_lib.edges(pruned)})
   model = builders.build_model(
       structure=pruned.to_list(), edge_weights=weights, model_type="assemblenet_plus",
-      depth=26, num_frames=2, image_size=32, num_classes=3, attention_mode="peer",
-      use_object_input=pruned.has_stem(structures.OBJECT), object_input="ids")
+      depth=26, num_frames=2, image_size=32, num_classes=3, attention_mode="peer")
+  assert model.uses_objects == pruned.has_stem(structures.OBJECT)
   assert model.structure.to_list() == pruned.to_list()
   # The fixed weights reach the model's fusions (post-sigmoid 0.25 on every connection).
   fusions = [l for l in model.layers if l.name.endswith("_fusion") and l.num_inputs > 1]

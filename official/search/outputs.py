@@ -64,7 +64,6 @@ def best_gin_text(record, gin_files, gin_bindings, command):
       "build_model.structure = %SEARCHED_STRUCTURE",
       "# Learned again (connection learning); `%SEARCHED_EDGE_WEIGHTS` fixes them instead.",
       "build_model.edge_weights = None",
-      f"build_model.use_object_input = {pruned.has_stem(structures.OBJECT)}",
       "",
   ]
   return "\n".join(lines)

@@ -33,7 +33,7 @@ def test_best_gin_builds_the_found_network():
   text = outputs.best_gin_text(RECORD, [outputs.ROOT + "/gin/experiments/search_synthetic.gin"],
                                ["NUM_FRAMES = 2"], "cmd")
   assert "include 'gin/experiments/search_synthetic.gin'\nNUM_FRAMES = 2\n" in text
-  assert "build_model.use_object_input = False" in text
+  assert "build_model.edge_weights = None" in text
   gin.clear_config()
   try:
     gin_flags.parse_gin([], [text], finalize=False)

@@ -40,7 +40,7 @@ def parse_experiment(gin_files, gin_bindings):
 def prepare_data(gin_files, gin_bindings, data_root):
   """Prepares the experiment's data once for all trials; returns the data_dir to bind
   (`prepare_synthetic_charades.data_dir`), or None when the experiment reads data it
-  names itself (`build_dataset.data_dir`)."""
+  names itself (`VideoInput.data_dir`)."""
   from official.training import experiment  # pylint: disable=g-import-not-at-top
   parse_experiment(gin_files, gin_bindings)
   prepare = experiment.Experiment().prepare_data_fn
@@ -50,7 +50,7 @@ def prepare_data(gin_files, gin_bindings, data_root):
     raise ValueError(
         "The search prepares data once, for all trials, only for the built-in synthetic "
         "dataset (Experiment.prepare_data_fn = @prepare_synthetic_charades); prepare yours "
-        f"first and bind build_dataset.data_dir. Received: {prepare!r}")
+        f"first and bind VideoInput.data_dir. Received: {prepare!r}")
   return prepare(model_dir=data_root)
 
 

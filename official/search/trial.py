@@ -1,8 +1,8 @@
 """A search trial: train one genome for a proxy budget and measure its held-out fitness.
 
 The genome (dead nodes removed, `genome.remove_dead_nodes`) is bound into the experiment's
-gin configuration (`build_model.structure`, `build_model.edge_weights`,
-`build_model.use_object_input`) and trained and evaluated with the package's library, as
+gin configuration (`build_model.structure`, `build_model.edge_weights`; an object stem
+makes the model read object maps) and trained and evaluated with the package's library, as
 `python -m official.train --mode=train_and_eval` and `official.tools.ablate` do
 (`experiment.run_mode`). Fitness is the experiment's `Experiment.eval_metric` on its
 evaluation split: mAP (multi-label, Charades) or mean per-class accuracy (Toyota
@@ -30,7 +30,6 @@ def genome_bindings(pruned, edge_weights=None):
   return [
       f"build_model.structure = {pruned.to_list()!r}",
       f"build_model.edge_weights = {edge_weights!r}",
-      f"build_model.use_object_input = {pruned.has_stem(structures.OBJECT)}",
   ]
 
 

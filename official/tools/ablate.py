@@ -123,7 +123,6 @@ class Variant:
         f"build_model.structure = {self.structure!r}",
         f"build_model.edge_weights = {weights}",
         f"build_model.attention_mode = {self.attention_mode!r}",
-        f"build_model.use_object_input = {self.uses_objects}",
     ]
 
 
@@ -167,7 +166,7 @@ GROUP_ORDER = ("streams", "attention", "connectivity", "object connections", "ge
 # one evaluation at the end. --gin_param bindings come after these and override them.
 ABLATION_BUDGET = (
     "NUM_FRAMES = 4",
-    "build_dataset.frame_stride = 4",
+    "VideoInput.frame_stride = 4",
     "prepare_synthetic_charades.num_train = 320",
     "prepare_synthetic_charades.num_test = 80",
     "Experiment.eval_interval = 0",

@@ -116,14 +116,12 @@ def file_video_id(path):
 
 def extract_split(classifier, extractor, writer):
   """Features of every video of the experiment's evaluation split (views grouped by id)."""
-  from official.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
   per_video = collections.defaultdict(lambda: collections.defaultdict(list))
   labels = {}
   progress = tqdm.tqdm(unit="view", desc="views", file=sys.stderr)
   for features, batch_labels in classifier.evaluation_dataset():
     ids = [v.decode("utf-8") for v in features.pop("video_id").numpy()]
-    inputs = trainer_lib.to_model_inputs(classifier.model, {
-        k: features[k] for k in ("rgb", "objects") if k in features})
+    inputs = {k: features[k] for k in ("rgb", "objects") if k in features}
     for name, values in extractor(inputs).items():
       for video_id, value in zip(ids, values):
         per_video[video_id][name].append(value)
@@ -139,7 +137,6 @@ def extract_files(classifier, extractor, writer, paths, object_maps):
   """Features of each file; returns the errors [{video, error}] of files that failed."""
   from data_prep import video as video_lib  # pylint: disable=g-import-not-at-top
   from official.inference import views  # pylint: disable=g-import-not-at-top
-  from official.training import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
   errors = []
   for path in tqdm.tqdm(paths, unit="video", desc="videos", file=sys.stderr):
     video_id = _check_video_id(file_video_id(path))  # Checked by `main` up front.
@@ -153,8 +150,7 @@ def extract_files(classifier, extractor, writer, paths, object_maps):
     indices = views.clip_indices(len(video.frames), classifier.protocol)
     outputs = collections.defaultdict(list)
     for batch in classifier.model_inputs(video.frames, maps, indices):
-      for name, values in extractor(trainer_lib.to_model_inputs(classifier.model,
-                                                                batch)).items():
+      for name, values in extractor(batch).items():
         outputs[name].extend(values)
     writer.write(video_id, path, outputs)
   return errors

@@ -57,5 +57,5 @@ def test_assemblenet_plus50_experiment(run_main):
   info = run_main(["--gin_file=gin/experiments/charades_assemblenet_plus50.gin",
                    "--gin_param=NUM_FRAMES = 2", "--gin_param=IMAGE_SIZE = 32"])
   assert info["model"] == "assemblenet_plus"
-  assert info["input_shapes"] == {"rgb": [2, 32, 32, 3], "objects": [2, 32, 32, 151]}
+  assert info["input_shapes"] == {"rgb": [2, 32, 32, 3], "objects": [2, 32, 32]}
   assert info["trainable_params"] == 48_054_173

@@ -380,3 +380,131 @@ class BestCheckpointKeeper:
     writers.write_json(self.json_path, self.best)
     logging.info("New best %s = %.6f at step %d: %s", self._metric, value, step, path)
     return True
+
+
+INIT_MODULES = ("backbone", "all")
+INIT_REPORT_FILE = "init_checkpoint.json"
+_HEAD_PREFIX = "head/"
+
+
+def _checkpoint_key(path):
+  """The key of the model variable at Keras `path` in a checkpoint of `model_checkpoint`
+  (tf.train escapes '.' as '..' and '/' as '.S' in dict keys)."""
+  escaped = path.replace(".", "..").replace("/", ".S")
+  return f"{MODEL_VARIABLES}/{escaped}/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def _model_variable_paths(reader):
+  """{Keras path: checkpoint key} of the model variables a checkpoint holds."""
+  prefix, suffix = f"{MODEL_VARIABLES}/", "/.ATTRIBUTES/VARIABLE_VALUE"
+  paths = {}
+  for key in reader.get_variable_to_shape_map():
+    if key.startswith(prefix) and key.endswith(suffix):
+      escaped = key[len(prefix):-len(suffix)]
+      path = re.sub(r"\.(.)", lambda m: "." if m.group(1) == "." else "/", escaped)
+      paths[path] = key
+  return paths
+
+
+def initialize_from_checkpoint(model, checkpoint, modules="all"):
+  """Loads `model`'s weights from another run's checkpoint, as fine-tuning starts.
+
+  Variables are matched by their Keras paths (the backbone's `node_<k>_...` paths are the
+  same for any head; `assemblenet.AssembleNet`). The backbone must match exactly; the
+  head (`head/...`) is loaded with `modules='all'` only where its shapes agree, so a
+  checkpoint trained with another number of classes (600 Kinetics classes -> 157 Charades
+  classes) leaves the head freshly initialised. Model Garden's `init_checkpoint` /
+  `init_checkpoint_modules`. Only the raw weights are read (not an EMA, the optimiser's
+  slots or the step).
+
+  Args:
+    model: the built model (under the strategy's scope when there is one).
+    checkpoint: a checkpoint prefix (`.../ckpt-N`, `.../best/best-N`) or a directory
+      holding checkpoints (its latest).
+    modules: 'backbone' (everything but the head) or 'all'.
+
+  Returns:
+    A report: {'checkpoint': prefix, 'modules', 'loaded': [paths], 'not_loaded':
+    {path: reason}, 'unused': [the checkpoint's model variables that were not loaded]}.
+
+  Raises:
+    FileNotFoundError: no such checkpoint.
+    ValueError: `modules` unknown; a backbone variable missing from the checkpoint, of
+      another shape or dtype, or a backbone variable of the checkpoint that the model lacks
+      (another structure or depth); the message names the variable.
+  """
+  if modules not in INIT_MODULES:
+    raise ValueError(f"init_checkpoint_modules must be one of {INIT_MODULES}. Received: "
+                     f"{modules!r}")
+  if "://" not in checkpoint:
+    checkpoint = os.path.abspath(checkpoint)
+  if checkpoint.endswith(".index"):  # The file a user sees beside the data shards.
+    checkpoint = checkpoint[:-len(".index")]
+  if tf.io.gfile.isdir(checkpoint):
+    name = (BEST_NAME if checkpoint_files(checkpoint, BEST_NAME) and
+            not checkpoint_files(checkpoint) else CHECKPOINT_NAME)
+    prefix = latest_checkpoint(checkpoint, name)
+    if prefix is None:
+      raise FileNotFoundError(
+          f"init_checkpoint {checkpoint} is a directory without any checkpoint in it; "
+          "point it at a ckpt-N prefix or a training directory.")
+  elif tf.io.gfile.exists(checkpoint + ".index"):
+    prefix = checkpoint
+  else:
+    raise FileNotFoundError(
+        f"init_checkpoint {checkpoint} is not a checkpoint ({checkpoint}.index does not "
+        "exist); point it at a ckpt-N prefix or a training directory.")
+  try:
+    reader = tf.train.load_checkpoint(prefix)
+  except _READ_ERRORS as e:
+    raise CheckpointError(f"init_checkpoint {prefix} cannot be read ({e}).") from e
+  stored = _model_variable_paths(reader)
+  if not stored:
+    raise ValueError(
+        f"init_checkpoint {prefix} holds no model variables of this package's checkpoints "
+        f"(no '{MODEL_VARIABLES}/...' keys): it was not written by official.train.")
+  shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+  variables = model_variables(model)
+  extra = sorted(path for path in stored
+                 if path not in variables and not path.startswith(_HEAD_PREFIX))
+  if extra:
+    raise ValueError(
+        f"init_checkpoint {prefix} has {len(extra)} backbone variable(s) that the model "
+        f"lacks, e.g. {extra[:3]}: it comes from another structure, depth or number of "
+        "object classes. Build the model it was trained with (build_model.structure / "
+        "depth / num_object_classes).")
+  report = {"checkpoint": prefix, "modules": modules, "loaded": [], "not_loaded": {}}
+  values = {}
+  for path, variable in variables.items():
+    is_head = path.startswith(_HEAD_PREFIX)
+    if is_head and modules == "backbone":
+      report["not_loaded"][path] = "head: not in init_checkpoint_modules='backbone'"
+      continue
+    key = stored.get(path)
+    problem = None
+    if key is None:
+      problem = "is not in the checkpoint"
+    elif tuple(shapes[key]) != tuple(variable.shape):
+      problem = (f"has shape {tuple(shapes[key])} in the checkpoint, "
+                 f"{tuple(variable.shape)} in the model")
+    elif dtypes[key] != tf.as_dtype(variable.dtype):
+      problem = (f"has dtype {dtypes[key].name} in the checkpoint, {variable.dtype} in "
+                 "the model")
+    if problem is None:
+      values[path] = reader.get_tensor(key)
+    elif is_head:
+      report["not_loaded"][path] = f"head re-initialised: {problem}"
+    else:
+      raise ValueError(
+          f"init_checkpoint {prefix} does not fit the model's backbone: variable {path} "
+          f"{problem}. Build the model the checkpoint was trained with "
+          "(build_model.structure / depth / num_object_classes), or start from scratch.")
+  for path, value in values.items():
+    variables[path].assign(value)
+    report["loaded"].append(path)
+  report["unused"] = sorted(set(stored) - set(values))
+  if any(key.startswith("ema/") for key in shapes):
+    report["note"] = ("the source run kept an exponential moving average (its evaluations "
+                      "and exports used it); its raw weights were loaded")
+    logging.warning("init_checkpoint %s: %s.", prefix, report["note"])
+  return report

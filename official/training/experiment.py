@@ -7,6 +7,7 @@ train / eval / train_and_eval / export with the flags' paths and strategy.
 
 import contextlib
 import inspect
+import json
 import os
 import time
 
@@ -20,6 +21,7 @@ from official.evaluation import history
 from official.evaluation import writers
 from official.export import serving
 from official.inference import views
+from official.modeling import assemblenet
 from official.training import checkpointing
 from official.training import model_dir_lock
 from official.training import losses
@@ -30,6 +32,7 @@ from official.training import trainer as trainer_lib
 
 MODES = ("train", "eval", "train_and_eval", "export", "continuous_eval")
 TRAINING_MODES = ("train", "train_and_eval")
+FINAL_EVAL_DIR = "final_eval"
 EVAL_METRICS = ("map", "mean_class_accuracy")
 
 
@@ -39,8 +42,10 @@ class Experiment:
 
   Args:
     model_fn: `() -> keras.Model` (`@build_model`).
-    dataset_fn: `(split=, is_training=, batch_size=, use_objects=, seed=, deterministic=,
-      [data_dir=]) -> tf.data.Dataset` (`@build_dataset`).
+    input_fn: `() -> input_pipeline.VideoInput` (`@VideoInput`), called once when the
+      run first needs its data; or any object with the same `dataset(split, is_training,
+      batch_size, use_objects, seed, deterministic, start_batch, data_dir)` method (the
+      checks of the dataset and classes need `dataset_name` and `info`).
     train_split, eval_split: dataset splits.
     train_batch_size: global training batch (split across replicas).
     eval_batch_size: global evaluation batch, in views.
@@ -59,23 +64,36 @@ class Experiment:
     views_per_video: views each video must have in evaluation (None: all equal).
     class_names: names for the export; default: the prepared dataset's.
     prepare_data_fn: optional `(model_dir) -> data_dir` run first (self-contained runs);
-      its data_dir is then passed to `dataset_fn`.
+      its data_dir is then the input's.
     skip_consumed_batches: on resume, continue the training data order where the
       interrupted run stopped (cheaply, before decoding; see `build_dataset(start_batch=)`)
       instead of starting it again.
+    init_checkpoint: fine-tuning: a checkpoint prefix or training directory of another
+      run whose weights a training run starts from (only when `model_dir` has no
+      checkpoint yet; a resumed run continues from its own). See
+      `checkpointing.initialize_from_checkpoint`; what was loaded is logged and written to
+      `model_dir/init_checkpoint.json`.
+    init_checkpoint_modules: 'backbone' (the head starts afresh, e.g. Kinetics -> Charades)
+      or 'all' (the head too where its shapes agree).
+    final_eval_split: protocol hygiene for datasets with a validation split (Toyota
+      Smarthome): `eval_split` ('validation') drives the periodic evaluations and `best/`,
+      and after training `train_and_eval` evaluates the best checkpoint once on this split
+      ('test'), written apart in `MODEL_DIR/final_eval/` (never used to select anything).
+      None: no final evaluation (Charades has no official validation split).
 
   Raises:
     errors.ConfigError: a value of the wrong type or range, naming its binding.
   """
 
-  def __init__(self, model_fn=gin.REQUIRED, dataset_fn=gin.REQUIRED, train_split="train",
+  def __init__(self, model_fn=gin.REQUIRED, input_fn=gin.REQUIRED, train_split="train",
                eval_split="test", train_batch_size=gin.REQUIRED,
                eval_batch_size=gin.REQUIRED, train_steps=gin.REQUIRED, eval_interval=0,
                checkpoint_interval=1000, max_to_keep=3, log_interval=100,
                loss_kind="sigmoid_cross_entropy", ema_decay=None, mixed_precision=None,
                jit_compile=False, deterministic=False, eval_metric="map",
                view_aggregation="max", views_per_video=None, class_names=None,
-               prepare_data_fn=None, skip_consumed_batches=True):
+               prepare_data_fn=None, skip_consumed_batches=True, init_checkpoint=None,
+               init_checkpoint_modules="all", final_eval_split=None):
     for name, value, minimum in (
         ("train_batch_size", train_batch_size, 1), ("eval_batch_size", eval_batch_size, 1),
         ("train_steps", train_steps, 1), ("eval_interval", eval_interval, 0),
@@ -86,6 +104,19 @@ class Experiment:
     for name, value in (("jit_compile", jit_compile), ("deterministic", deterministic),
                         ("skip_consumed_batches", skip_consumed_batches)):
       errors.check_bool(f"Experiment.{name}", value)
+    if init_checkpoint_modules not in checkpointing.INIT_MODULES:
+      raise errors.ConfigError(
+          f"Experiment.init_checkpoint_modules must be one of {checkpointing.INIT_MODULES}. "
+          f"Received: {init_checkpoint_modules!r}")
+    if final_eval_split is not None and (not isinstance(final_eval_split, str) or
+                                         not final_eval_split.strip()):
+      raise errors.ConfigError(
+          "Experiment.final_eval_split must be a split name such as 'test', or None. "
+          f"Received: {final_eval_split!r}")
+    if init_checkpoint is not None and not isinstance(init_checkpoint, str):
+      raise errors.ConfigError(
+          "Experiment.init_checkpoint must be a checkpoint path (a string) or None. "
+          f"Received: {init_checkpoint!r}")
     if eval_metric not in EVAL_METRICS:
       raise ValueError(f"eval_metric must be one of {EVAL_METRICS}. Received: "
                        f"{eval_metric!r}")
@@ -99,7 +130,7 @@ class Experiment:
                        "Experiment.jit_compile = True (XLA has no deterministic MaxPool "
                        "gradient); set one of them to False.")
     self.model_fn = model_fn
-    self.dataset_fn = dataset_fn
+    self.input_fn = input_fn
     self.train_split = train_split
     self.eval_split = eval_split
     self.train_batch_size = train_batch_size
@@ -120,21 +151,25 @@ class Experiment:
     self.class_names = class_names
     self.prepare_data_fn = prepare_data_fn
     self.skip_consumed_batches = skip_consumed_batches
-
-
-def uses_object_input(model):
-  from official.modeling import builders  # pylint: disable=g-import-not-at-top
-  return builders.uses_object_input(model)
+    self.init_checkpoint = init_checkpoint or None
+    self.init_checkpoint_modules = init_checkpoint_modules
+    if final_eval_split is not None and final_eval_split == eval_split:
+      raise errors.ConfigError(
+          f"Experiment.final_eval_split = {final_eval_split!r} is also the eval_split that "
+          "selects the best checkpoint; evaluate the test split once, apart: set eval_split "
+          "to the validation split.")
+    self.final_eval_split = final_eval_split
 
 
 def _input_keys(model):
-  return ("rgb", "objects") if uses_object_input(model) else ("rgb",)
+  return ("rgb", "objects") if assemblenet.uses_objects(model) else ("rgb",)
 
 
 class Runner:
   """Builds the strategy, model, optimiser and trainer of an `Experiment` and runs a mode."""
 
-  def __init__(self, experiment, model_dir, strategy, seed=0, flags_text="", data_dir=None):
+  def __init__(self, experiment, model_dir, strategy, seed=0, flags_text="", data_dir=None,
+               initialize=False, video_input=None):
     self.exp = experiment
     self.model_dir = model_dir
     self.strategy = strategy
@@ -142,15 +177,30 @@ class Runner:
     self.flags_text = flags_text
     self.is_chief = strategies.is_chief(strategy)
     self.data_dir = data_dir
+    self._input = video_input
     reproducibility.set_seed_and_determinism(seed, experiment.deterministic)
+    policy = keras.mixed_precision.global_policy()
     if experiment.mixed_precision:
       keras.mixed_precision.set_global_policy(experiment.mixed_precision)
     with strategy.scope():
-      self.model = experiment.model_fn()
+      try:
+        self.model = experiment.model_fn()
+      finally:
+        # The layers keep their policy; nothing built later may depend on the global one.
+        keras.mixed_precision.set_global_policy(policy)
       if strategy.num_replicas_in_sync > 1:
         switched = trainer_lib.use_sync_batch_norm(self.model)
         logging.info("%d replicas: %d batch-norm layers synchronised.",
                      strategy.num_replicas_in_sync, switched)
+      num_object_classes = getattr(self.model, "num_object_classes", None)
+      if (assemblenet.uses_objects(self.model) and num_object_classes is not None and
+          num_object_classes < 151):
+        logging.warning(
+            "build_model.num_object_classes = %d: ids %d..150 of the prepared ADE-20K "
+            "object maps count as no class (the object stem's one-hot has %d channels).",
+            num_object_classes, num_object_classes, num_object_classes)
+      if initialize:
+        self._initialize_from_checkpoint()
       schedule = optimization.build_learning_rate(experiment.train_steps)
       optimizer = optimization.build_optimizer(schedule)
       if experiment.mixed_precision == "mixed_float16":
@@ -166,18 +216,61 @@ class Runner:
         skip_consumed_batches=experiment.skip_consumed_batches, is_chief=self.is_chief,
         worker_id=strategies.task_id(strategy))
 
+  def check_final_eval_split(self):
+    """Raises `errors.ConfigError` when `final_eval_split` names no split of the dataset
+    (checked before training, not after it)."""
+    split = self.exp.final_eval_split
+    if split is None or not hasattr(self.input, "info"):
+      return
+    splits = self._dataset_info().split_sizes
+    if split.split("[", 1)[0] not in splits:
+      raise errors.ConfigError(
+          f"Experiment.final_eval_split = {split!r} is not a split of "
+          f"{self.input.dataset_name} (splits: {sorted(splits)}).")
+
+  def _initialize_from_checkpoint(self):
+    """Fine-tuning: `Experiment.init_checkpoint` into a model_dir without checkpoints
+    (before the trainer copies the weights into an EMA)."""
+    if self.exp.init_checkpoint is None:
+      return
+    if checkpointing.latest_checkpoint(self.model_dir):
+      logging.info("%s has checkpoints: the run resumes from them, and "
+                   "Experiment.init_checkpoint (%s) is not loaded.", self.model_dir,
+                   self.exp.init_checkpoint)
+      return
+    report = checkpointing.initialize_from_checkpoint(
+        self.model, self.exp.init_checkpoint, self.exp.init_checkpoint_modules)
+    logging.info("Initialised %d of %d variables from %s (init_checkpoint_modules=%r); "
+                 "not loaded: %s", len(report["loaded"]),
+                 len(report["loaded"]) + len(report["not_loaded"]), report["checkpoint"],
+                 self.exp.init_checkpoint_modules,
+                 "; ".join(f"{p} ({why})" for p, why in report["not_loaded"].items()) or
+                 "none")
+    if self.is_chief:
+      tf.io.gfile.makedirs(self.model_dir)
+      writers.write_json(os.path.join(self.model_dir, checkpointing.INIT_REPORT_FILE),
+                         report)
+
   # Data ----------------------------------------------------------------------------------
 
   def _prepare_data(self):
     if self.exp.prepare_data_fn is not None and self.data_dir is None:
       self.data_dir = _prepare(self.exp, self.model_dir)
 
-  def _dataset(self, is_training, start_batch=0):
+  @property
+  def input(self):
+    """The experiment's input (`VideoInput`), made on first use: its settings are what the
+    runner reads, never gin's bindings."""
+    if self._input is None:
+      self._input = self.exp.input_fn()
+    return self._input
+
+  def _dataset(self, is_training, start_batch=0, split=None):
     self._prepare_data()
     kwargs = {} if self.data_dir is None else {"data_dir": self.data_dir}
     skip = 0
     if start_batch:
-      if "start_batch" in inspect.signature(self.exp.dataset_fn).parameters:
+      if "start_batch" in inspect.signature(self.input.dataset).parameters:
         # The pipeline starts its (seed, epoch)-determined order at this batch, skipping
         # the batches already trained on before decoding anything.
         kwargs["start_batch"] = start_batch
@@ -185,16 +278,12 @@ class Runner:
         logging.warning("The dataset function takes no start_batch: skipping %d batches "
                         "by producing them (slow for long runs).", start_batch)
         skip = start_batch
-    if uses_object_input(self.model):
-      kwargs["objects_format"] = "ids"  # one-hot on the device (Trainer._model_inputs)
-    scope = "train" if is_training else "eval"
-    with gin.config_scope(scope):
-      dataset = self.exp.dataset_fn(
-          split=self.exp.train_split if is_training else self.exp.eval_split,
-          is_training=is_training,
-          batch_size=self.exp.train_batch_size if is_training else self.exp.eval_batch_size,
-          use_objects=uses_object_input(self.model), seed=self.seed,
-          deterministic=self.exp.deterministic, **kwargs)
+    dataset = self.input.dataset(
+        split=split or (self.exp.train_split if is_training else self.exp.eval_split),
+        is_training=is_training,
+        batch_size=self.exp.train_batch_size if is_training else self.exp.eval_batch_size,
+        use_objects=assemblenet.uses_objects(self.model), seed=self.seed,
+        deterministic=self.exp.deterministic, **kwargs)
     return dataset.skip(skip) if skip else dataset
 
   # Modes ---------------------------------------------------------------------------------
@@ -219,10 +308,13 @@ class Runner:
                                   gin.operative_config_str())
         reproducibility.write_operative_config(self.model_dir)
 
-    return self.trainer.train(
+    step = self.trainer.train(
         lambda start_batch: self._dataset(is_training=True, start_batch=start_batch),
         evaluate_fn=evaluate if with_eval else None, eval_interval=self.exp.eval_interval,
         after_first_step=after_first_step, is_evaluated=self._is_evaluated)
+    if with_eval:
+      self._final_evaluation()
+    return step
 
   def _keep_changed_config(self, name, text):
     """A resumed run whose gin config differs from the one saved in model_dir: keeps the
@@ -271,54 +363,92 @@ class Runner:
     if self.is_chief:
       history.write_record(self.eval_dir, record, step, checkpoint)
 
-  def _eval_progress(self):
+  def _eval_progress(self, split):
     """Progress of one evaluation, with the total when the split's size is known."""
     views = self.exp.views_per_video
+    if views is None:
+      views = getattr(self.input, "views_per_video", None)
     total = None
     try:
-      name, data_dir = self._dataset_name_and_dir()
-      from official.data import input_pipeline  # pylint: disable=g-import-not-at-top
-      videos = input_pipeline.dataset_info(name, data_dir).split_sizes.get(
-          self.exp.eval_split)
-      if views is None:
-        views = (gin.query_parameter("build_dataset.num_clips") *
-                 gin.query_parameter("build_dataset.num_crops"))
-      total = videos * views if videos else None
-    except (ValueError, KeyError, TypeError):
-      pass  # Not build_dataset, or its defaults: progress without a total.
+      videos = self._dataset_info().split_sizes.get(split)
+      total = videos * views if videos and views else None
+    except (ValueError, KeyError, TypeError, AttributeError):
+      pass  # An input without `info`: progress without a total.
     return history.Progress(total, views)
 
-  def _annotated_eval_videos(self):
+  def _annotated_eval_videos(self, split):
     """The evaluation split's whole annotated list `[(video_id, [class ids])]`, or None when
-    the dataset does not record it (a custom `dataset_fn`, or older prepared data)."""
+    the dataset does not record it (a custom input, or older prepared data)."""
     try:
       info = self._dataset_info()
-    except (ValueError, KeyError, FileNotFoundError) as e:
+    except (ValueError, KeyError, FileNotFoundError, AttributeError) as e:
       logging.warning("Cannot read the evaluation dataset's annotations: %s", e)
       return None
-    return info.annotated_videos.get(self.exp.eval_split)
+    return info.annotated_videos.get(split)
 
-  def _evaluate_and_write(self, step):
-    annotated = self._annotated_eval_videos()
+  def _evaluate_and_write(self, step, split=None, eval_dir=None):
+    split = split or self.exp.eval_split
+    annotated = self._annotated_eval_videos(split)
     longest_id = max((len(vid) for vid, _ in annotated), default=0) if annotated else 0
     video_scores = self.trainer.evaluate(
-        self._dataset(is_training=False), self.exp.view_aggregation,
+        self._dataset(is_training=False, split=split), self.exp.view_aggregation,
         self.exp.views_per_video,
         max_video_id_length=max(longest_id, trainer_lib.MAX_VIDEO_ID_LENGTH),
-        progress=self._eval_progress())
+        progress=self._eval_progress(split))
     protocol = {"aggregation": self.exp.view_aggregation,
                 "views_per_video": video_scores.views_per_video,
-                "split": self.exp.eval_split,
+                "split": split,
                 "weights": "ema" if self.exp.ema_decay else "raw"}
-    eval_dir = os.path.join(self.model_dir, "eval")
+    eval_dir = eval_dir or self.eval_dir
     if self.is_chief:
       record = writers.write_evaluation(eval_dir, self.exp.eval_metric, video_scores, step,
                                         protocol, annotated_videos=annotated)
     else:
       record = writers.compute_metrics(self.exp.eval_metric, video_scores.labels,
                                        video_scores.scores)
-    logging.info("Evaluation at step %d: %s", step, {k: v for k, v in record.items()
-                                                     if isinstance(v, float)})
+    logging.info("Evaluation at step %d: %s (split %r)", step,
+                 {k: v for k, v in record.items() if isinstance(v, float)}, split)
+    return record
+
+  @property
+  def final_eval_dir(self):
+    return os.path.join(self.model_dir, FINAL_EVAL_DIR)
+
+  def _final_evaluation(self):
+    """The best checkpoint (by `eval_split`) evaluated once on `final_eval_split`, into
+    `final_eval/`; a rerun after it is written does not evaluate again. Returns its record,
+    or None without a final split."""
+    split = self.exp.final_eval_split
+    if split is None:
+      return None
+    best = os.path.join(self.model_dir, checkpointing.BEST_DIR)
+    path = checkpointing.latest_checkpoint(best, checkpointing.BEST_NAME)
+    path = path or checkpointing.latest_checkpoint(self.model_dir)
+    step = int(os.path.basename(path).rsplit("-", 1)[1])
+    done = history.read_records(self.final_eval_dir)
+    if step in done:
+      logging.info("The best checkpoint (step %d) was already evaluated once on the %r "
+                   "split (%s): not again.", step, split, self.final_eval_dir)
+      return done[step]
+    if done:
+      # Training was extended and a later checkpoint became the best: its number is the
+      # run's result, and the earlier look at the held-out split is said, not hidden.
+      logging.warning(
+          "The %r split was evaluated before, for the best checkpoint of step(s) %s; the "
+          "best is now step %d (training was extended), so it is evaluated on %r too. "
+          "The held-out split has now been evaluated %d times for this run: report that "
+          "with the number (all of them: %s).", split, sorted(done), step, split,
+          len(done) + 1, history.HISTORY_DIR)
+    self.trainer.restore(path)
+    logging.info("Final evaluation: %s (best on %r) on the %r split, once.", path,
+                 self.exp.eval_split, split)
+    record = self._evaluate_and_write(step, split=split, eval_dir=self.final_eval_dir)
+    record = dict(record, selected_on=self.exp.eval_split,
+                  held_out_evaluations=len(done) + 1)
+    history.write_scalars(self.trainer.summary_writer(FINAL_EVAL_DIR), record, step)
+    if self.is_chief:
+      writers.write_json(os.path.join(self.final_eval_dir, writers.METRICS_FILE), record)
+      history.write_record(self.final_eval_dir, record, step, path)
     return record
 
   def evaluate(self, checkpoint=None, writer=None, keeper=None):
@@ -396,6 +526,8 @@ class Runner:
         logging.warning("Continuous evaluation: %s was deleted (max_to_keep) before it "
                         "was evaluated; skipped (%d so far).", path, len(skipped))
       waited_since = time.monotonic()
+    if self.exp.train_steps in set(history.evaluated_steps(self.eval_dir)):
+      self._final_evaluation()  # best/ is this job's: it owns the held-out evaluation.
     return {"evaluated": evaluated, "skipped": skipped, "missed": missed, "last": last}
 
   def _unseen_checkpoints(self, seen, accounted, watched_from):
@@ -423,10 +555,10 @@ class Runner:
     with _exclusive_exports(export_dir):
       export_path = serving.export_saved_model(
           self.model, export_dir, class_names, num_frames=num_frames,
-          image_size=image_size, uses_objects=uses_object_input(self.model),
+          image_size=image_size, uses_objects=assemblenet.uses_objects(self.model),
           score_activation=losses.score_activation(self.exp.loss_kind),
-          view_protocol=views.protocol_from_gin(num_frames, image_size,
-                                                self.exp.view_aggregation, self.data_dir))
+          view_protocol=views.protocol_from_input(self.input, num_frames, image_size,
+                                                  self.exp.view_aggregation, self.data_dir))
     logging.info("Exported %s to %s.", path, export_path)
     return export_path
 
@@ -437,46 +569,25 @@ class Runner:
     return list(self._dataset_info().class_names)
 
   def _dataset_info(self):
-    """`input_pipeline.DatasetInfo` of the dataset `build_dataset` reads."""
-    from official.data import input_pipeline  # pylint: disable=g-import-not-at-top
-    name, data_dir = self._dataset_name_and_dir()
-    return input_pipeline.dataset_info(name, data_dir)
+    """`input_pipeline.DatasetInfo` of the dataset the input reads.
 
-  def _dataset_name_and_dir(self):
-    """(TFDS name, data_dir) that `build_dataset` reads. Raises ValueError when the dataset
-    is not built by a gin-bound `build_dataset`."""
+    Raises:
+      AttributeError: an input without `info` (not a `VideoInput`).
+    """
     self._prepare_data()
-    return dataset_name_and_dir(self.data_dir)
+    return self.input.info(self.data_dir)
 
   def check_num_classes(self):
     """Raises `errors.ConfigError` when the model's class count is not the dataset's."""
-    from official.data import input_pipeline  # pylint: disable=g-import-not-at-top
-    try:
-      name, data_dir = self._dataset_name_and_dir()
-    except ValueError:
-      return  # Not build_dataset: nothing to compare with.
-    expected = input_pipeline.dataset_info(name, data_dir).num_classes
+    if not hasattr(self.input, "info"):
+      return  # Not a VideoInput: nothing to compare with.
+    expected = self._dataset_info().num_classes
     got = int(self.model.outputs[0].shape[-1])
     if got != expected:
       raise errors.ConfigError(
           f"The model has {got} classes (build_model.num_classes, usually NUM_CLASSES in "
-          f"the gin file) but the dataset {name} has {expected}: set NUM_CLASSES = "
-          f"{expected}.")
-
-
-def dataset_name_and_dir(data_dir=None):
-  """(`build_dataset.dataset_name`, data_dir or `build_dataset.data_dir`) as gin binds them.
-
-  Raises:
-    ValueError: `build_dataset.dataset_name` is not bound.
-  """
-  name = gin.query_parameter("build_dataset.dataset_name")
-  if data_dir is None:
-    try:
-      data_dir = gin.query_parameter("build_dataset.data_dir")
-    except ValueError:
-      data_dir = None
-  return name, data_dir
+          f"the gin file) but the dataset {self.input.dataset_name} has {expected}: set "
+          f"NUM_CLASSES = {expected}.")
 
 
 def _listed_checkpoints(model_dir):
@@ -540,17 +651,13 @@ def steps_text(steps, most=10):
   return f"{len(steps)} steps: [{', '.join(map(str, steps[:3]))}, ..., {steps[-1]}]"
 
 
-def _check_data(experiment, data_dir, mode):
-  """Checks that the dataset `build_dataset` will read is prepared (None: not needed or not
-  build_dataset)."""
+def _check_data(video_input, experiment, data_dir, mode):
+  """Checks that the dataset the input will read is prepared (unless not needed, or the
+  input is not a `VideoInput`)."""
   if mode == "export" and experiment.class_names is not None:
     return
-  from official.data import input_pipeline  # pylint: disable=g-import-not-at-top
-  try:
-    name, data_dir = dataset_name_and_dir(data_dir)
-  except ValueError:
-    return  # Not build_dataset: its own errors apply.
-  input_pipeline.check_prepared(name, data_dir)
+  if hasattr(video_input, "check_prepared"):
+    video_input.check_prepared(data_dir)
 
 
 def run_mode(mode, model_dir, strategy_name="one_device", tpu=None, seed=0,
@@ -558,7 +665,9 @@ def run_mode(mode, model_dir, strategy_name="one_device", tpu=None, seed=0,
   """Runs one mode of the experiment gin has configured; returns its result (final step,
   metrics dict, export path, or the continuous evaluation's summary).
 
-  Training modes hold the model_dir's lock (`model_dir_lock`) for the whole run.
+  Training modes hold the model_dir's lock (`model_dir_lock`) for the whole run. The
+  process-wide settings the run makes (seeds, op determinism, the dtype policy) are undone
+  when it returns or raises (`reproducibility.preserved_process_state`).
 
   Raises:
     errors.ConfigError: a gin value of the wrong type, or classes that disagree.
@@ -566,13 +675,21 @@ def run_mode(mode, model_dir, strategy_name="one_device", tpu=None, seed=0,
     checkpointing.CheckpointError, model_dir_lock.ModelDirLockedError, FileNotFoundError,
     trainer.NonFiniteLossError: see those.
   """
+  with reproducibility.preserved_process_state():
+    return _run_mode(mode, model_dir, strategy_name, tpu, seed, checkpoint, export_dir,
+                     flags_text, eval_timeout_s)
+
+
+def _run_mode(mode, model_dir, strategy_name, tpu, seed, checkpoint, export_dir,
+              flags_text, eval_timeout_s):
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}. Received: {mode!r}")
   experiment = Experiment()
+  video_input = experiment.input_fn()
   if mode in ("eval", "export"):  # A bad path fails before any model is built.
     checkpoint = checkpointing.resolve_checkpoint(model_dir, checkpoint)
   if experiment.prepare_data_fn is None:  # Unprepared data fails before anything is built.
-    _check_data(experiment, None, mode)
+    _check_data(video_input, experiment, None, mode)
   strategy = strategies.build_strategy(strategy_name, tpu=tpu)
   logging.info("Strategy %s with %d replica(s).", type(strategy).__name__,
                strategy.num_replicas_in_sync)
@@ -586,12 +703,20 @@ def run_mode(mode, model_dir, strategy_name="one_device", tpu=None, seed=0,
     # evaluates (after the training job beside it has prepared the same data).
     if experiment.prepare_data_fn is not None and mode != "continuous_eval":
       data_dir = _prepare(experiment, model_dir)
-      _check_data(experiment, data_dir, mode)
+      _check_data(video_input, experiment, data_dir, mode)
     runner = Runner(experiment, model_dir, strategy, seed=seed, flags_text=flags_text,
-                    data_dir=data_dir)
+                    data_dir=data_dir, initialize=mode in TRAINING_MODES,
+                    video_input=video_input)
     if mode not in ("continuous_eval", "export") or (
         mode == "export" and experiment.class_names is None):
       runner.check_num_classes()
+    if mode in ("train_and_eval", "continuous_eval"):
+      runner.check_final_eval_split()
+    elif mode == "train" and experiment.final_eval_split is not None:
+      logging.warning(
+          "Experiment.final_eval_split = %r: the held-out evaluation of the best checkpoint "
+          "is run by the evaluating job (--mode=continuous_eval beside this one, or "
+          "--mode=train_and_eval), not by --mode=train.", experiment.final_eval_split)
     if mode in TRAINING_MODES:
       return runner.train(with_eval=mode == "train_and_eval")
     if mode == "eval":
@@ -622,6 +747,14 @@ def output_summary(mode, model_dir, result, export_dir=None):
     best = os.path.join(model_dir, checkpointing.BEST_DIR, checkpointing.BEST_JSON)
     if tf.io.gfile.exists(best):
       lines.append(f"Best checkpoint: {best}")
+  final = os.path.join(model_dir, FINAL_EVAL_DIR, writers.METRICS_FILE)
+  if mode in ("train_and_eval", "continuous_eval") and tf.io.gfile.exists(final):
+    with tf.io.gfile.GFile(final) as f:
+      record = json.load(f)
+    split = record.get("view_protocol", {}).get("split")
+    lines.append(f"Final evaluation (best checkpoint of step {record.get('step')}, chosen "
+                 f"on {record.get('selected_on')!r}, evaluated on {split!r} "
+                 f"{record.get('held_out_evaluations', 1)} time(s)): {final}")
   if mode == "continuous_eval":
     lines.append(f"Evaluated steps: {result['evaluated']}; skipped (deleted before "
                  f"evaluation): {result['skipped']}; missed (written and deleted between "

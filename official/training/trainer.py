@@ -14,9 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from official.data import preprocessing
 from official.evaluation import metrics as metrics_lib
-from official.modeling import builders
 from official.training import checkpointing
 
 # Video ids travel through the distributed evaluation step as int32 code points (strings
@@ -223,7 +221,7 @@ class Trainer:
 
     def loss_and_grads(features, labels):
       with tf.GradientTape() as tape:
-        logits = model(to_model_inputs(model, features), training=True)
+        logits = model(features, training=True)
         per_example = self.loss_fn(labels, logits)
         loss = tf.nn.compute_average_loss(per_example,
                                           global_batch_size=self.global_batch_size)
@@ -257,7 +255,7 @@ class Trainer:
     model = self.model
 
     def replica_step(features, labels):
-      logits = model(to_model_inputs(model, self._select_inputs(features)), training=False)
+      logits = model(self._select_inputs(features), training=False)
       return (self.score_activation(tf.cast(logits, tf.float32)),
               tf.cast(labels, tf.float32), features[_ID_CODES])
 
@@ -321,7 +319,7 @@ class Trainer:
                         "train_steps lowered?).", latest, int(self.step.numpy()),
                         self.train_steps)
     else:
-      logging.info("No checkpoint in %s: training from scratch.", self.model_dir)
+      logging.info("No checkpoint in %s: training starts at step 0.", self.model_dir)
     step = int(self.step.numpy())
     if (evaluate_fn and step and self._eval_due(step, eval_interval) and
         not (is_evaluated and is_evaluated(step))):
@@ -459,17 +457,6 @@ class Trainer:
     return metrics_lib.aggregate_views(
         decode_video_ids(np.concatenate(codes)), np.concatenate(scores),
         np.concatenate(labels), method=aggregation, views_per_video=views_per_video)
-
-
-def to_model_inputs(model, features):
-  """Object class ids travel through tf.data as uint8; a model that takes the 151-channel
-  one-hot gets it here, on the device (the float32 one-hot of one 32x224x224 clip is
-  ~1 GB). Models built with `object_input='ids'` take the ids as they are."""
-  objects = features.get("objects")
-  if (objects is None or not objects.dtype.is_integer or
-      builders.takes_object_ids(model)):
-    return features
-  return dict(features, objects=preprocessing.objects_one_hot(objects))
 
 
 def _new_window():

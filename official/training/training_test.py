@@ -137,7 +137,7 @@ def _assemblenet_trainer(model_dir, seed):
         structure=[[-1, 1], [-3, 1], [0, [0, 1], 4, 1, 1, 0], [1, [0, 2], 4, 1, 2, 0],
                    [2, [3], 4, 1, 2, 0], [3, [2, 4], 4, 1, 2, 0]],
         edge_weights=None, model_type="assemblenet_plus", depth=26, num_frames=2,
-        image_size=32, num_classes=3, attention_mode="peer", use_object_input=True)
+        image_size=32, num_classes=3, attention_mode="peer")
     optimizer = optimization.build_optimizer(0.1, name="sgd")
   return trainer_lib.Trainer(strategy, model, optimizer, losses.build_loss(),
                              str(model_dir), global_batch_size=2, train_steps=1)
@@ -195,6 +195,13 @@ def test_unknown_gin_binding_is_an_error_naming_it():
     gin.clear_config()
     with pytest.raises(ValueError, match="No configurable matching 'Experimnt'"):
       gin_flags.parse_gin([], ["Experimnt.train_steps = 3"])
+    gin.clear_config()
+    # Before: `eval/build_dataset.num_clips` was honoured; one VideoInput ignores scopes.
+    with pytest.raises(ValueError, match=r"Scoped VideoInput bindings \(eval/VideoInput"):
+      gin_flags.parse_gin([], ["eval/VideoInput.num_clips = 3"])
+    gin.clear_config()
+    with pytest.raises(ValueError, match="build_model.use_object_input no longer exists"):
+      gin_flags.parse_gin([], ["build_model.use_object_input = True"])
   finally:
     gin.clear_config()
 
@@ -203,7 +210,7 @@ def test_deterministic_with_xla_is_a_clear_error():
   from official.training import experiment  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match="deterministic = True cannot be combined with "
                                        "Experiment.jit_compile = True"):
-    experiment.Experiment(model_fn=None, dataset_fn=None, train_batch_size=1,
+    experiment.Experiment(model_fn=None, input_fn=None, train_batch_size=1,
                           eval_batch_size=1, train_steps=1, jit_compile=True,
                           deterministic=True)
 

@@ -145,51 +145,39 @@ class FlowStem(keras.layers.Layer):
     return config
 
 
-OBJECT_INPUTS = ("one_hot", "ids")
-
-
 @keras.saving.register_keras_serializable(package="assemblenet")
 class ObjectStem(keras.layers.Layer):
-  """Object stem: a 4x4/4 max-pool of per-frame object-class maps; no learned weights.
+  """Object stem: a 4x4/4 max-pool of per-frame one-hot object-class maps; no weights.
 
-  AssembleNet++ (Sec. 3.1) feeds ADE-20K segmentation scores (150 classes + "other") as a
-  151-channel map; a one-hot map of class ids works the same way. With
-  `object_input='ids'` the stem takes the class-id maps themselves and computes the
-  pooled one-hot directly at the output size: channel k of a 4x4 window is 1 when any of
-  its 16 pixels has id k. That equals the max-pool of the one-hot map exactly, without
-  the full-size float one-hot (8 x 224 x 224 x 151 floats are 242 MB per clip).
+  AssembleNet++ (Sec. 3.1) feeds per-frame ADE-20K segmentation maps (150 classes +
+  "other" = 151 channels) to the network; its object stem is a 4x4 stride-4 SAME max-pool
+  of the one-hot map (authors' `assemblenet_plus.py`). The stem takes the class-id maps
+  as TFDS stores them and computes the pooled one-hot directly at the output size:
+  channel k of a 4x4 window is 1 when any of its 16 pixels has id k. That equals the
+  max-pool of the one-hot map exactly, without the full-size float one-hot (8 x 224 x
+  224 x 151 floats are 242 MB per clip).
 
   Args:
     num_frames: frames per clip T.
-    object_input: 'one_hot' (float maps `[N, T, H, W, K]`: one-hot or scores) or 'ids'
-      (integer maps `[N, T, H, W]`; ids outside [0, num_classes) count as no class).
-    num_classes: K, the number of object classes; needed with 'ids'.
+    num_classes: K, the number of object classes (channels of the output). Ids outside
+      [0, K) count as no class (all-zero channels), as padding does.
 
-  Shapes: `[N, T, H, W, K]` (or ids `[N, T, H, W]`) -> `[N*T, H/4, W/4, K]`.
+  Shapes: integer ids `[N, T, H, W]` -> `[N*T, ceil(H/4), ceil(W/4), K]` in the layer's
+  compute dtype.
   """
 
-  def __init__(self, num_frames, object_input="one_hot", num_classes=None, **kwargs):
+  def __init__(self, num_frames, num_classes=151, **kwargs):
     super().__init__(**kwargs)
-    if object_input not in OBJECT_INPUTS:
-      raise ValueError(
-          f"`object_input` must be one of {OBJECT_INPUTS}. Received: {object_input!r}")
-    if object_input == "ids" and (not isinstance(num_classes, int) or num_classes < 1):
-      raise ValueError(
-          f"`num_classes` must be a positive int for object_input='ids'. "
-          f"Received: {num_classes!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+      raise ValueError(f"`num_classes` must be a positive int. Received: {num_classes!r}")
     self.num_frames = num_frames
-    self.object_input = object_input
     self.num_classes = num_classes
-    self.max_pool = keras.layers.MaxPooling2D(
-        4, 4, padding="same", name="max_pool", dtype=self.dtype_policy)
 
   def call(self, inputs):
-    if self.object_input == "one_hot":
-      _check_frames(self, inputs)
-      return self.max_pool(_clip_to_frames(inputs))
-    if inputs.shape.rank != 4:
+    if inputs.shape.rank != 4 or not inputs.dtype.is_integer:
       raise ValueError(
-          f"{self.name} expects class ids [N, T, H, W]. Received: shape {inputs.shape}")
+          f"{self.name} expects integer class ids [N, T, H, W]. Received: shape "
+          f"{inputs.shape}, dtype {inputs.dtype.name}")
     _check_frames(self, inputs[..., None])
     _, _, height, width = inputs.shape
     out_height, out_width = -(-height // 4), -(-width // 4)
@@ -213,18 +201,13 @@ class ObjectStem(keras.layers.Layer):
     return tf.cast(present, self.compute_dtype)
 
   def compute_output_shape(self, input_shape):
-    if self.object_input == "ids":
-      _, _, height, width = input_shape
-      channels = self.num_classes
-    else:
-      _, _, height, width, channels = input_shape
-    return (None, _quarter(height, 4, 1), _quarter(width, 4, 1), channels)
+    _, _, height, width = input_shape
+    return (None, _quarter(height, 4, 1), _quarter(width, 4, 1), self.num_classes)
 
   def get_config(self):
     config = super().get_config()
     config.update({
         "num_frames": self.num_frames,
-        "object_input": self.object_input,
         "num_classes": self.num_classes,
     })
     return config

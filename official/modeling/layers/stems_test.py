@@ -55,26 +55,42 @@ def test_flow_stem_shape_and_weights():
   assert [w.shape for w in stem.trainable_weights] == [(7, 7, 2, 5), (5,), (5,)]
 
 
-def test_object_stem_is_a_4x4_max_pool():
-  stem = stems.ObjectStem(num_frames=2)
-  objects = np.zeros((1, 2, 8, 8, 3), np.float32)
-  objects[0, 0, 5, 6, 1] = 1.0   # lands in pooled cell (1, 1), frame 0
-  objects[0, 1, 0, 3, 2] = 0.7   # cell (0, 0), frame 1
-  out = stem(objects).numpy()
+def _max_pool_4x4_same(maps):
+  """NumPy reference: TF's 4x4/4 SAME max-pool of `[N, H, W, C]` (pads after the
+  centre: floor(pad / 2) before, the rest after)."""
+  n, height, width, channels = maps.shape
+  out_h, out_w = -(-height // 4), -(-width // 4)
+  pad_h, pad_w = 4 * out_h - height, 4 * out_w - width
+  padded = np.full((n, 4 * out_h, 4 * out_w, channels), -np.inf, np.float32)
+  padded[:, pad_h // 2:pad_h // 2 + height, pad_w // 2:pad_w // 2 + width] = maps
+  return padded.reshape(n, out_h, 4, out_w, 4, channels).max(axis=(2, 4))
+
+
+def test_object_stem_is_a_4x4_max_pool_of_the_one_hot_map():
+  stem = stems.ObjectStem(num_frames=2, num_classes=3)
+  ids = np.zeros((1, 2, 8, 8), np.uint8)
+  ids[0, 0, 5, 6] = 1   # lands in pooled cell (1, 1), frame 0
+  ids[0, 1, 0, 3] = 2   # cell (0, 0), frame 1
+  out = stem(ids).numpy()
   expected = np.zeros((2, 2, 2, 3), np.float32)
+  expected[..., 0] = 1.0  # every window holds background pixels
   expected[0, 1, 1, 1] = 1.0
-  expected[1, 0, 0, 2] = 0.7
+  expected[1, 0, 0, 2] = 1.0
   np.testing.assert_array_equal(out, expected)
   assert not stem.weights
 
 
 @pytest.mark.parametrize("stem", [
     stems.RGBStem(2, num_frames=3), stems.FlowStem(2, num_frames=3),
-    stems.ObjectStem(num_frames=3),
 ])
 def test_wrong_frame_count_is_rejected(stem):
   with pytest.raises(ValueError, match="num_frames=3, but the clip has 4 frames"):
     stem(np.zeros((1, 4, 8, 8, 3), np.float32))
+
+
+def test_object_stem_rejects_a_clip_with_the_wrong_frame_count():
+  with pytest.raises(ValueError, match="num_frames=3, but the clip has 4 frames"):
+    stems.ObjectStem(num_frames=3)(np.zeros((1, 4, 8, 8), np.uint8))
 
 
 @pytest.mark.parametrize("stem", [
@@ -91,14 +107,15 @@ def test_serialization_round_trip(stem):
 
 
 @pytest.mark.parametrize("height,width", [(16, 16), (18, 22), (5, 7)])
-def test_object_stem_on_ids_equals_max_pool_of_one_hot(height, width):
+def test_object_stem_equals_a_numpy_max_pool_of_the_one_hot_map(height, width):
   rng = np.random.default_rng(4)
   # Few classes, so windows hold repeated and absent ids alike.
   # Ids 6 and 7 are outside [0, 6): no class.
   ids = rng.integers(0, 8, size=(2, 3, height, width)).astype(np.uint8)
-  from_ids = stems.ObjectStem(num_frames=3, object_input="ids", num_classes=6)(ids).numpy()
-  one_hot = np.eye(8, dtype=np.float32)[ids][..., :6]
-  expected = stems.ObjectStem(num_frames=3)(one_hot).numpy()
+  from_ids = stems.ObjectStem(num_frames=3, num_classes=6)(ids).numpy()
+  # [N, T, H, W] -> [N*T, H, W, 6] one-hot (ids 6 and 7: all zero)
+  one_hot = np.eye(8, dtype=np.float32)[ids.reshape(6, height, width)][..., :6]
+  expected = _max_pool_4x4_same(one_hot)
   assert from_ids.dtype == np.float32
   assert from_ids.shape == expected.shape == (6, -(-height // 4), -(-width // 4), 6)
   np.testing.assert_array_equal(from_ids, expected)
@@ -108,7 +125,7 @@ def test_object_stem_on_ids_exact_value_and_config():
   ids = np.zeros((1, 1, 8, 4), np.int32)
   ids[0, 0, 5, 2] = 2  # lower window gets classes 0 and 2; the upper one only class 0
   ids[0, 0, 1, 1] = -1  # no class
-  stem = stems.ObjectStem(num_frames=1, object_input="ids", num_classes=3, name="objects")
+  stem = stems.ObjectStem(num_frames=1, num_classes=3, name="objects")
   expected = [[[1.0, 0.0, 0.0], [1.0, 0.0, 1.0]]]
   np.testing.assert_array_equal(stem(ids).numpy()[:, :, 0], expected)
   compiled = tf.function(lambda x: stem(x), jit_compile=True)  # pylint: disable=unnecessary-lambda
@@ -116,8 +133,8 @@ def test_object_stem_on_ids_exact_value_and_config():
   clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(stem))
   assert clone.get_config() == stem.get_config()
   with pytest.raises(ValueError, match="num_classes"):
-    stems.ObjectStem(num_frames=1, object_input="ids")
-  with pytest.raises(ValueError, match="object_input"):
-    stems.ObjectStem(num_frames=1, object_input="scores")
-  with pytest.raises(ValueError, match="class ids"):
+    stems.ObjectStem(num_frames=1, num_classes=0)
+  with pytest.raises(ValueError, match="integer class ids"):
+    stem(np.zeros((1, 1, 8, 4), np.float32))
+  with pytest.raises(ValueError, match="integer class ids"):
     stem(np.zeros((1, 1, 8, 4, 3), np.float32))
