@@ -53,6 +53,7 @@ def parse_gin(gin_files, gin_bindings, finalize=True):
   import data_prep  # pylint: disable=g-import-not-at-top,unused-import
   from official.data import input_pipeline  # pylint: disable=g-import-not-at-top,unused-import
   from official.modeling import builders  # pylint: disable=g-import-not-at-top,unused-import
+  from official.search import genome  # pylint: disable=g-import-not-at-top,unused-import
   from official.training import experiment  # pylint: disable=g-import-not-at-top,unused-import
   from official.training import synthetic_data  # pylint: disable=g-import-not-at-top,unused-import
   add_repository_search_path()

@@ -35,6 +35,8 @@ EXPECTED = {
                                              "softmax_cross_entropy", "mean_class_accuracy"),
     "demo_synthetic.gin": ("demo_asnp", 12, True, "sigmoid_cross_entropy", "map"),
     "tiny_smoke.gin": ("custom", 12, False, "sigmoid_cross_entropy", "map"),
+    # The connectivity search's experiment: DEMO_ASNP until a genome replaces it.
+    "search_synthetic.gin": ("demo_asnp", 12, True, "sigmoid_cross_entropy", "map"),
     "charades_assemblenet_plus_lite.gin": ("asnp_lite_objects", 157, True,
                                            "sigmoid_cross_entropy", "map"),
 }

@@ -1,0 +1,181 @@
+"""`python -m official.search` end to end on Ray (local, 2 CPUs, small object store): a tiny
+evolution writes its best structure as Python literals, a gin file that `official.train`
+parses and builds, the network picture and the trial log; a search killed (SIGKILL of the
+driver and every Ray process under it) after its first finished trial resumes without
+running that trial again."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import gin
+import pytest
+import tensorflow as tf
+
+from official import gin_flags
+from official.modeling import assemblenet
+from official.modeling import builders
+from official.modeling import structures
+from official.search import run
+from official.search import searchers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIN_FILE = os.path.join(ROOT, "gin", "experiments", "search_synthetic.gin")
+# RGB + object stems, one node per level, a few steps on 16 / 8 videos, no XLA.
+TINY = [
+    "build_search_space.stem_types = (-1, -3)",
+    "build_search_space.nodes_per_level = (1, 1, 1, 1)",
+    "build_search_space.level_filters = (4, 4, 8, 8)",
+    "prepare_synthetic_charades.num_train = 16",
+    "prepare_synthetic_charades.num_test = 8",
+    "Experiment.jit_compile = False",
+    "Experiment.train_batch_size = 4",
+    "Experiment.eval_batch_size = 8",
+    "Experiment.log_interval = 2",
+]
+
+
+@pytest.fixture
+def local_ray():
+  import ray  # pylint: disable=g-import-not-at-top
+  yield
+  if ray.is_initialized():
+    ray.shutdown()
+  gin.clear_config()
+
+
+def _image_std(path):
+  return float(tf.io.decode_png(tf.io.read_file(path)).numpy().std())
+
+
+@pytest.mark.slow
+def test_tiny_evolution_writes_the_best_structure(tmp_path, local_ray):
+  out = str(tmp_path / "search")
+  log = run.run_search("evolution", out, [GIN_FILE], TINY, trials=3, population=2,
+                       sample=2, proxy_steps=2, num_cpus=2, command="test")
+  saved = json.loads((tmp_path / "search" / "trials.json").read_text())
+  records = saved["trials"]
+  assert [r["index"] for r in records] == [0, 1, 2]
+  assert [r["origin"] for r in records] == ["random", "random", "mutation"]
+  assert records[2]["parent"] in (0, 1) and records[2]["mutation"][0][0] in (
+      "guided", "forced_flip")
+  for record in records:
+    assert 0.0 <= record["fitness"] <= 1.0 and record["metric"] == "map"
+    assert record["steps"] == 2
+    # The learned weights fit the trained (pruned) network and are post-sigmoid values.
+    structures.Structure.from_list(record["pruned_structure"], record["edge_weights"])
+  best = log.best()
+  assert best["fitness"] == max(r["fitness"] for r in records)
+
+  namespace = {}
+  exec((tmp_path / "search" / "best_structure.py").read_text(), namespace)  # pylint: disable=exec-used
+  assert namespace["BEST_STRUCTURE"] == best["pruned_structure"]
+  assert namespace["BEST_GENOME"] == best["structure"]
+  found = structures.Structure.from_list(namespace["BEST_STRUCTURE"],
+                                         namespace["BEST_EDGE_WEIGHTS"])
+  assert json.loads((tmp_path / "search" / "best_edge_weights.json").read_text()) == (
+      namespace["BEST_EDGE_WEIGHTS"])
+
+  # best.gin: what `python -m official.train --gin_file=best.gin` parses and builds.
+  gin.clear_config()
+  gin_flags.parse_gin([os.path.join(out, "best.gin")], [])
+  model = builders.build_model()
+  assert model.structure.to_list() == found.to_list()
+  assert assemblenet.uses_objects(model) == found.has_stem(structures.OBJECT)
+  assert gin.query_parameter("%SEARCHED_EDGE_WEIGHTS") == namespace["BEST_EDGE_WEIGHTS"]
+  assert gin.query_parameter("prepare_synthetic_charades.num_train") == 16
+  assert gin.query_parameter("build_model.edge_weights") is None
+  gin.clear_config()
+
+  for name in ("best_network.png", "best_fitness.png"):
+    assert _image_std(os.path.join(out, name)) > 10
+  graph = json.loads((tmp_path / "search" / "best_network.json").read_text())
+  assert graph["weights"] == "searched"
+
+
+def _command(out):
+  return [sys.executable, "-m", "official.search", "--algorithm=evolution", "--trials=3",
+          "--population=2", "--sample=2", "--proxy_steps=2", f"--gin_file={GIN_FILE}",
+          f"--out={out}"] + [f"--gin_param={b}" for b in TINY]
+
+
+def _kill_tree(process):
+  """SIGKILLs the driver and every process under it (Ray's GCS, raylet, workers)."""
+  import psutil  # pylint: disable=g-import-not-at-top
+  parent = psutil.Process(process.pid)
+  tree = parent.children(recursive=True) + [parent]
+  for member in tree:
+    try:
+      member.send_signal(signal.SIGKILL)
+    except psutil.NoSuchProcess:
+      pass
+  _, alive = psutil.wait_procs(tree, timeout=30)
+  assert not alive, alive
+  process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_killed_search_resumes_without_rerunning_finished_trials(tmp_path):
+  out = str(tmp_path / "search")
+  log_path = os.path.join(out, searchers.LOG_FILE)
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+  with open(tmp_path / "first.log", "w") as first_log:
+    process = subprocess.Popen(_command(out), cwd=ROOT, env=env, stdout=first_log,
+                               stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 600
+    records = []
+    while time.monotonic() < deadline and process.poll() is None:
+      if os.path.exists(log_path):
+        with open(log_path) as f:
+          records = json.load(f)["trials"]
+        if records:
+          break
+      time.sleep(0.5)
+    assert process.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+    _kill_tree(process)
+  assert len(records) == 1
+  with open(log_path) as f:
+    killed = json.load(f)["trials"]
+  assert len(killed) in (1, 2)  # a second trial may have finished before the kill landed
+  first = killed[0]
+  first_metrics = os.path.join(first["model_dir"], "eval", "metrics.json")
+  mtime = os.path.getmtime(first_metrics)
+
+  resumed = subprocess.run(_command(out), cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=900, check=False)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"Resuming {out}: {len(killed)} trial(s) finished" in resumed.stderr
+  with open(log_path) as f:
+    final = json.load(f)["trials"]
+  assert sorted(r["index"] for r in final) == [0, 1, 2]
+  assert final[:len(killed)] == killed  # finished trials kept, not run again
+  assert os.path.getmtime(first_metrics) == mtime
+  # Two Tune experiments: the killed one and the resumed one.
+  assert sorted(os.listdir(os.path.join(out, "ray"))) == [
+      "search_0000", f"search_{len(killed):04d}"]
+  assert os.path.exists(os.path.join(out, "best_structure.py"))
+
+
+@pytest.mark.slow
+def test_comparison_retrains_the_best_and_the_reference(tmp_path, local_ray):
+  out = str(tmp_path / "compare")
+  comparison = run.run_all(["random"], out, [GIN_FILE], TINY + ["Experiment.train_steps = 2"],
+                           retrain_best=True, command="test", trials=1, proxy_steps=1)
+  entry = comparison["algorithms"]["random"]
+  assert entry["trials"] == 1 and entry["best_trial"] == 0
+  retrained = comparison["retrain"]["results"]
+  assert sorted(retrained) == ["demo_asnp", "random"]
+  assert retrained["random"]["structure"] == entry["best_structure"]
+  assert retrained["demo_asnp"]["structure"] == structures.DEMO_ASNP.to_list()
+  for result in retrained.values():
+    assert result["step"] == 2 and 0.0 <= result["fitness"] <= 1.0
+  # The retraining read a dataset of another seed, prepared apart from the search's.
+  with open(os.path.join(out, run.RETRAIN_DIR, "synthetic_data", "PREPARED")) as f:
+    assert json.load(f)["seed"] == 1
+  table = (tmp_path / "compare" / "comparison.md").read_text()
+  assert f"| random | 1 | {entry['best_fitness']:.3f} (0) |" in table
+  assert "| demo_asnp (reference, not searched) |" in table
+  assert _image_std(os.path.join(out, "best_fitness.png")) > 10
