@@ -43,7 +43,9 @@ def test_requirements_are_pinned():
       for line in f:
         line = line.split("#")[0].strip()
         if line and not line.startswith("-r"):
-          assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][0-9A-Za-z.\-]*", line), (name, line)
+          # name[extras]==version
+          assert re.fullmatch(r"[A-Za-z0-9_.\-]+(\[[A-Za-z0-9_,\-]+\])?==[0-9][0-9A-Za-z.\-]*",
+                              line), (name, line)
 
 
 def test_the_addons_package_is_mentioned_only_in_the_readme_note():
