@@ -127,3 +127,14 @@ def test_chance_levels_match_positive_rates():
   assert chance["positive_rate"] == pytest.approx(0.3)
   # A random ranking's expected AP is close to the positive rate for large sets.
   assert chance["random_map"] == pytest.approx(0.3, abs=0.03)
+
+
+@pytest.mark.slow
+def test_command_line_names_an_unknown_structure_in_one_line(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "official.tools.draw_network", "--structure=asn49",
+       f"--out={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+      env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+  errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+  assert len(errors) == 1 and "Unknown structure name" in errors[0]

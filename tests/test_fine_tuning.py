@@ -123,7 +123,7 @@ def test_bad_paths_and_modules(tmp_path, kinetics_like):
     checkpointing.initialize_from_checkpoint(_model(3, 0), foreign)
 
 
-def _train(model_dir, *bindings):
+def _train(model_dir, *bindings, returncode=0):
   env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
   env.pop("TF_CONFIG", None)
   args = [sys.executable, "-m", "official.train", "--mode=train", f"--model_dir={model_dir}",
@@ -132,7 +132,7 @@ def _train(model_dir, *bindings):
   args += [f"--gin_param={b}" for b in bindings]
   result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
-  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.returncode == returncode, result.stderr[-3000:]
   return result
 
 
@@ -153,3 +153,8 @@ def test_official_train_fine_tunes_once_and_resumes_from_its_own_checkpoint(
   result = _train(model_dir, *bindings, "Experiment.train_steps = 4")
   assert "Resuming from" in result.stderr and "Initialised" not in result.stderr
   assert not (model_dir / "init_checkpoint.json").exists()
+  # A checkpoint of another network (depth 38 blocks it lacks): one error line, exit 2.
+  result = _train(tmp_path / "other", *bindings, "build_model.depth = 38", returncode=2)
+  errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+  assert "init_checkpoint" in errors[0] and "is not in the checkpoint" in errors[0]

@@ -157,6 +157,18 @@ class AssembleNetPlusLite(keras.Model):
     self.authors_fusion_width = authors_fusion_width
     self.blocks_per_level = blocks_per_level
 
+  @property
+  def uses_objects(self):
+    """Whether the network takes an 'objects' input (its structure has an object stem)."""
+    return self.structure.has_stem(structures.OBJECT)
+
+  @property
+  def backbone(self):
+    """The sub-model from the inputs to the features `[N, T, 2048]` (the head's input),
+    sharing the weights, as `assemblenet.AssembleNet.backbone`."""
+    return keras.Model(self.input, self.get_layer(assemblenet.FEATURES_LAYER).output,
+                       name=f"{self.name}_backbone")
+
   def get_config(self):
     return {
         "name": self.name,

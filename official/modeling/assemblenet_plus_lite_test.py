@@ -372,3 +372,15 @@ def test_whole_network_equals_the_authors_graph():
   _load_in_authors_order(model, rng)
   logits = model({"rgb": clip}, training=False).numpy()
   np.testing.assert_allclose(logits, _AUTHORS_NET_LOGITS, rtol=1e-5, atol=2e-5)
+
+
+def test_backbone_features_are_what_the_head_classifies():
+  model = _tiny()
+  _wake_residual_branches(model)
+  inputs = _inputs()
+  assert model.uses_objects
+  features = model.backbone(inputs, training=False).numpy()
+  assert features.shape == (2, 3, 2048) and features.dtype == np.float32
+  kernel, bias = model.get_layer("head").classifier.get_weights()
+  np.testing.assert_allclose(model(inputs, training=False).numpy(),
+                             features.mean(axis=1) @ kernel + bias, rtol=1e-5, atol=1e-6)

@@ -92,6 +92,12 @@ def main(argv):
                                retrain_data_seed=FLAGS.retrain_data_seed, command=command,
                                **kwargs)
       print(run.comparison_table(comparison))
+  except (ValueError, FileNotFoundError) as e:
+    # A search of other settings in --out, a bad gin value, a missing file: the message
+    # names the input; the traceback adds nothing.
+    print("error: " + " ".join(line.strip() for line in str(e).splitlines() if line.strip()),
+          file=sys.stderr)
+    return 2 if isinstance(e, ValueError) else 1
   finally:
     import ray  # pylint: disable=g-import-not-at-top
     if ray.is_initialized():

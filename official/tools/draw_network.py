@@ -295,10 +295,14 @@ def main(argv):
   if bool(FLAGS.model_dir) == bool(FLAGS.structure):
     print("error: pass exactly one of --model_dir and --structure", file=sys.stderr)
     return 2
-  if FLAGS.structure:
-    result = draw_structure(FLAGS.structure, FLAGS.out or ".")
-  else:
-    result = draw_model_dir(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.out)
+  try:
+    if FLAGS.structure:
+      result = draw_structure(FLAGS.structure, FLAGS.out or ".")
+    else:
+      result = draw_model_dir(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.out)
+  except (ValueError, FileNotFoundError) as e:
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    return 2 if isinstance(e, ValueError) else 1
   print(f"Network picture: {result['png']} and {result['svg']} (numbers: {result['json']})")
   return 0
 

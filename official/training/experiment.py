@@ -238,8 +238,11 @@ class Runner:
                    "Experiment.init_checkpoint (%s) is not loaded.", self.model_dir,
                    self.exp.init_checkpoint)
       return
-    report = checkpointing.initialize_from_checkpoint(
-        self.model, self.exp.init_checkpoint, self.exp.init_checkpoint_modules)
+    try:
+      report = checkpointing.initialize_from_checkpoint(
+          self.model, self.exp.init_checkpoint, self.exp.init_checkpoint_modules)
+    except ValueError as e:  # A checkpoint of another network: say so in one line.
+      raise errors.ConfigError(f"Experiment.init_checkpoint: {e}") from e
     logging.info("Initialised %d of %d variables from %s (init_checkpoint_modules=%r); "
                  "not loaded: %s", len(report["loaded"]),
                  len(report["loaded"]) + len(report["not_loaded"]), report["checkpoint"],
