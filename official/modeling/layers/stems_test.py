@@ -138,3 +138,14 @@ def test_object_stem_on_ids_exact_value_and_config():
     stem(np.zeros((1, 1, 8, 4), np.float32))
   with pytest.raises(ValueError, match="integer class ids"):
     stem(np.zeros((1, 1, 8, 4, 3), np.float32))
+
+
+def test_object_stem_graph_has_no_bincount_which_xla_runs_100x_slower():
+  # Regression: a per-window binary bincount made every XLA-compiled training step of an
+  # object model about 100x slower (10 s instead of 0.1 s per demo step).
+  stem = stems.ObjectStem(num_frames=2, num_classes=5)
+  graph = tf.function(stem).get_concrete_function(
+      tf.TensorSpec([1, 2, 8, 8], tf.uint8)).graph
+  ops = {op.type for op in graph.get_operations()}
+  assert not any("Bincount" in op for op in ops), sorted(ops)
+  assert "OneHot" in ops
