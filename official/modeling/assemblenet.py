@@ -268,7 +268,7 @@ class AssembleNetBackbone(keras.Model):
   @property
   def uses_objects(self):
     """Whether the network takes an 'objects' input (its structure has an object stem)."""
-    return self.structure.has_stem(structures.OBJECT)
+    return uses_objects(self)
 
   def get_config(self):
     config = _network_config(self)
@@ -343,14 +343,12 @@ class AssembleNet(keras.Model):
   @property
   def uses_objects(self):
     """Whether the network takes an 'objects' input (its structure has an object stem)."""
-    return self.structure.has_stem(structures.OBJECT)
+    return uses_objects(self)
 
   @property
   def backbone(self):
-    """The sub-model from the inputs to the features `[N, T, C]`, sharing the weights (a
-    new `keras.Model` view on each access)."""
-    return keras.Model(self.input, self.get_layer(FEATURES_LAYER).output,
-                       name=f"{self.name}_backbone")
+    """The sub-model from the inputs to the features `[N, T, C]` (`backbone_view`)."""
+    return backbone_view(self)
 
   def get_config(self):
     config = _network_config(self)
@@ -376,6 +374,14 @@ def uses_objects(model):
   """Whether `model` takes an 'objects' input (also for a reloaded or wrapped model)."""
   inputs = model.input
   return isinstance(inputs, dict) and OBJECTS_KEY in inputs
+
+
+def backbone_view(model):
+  """The sub-model of a classifier from its inputs to its features (the output of the
+  layer `FEATURES_LAYER`, the head's input), sharing the weights: a new `keras.Model` view
+  on each call."""
+  return keras.Model(model.input, model.get_layer(FEATURES_LAYER).output,
+                     name=f"{model.name}_backbone")
 
 
 def _network_config(model):

@@ -160,14 +160,13 @@ class AssembleNetPlusLite(keras.Model):
   @property
   def uses_objects(self):
     """Whether the network takes an 'objects' input (its structure has an object stem)."""
-    return self.structure.has_stem(structures.OBJECT)
+    return assemblenet.uses_objects(self)
 
   @property
   def backbone(self):
     """The sub-model from the inputs to the features `[N, T, 2048]` (the head's input),
-    sharing the weights, as `assemblenet.AssembleNet.backbone`."""
-    return keras.Model(self.input, self.get_layer(assemblenet.FEATURES_LAYER).output,
-                       name=f"{self.name}_backbone")
+    sharing the weights (`assemblenet.backbone_view`)."""
+    return assemblenet.backbone_view(self)
 
   def get_config(self):
     return {
