@@ -1,4 +1,4 @@
-r"""The package end to end on the built-in synthetic dataset, on a CPU, in about ten minutes.
+r"""The package end to end on the built-in synthetic dataset, on a CPU, in a few minutes.
 
   python -m official.demo [--out=runs/demo] [--gin_file=gin/experiments/demo_synthetic.gin]
 
