@@ -6,12 +6,14 @@ r"""Forward, input-gradient and kernel-gradient times of a model's spatial convo
 Builds the model as `benchmarks/model_speed.py` does (same flags), runs one training-mode
 forward pass that records every `keras.layers.Conv2D` call (input shape, kernel shape,
 strides, padding; the temporal convolutions are `TemporalConv`s and are not included),
-then times each distinct shape on random tensors, in isolation: the forward conv, the
-gradient with respect to the input (`Conv2DBackpropInput`) and the gradient with respect
-to the kernel (`Conv2DBackpropFilter`), each a `tf.function` whose graph keeps only that
-op (median of `--runs` calls after `--warmup`). Prints one JSON line per shape (`gflop`:
-2 FLOPs per multiply-add of one call; times in ms; `count`: calls per forward pass), then a
-JSON line of totals over all calls with the GFLOP/s of each pass.
+then times each distinct shape on random tensors, in isolation: the forward conv, and the
+gradients with respect to the input and to the kernel, each a `tf.function` whose graph
+keeps only what that gradient needs (median of `--runs` calls after `--warmup`), once as
+the package computes them (`conv_2plus1d.conv2d`: a turned-kernel forward conv and, for
+1x1 kernels, a matmul at stride 1) and once as TF's own gradient (`Conv2DBackpropInput`,
+`Conv2DBackpropFilter`, keys `tf_*`). Prints one JSON line per shape (`gflop`: 2 FLOPs per
+multiply-add of one call; times in ms; `count`: calls per forward pass), then a JSON line
+of totals over all calls with the GFLOP/s of each pass.
 
 What it answers: how far the backward convolutions run from the forward's speed, and what
 the convolutions alone cost, which bounds a whole training step from below
@@ -33,6 +35,7 @@ import tensorflow as tf
 
 from benchmarks import model_speed
 from official.modeling import builders
+from official.modeling.layers import conv_2plus1d
 
 FLAGS = flags.FLAGS
 
@@ -68,25 +71,32 @@ def _median_ms(fn, runs, warmup):
 
 
 def time_conv(input_shape, kernel_shape, strides, padding, runs=7, warmup=2, seed=0):
-  """`{'gflop', 'forward_ms', 'input_grad_ms', 'kernel_grad_ms'}` of one conv shape."""
+  """Times of one conv shape: `gflop`; `forward_ms`; `input_grad_ms` and `kernel_grad_ms`
+  of the package's conv (`conv_2plus1d.conv2d`, what `SpatialConv` runs); `tf_input_grad_ms`
+  and `tf_kernel_grad_ms` of `tf.nn.conv2d`'s own gradient (TF's backprop ops)."""
   x = tf.random.stateless_normal(input_shape, [seed, 1])
   kernel = tf.random.stateless_normal(kernel_shape, [seed, 2])
-  conv = lambda a, b: tf.nn.conv2d(a, b, strides, padding)
-  output_shape = conv(x, kernel).shape
+  package_conv = lambda a, b: conv_2plus1d.conv2d(a, b, strides, padding)
+  tf_conv = lambda a, b: tf.nn.conv2d(a, b, strides, padding)
+  output_shape = tf_conv(x, kernel).shape
   dy = tf.random.stateless_normal(output_shape, [seed, 3])
-  corner = lambda t: tf.reduce_sum(t[:1, :1, :1, :1])  # reads back a value, copies little
+  # Reads back one value (whatever the rank), so little is copied.
+  first = lambda t: tf.reduce_sum(tf.reshape(t, [-1])[:1])
 
-  def gradient(wrt):
+  def gradient(conv, wrt):
     with tf.GradientTape() as tape:
       tape.watch(wrt)
       y = conv(x, kernel)
-    return corner(tape.gradient(y, wrt, output_gradients=dy))
+    return first(tape.gradient(y, wrt, output_gradients=dy))
 
+  timed = lambda fn: _median_ms(tf.function(fn), runs, warmup)
   return {
       "gflop": 2 * int(np.prod(output_shape)) * int(np.prod(kernel_shape[:3])) / 1e9,
-      "forward_ms": _median_ms(tf.function(lambda: corner(conv(x, kernel))), runs, warmup),
-      "input_grad_ms": _median_ms(tf.function(lambda: gradient(x)), runs, warmup),
-      "kernel_grad_ms": _median_ms(tf.function(lambda: gradient(kernel)), runs, warmup),
+      "forward_ms": timed(lambda: first(tf_conv(x, kernel))),
+      "input_grad_ms": timed(lambda: gradient(package_conv, x)),
+      "kernel_grad_ms": timed(lambda: gradient(package_conv, kernel)),
+      "tf_input_grad_ms": timed(lambda: gradient(tf_conv, x)),
+      "tf_kernel_grad_ms": timed(lambda: gradient(tf_conv, kernel)),
   }
 
 
@@ -113,7 +123,8 @@ def totals(records):
   """Sums over all calls (`count` times each record) and the GFLOP/s of each pass."""
   total = {"calls": sum(r["count"] for r in records),
            "gflop": sum(r["gflop"] * r["count"] for r in records)}
-  for key in ("forward_ms", "input_grad_ms", "kernel_grad_ms"):
+  for key in ("forward_ms", "input_grad_ms", "kernel_grad_ms", "tf_input_grad_ms",
+              "tf_kernel_grad_ms"):
     total[key] = sum(r[key] * r["count"] for r in records)
     total[key.replace("_ms", "_gflops_per_s")] = total["gflop"] / total[key] * 1e3
   total["load_avg_1m"] = os.getloadavg()[0]

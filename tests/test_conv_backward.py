@@ -38,13 +38,16 @@ def test_every_spatial_conv_call_is_counted_with_its_flops():
     assert r["gflop"] == pytest.approx(
         2 * np.prod(out) * np.prod(r["kernel_shape"][:3]) / 1e9)
     assert r["input_shape"][0] == 2  # batch 1 x 2 frames in the (N*T)HWC layout
-    assert min(r["forward_ms"], r["input_grad_ms"], r["kernel_grad_ms"]) > 0
+    assert min(r[key] for key in ("forward_ms", "input_grad_ms", "kernel_grad_ms",
+                                  "tf_input_grad_ms", "tf_kernel_grad_ms")) > 0
 
 
 def test_totals_weight_each_shape_by_its_calls():
   records = [
-      {"count": 3, "gflop": 0.5, "forward_ms": 1.0, "input_grad_ms": 2.0, "kernel_grad_ms": 4.0},
-      {"count": 1, "gflop": 2.0, "forward_ms": 5.0, "input_grad_ms": 5.0, "kernel_grad_ms": 6.0},
+      {"count": 3, "gflop": 0.5, "forward_ms": 1.0, "input_grad_ms": 2.0, "kernel_grad_ms": 4.0,
+       "tf_input_grad_ms": 3.0, "tf_kernel_grad_ms": 4.0},
+      {"count": 1, "gflop": 2.0, "forward_ms": 5.0, "input_grad_ms": 5.0, "kernel_grad_ms": 6.0,
+       "tf_input_grad_ms": 7.0, "tf_kernel_grad_ms": 6.0},
   ]
   total = conv_backward.totals(records)
   assert total["calls"] == 4 and total["gflop"] == pytest.approx(3.5)
@@ -52,3 +55,4 @@ def test_totals_weight_each_shape_by_its_calls():
       pytest.approx((8.0, 11.0, 18.0))
   assert total["forward_gflops_per_s"] == pytest.approx(3.5 / 8.0 * 1e3)
   assert total["kernel_grad_gflops_per_s"] == pytest.approx(3.5 / 18.0 * 1e3)
+  assert total["tf_input_grad_ms"] == pytest.approx(16.0)

@@ -1,13 +1,15 @@
 """Whole-model equality of the fast layer implementations and the plain reference forms.
 
-The training-speed work (issue 18) replaced how two layers compute, not what: batch norm in
-training runs TF's fused kernel (`FusedBatchNorm`) instead of Keras' op-by-op layer, and
+The training-speed work (issue 18) replaced how three layers compute, not what: batch norm
+in training runs TF's fused kernel (`FusedBatchNorm`) instead of Keras' op-by-op layer,
 `TemporalConv` folds its dilation into the frame layout with a matmul kernel gradient
-instead of a dilated convolution. Here one tiny AssembleNet++ (every layer kind: RGB, flow
-and object stems, peer-attention fusion with projections, dilations 1, 2, 4 and 8 on 8
-frames) is run with the new forms and again, same weights and inputs, with the reference
-forms patched in: Keras' `BatchNormalization.call`, and the temporal conv as an undilated
-`(k, 1)` Conv2D with zeros inserted between the taps (the authors' dilated `(k, 1, 1)`
+instead of a dilated convolution, and the stride-1 spatial convs (`SpatialConv`) compute
+their input gradient as a forward conv with the kernel turned and a 1x1 kernel's gradient
+as a matmul. Here one tiny AssembleNet++ (every layer kind: RGB, flow and object stems,
+peer-attention fusion with projections, dilations 1, 2, 4 and 8 on 8 frames) is run with
+the new forms and again, same weights and inputs, with the reference forms patched in:
+Keras' `BatchNormalization.call`, Keras' `Conv2D` computation, and the temporal conv as an
+undilated `(k, 1)` Conv2D with zeros inserted between the taps (the authors' dilated `(k, 1, 1)`
 Conv3D). Logits (training and inference) and every trainable variable's gradient must
 agree to float32 round-off (gradients with both changes in L2, see the second test).
 Nothing is stored: the two implementations are compared.
@@ -42,17 +44,21 @@ def _reference_temporal_convolve(layer, inputs, kernel):
 
 @contextlib.contextmanager
 def _reference_layers(batch_norms=True):
-  """Patches in the zero-inserted temporal conv and (with `batch_norms`) Keras' batch norm."""
+  """Patches in the zero-inserted temporal conv, Keras' Conv2D computation for the spatial
+  convs (TF's own gradients) and (with `batch_norms`) Keras' batch norm."""
   fused_call = batch_norm.FusedBatchNorm.call
   convolve = conv_2plus1d.TemporalConv.convolve
+  convolution_op = conv_2plus1d.SpatialConv.convolution_op
   if batch_norms:
     batch_norm.FusedBatchNorm.call = keras.layers.BatchNormalization.call
   conv_2plus1d.TemporalConv.convolve = _reference_temporal_convolve
+  conv_2plus1d.SpatialConv.convolution_op = keras.layers.Conv2D.convolution_op
   try:
     yield
   finally:
     batch_norm.FusedBatchNorm.call = fused_call
     conv_2plus1d.TemporalConv.convolve = convolve
+    conv_2plus1d.SpatialConv.convolution_op = convolution_op
 
 
 def _outputs(model, inputs):

@@ -37,9 +37,86 @@ def batch_norm(name, zero_init=False, dtype=None):
       dtype=dtype)
 
 
+def _rotated(kernel):
+  """`[kh, kw, C, F]` -> `[kh, kw, F, C]` with both spatial axes reversed.
+
+  For a stride-1 'SAME' convolution with an odd kernel, the gradient with respect to its
+  input is the 'SAME' convolution of the upstream gradient with this kernel (the
+  transposed convolution of a stride-1 conv is a conv with the kernel turned by 180
+  degrees and its channel axes swapped).
+  """
+  return tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
+
+
+@tf.custom_gradient
+def _same_conv(inputs, kernel):
+  """Stride-1 'SAME' Conv2D with an odd kernel, and a backward pass of cheap ops.
+
+  Forward: `tf.nn.conv2d`. Input gradient: a forward conv of the upstream gradient with
+  `_rotated(kernel)` instead of `Conv2DBackpropInput`. Kernel gradient: for a 1x1 kernel
+  one `[C, M] x [M, F]` matmul over the M = N*H*W positions, otherwise
+  `Conv2DBackpropFilter` as TF's own gradient. Equal to TF's gradient up to float
+  rounding (conv_2plus1d_test). Why: with TF's default Eigen kernels (oneDNN's graph
+  rewrites off, TF's default on AVX2-only CPUs) `Conv2DBackpropInput` ran 1.2-3.9x slower
+  than the forward conv of the same shape (e.g. 17.1 vs 4.4 ms for a level-3 3x3 conv,
+  `[8, 7, 7, 512]`), and the 1x1 kernel gradients 1.1-1.4x slower than the matmul; with
+  oneDNN the input gradient costs the same either way and the 1x1 kernel gradient as a
+  matmul took 0.45-1.05x oneDNN's time (docs/performance.md, issue 18).
+
+  Args:
+    inputs: `[N, H, W, C]`.
+    kernel: `[kh, kw, C, F]`, kh and kw odd.
+
+  Returns:
+    `[N, H, W, F]`.
+  """
+  outputs = tf.nn.conv2d(inputs, kernel, strides=1, padding="SAME")
+
+  def gradient(upstream):
+    height, width, channels, filters = kernel.shape
+    grad_inputs = tf.nn.conv2d(upstream, _rotated(kernel), strides=1, padding="SAME")
+    if height == width == 1:
+      # [N*H*W, C]^T x [N*H*W, F] -> [C, F] -> [1, 1, C, F]
+      grad_kernel = tf.reshape(
+          tf.matmul(tf.reshape(inputs, [-1, channels]), tf.reshape(upstream, [-1, filters]),
+                    transpose_a=True), [1, 1, channels, filters])
+    else:
+      grad_kernel = tf.raw_ops.Conv2DBackpropFilter(
+          input=inputs, filter_sizes=tf.shape(kernel), out_backprop=upstream,
+          strides=[1, 1, 1, 1], padding="SAME")
+    return grad_inputs, grad_kernel
+
+  return outputs, gradient
+
+
+def conv2d(inputs, kernel, strides, padding):
+  """`tf.nn.conv2d` of `[N, H, W, C]` by `[kh, kw, C, F]` (square `strides`, 'SAME' or
+  'VALID'); stride-1 'SAME' convs with odd kernels take `_same_conv`'s cheaper backward."""
+  if (strides == 1 and padding == "SAME" and kernel.shape[0] % 2 == 1 and
+      kernel.shape[1] % 2 == 1):
+    return _same_conv(inputs, kernel)
+  return tf.nn.conv2d(inputs, kernel, strides=strides, padding=padding)
+
+
+@keras.saving.register_keras_serializable(package="assemblenet")
+class SpatialConv(keras.layers.Conv2D):
+  """`keras.layers.Conv2D` (channels last, no dilation or groups) computed by `conv2d`.
+
+  Same weights, names, config and output as Conv2D; only the backward pass of stride-1
+  'SAME' convs with odd kernels differs (`_same_conv`).
+  """
+
+  def convolution_op(self, inputs, kernel):
+    if (self.data_format != "channels_last" or self.groups != 1 or
+        tuple(self.dilation_rate) != (1, 1) or self.strides[0] != self.strides[1]):
+      return super().convolution_op(inputs, kernel)
+    return conv2d(inputs, tf.convert_to_tensor(kernel), self.strides[0],
+                  self.padding.upper())
+
+
 def spatial_conv(filters, kernel_size, strides, name, dtype=None):
-  """Conv2D without bias; strided convs expect `fixed_padding` to be applied first."""
-  return keras.layers.Conv2D(
+  """`SpatialConv` without bias; strided convs expect `fixed_padding` to be applied first."""
+  return SpatialConv(
       filters,
       kernel_size,
       strides=strides,
@@ -124,21 +201,30 @@ def _rows_conv(clips, kernel):
   'SAME' in rows is the clip's zero padding: a TemporalConv's live taps run from -m to m
   (or m + 1 for an even kernel) rows around the centre, as TF's 'SAME' pads. (An explicit
   padding list would make TF fall back from oneDNN's backward kernels to Eigen's, 2-3x
-  slower, on CPU.) The forward pass and the input gradient are oneDNN convolutions. The
+  slower, on CPU.) The forward pass and the input gradient are convolutions. The
   kernel gradient is not: oneDNN's weight gradient of a `(k, 1)` kernel over a few rows
   (e.g. `[1, 4, 98, 2048]` at level 3) ran at a fifth of its forward's speed; as one
   `[C, N*R*P] x [N*R*P, F]` matmul per tap, the whole conv's forward + backward took half
   the time (e.g. 76 -> 40 ms at level 3, 148 -> 38 ms for a level-2 dilation 4;
-  docs/performance.md).
+  docs/performance.md). The input gradient of an odd kernel is a forward conv with the
+  kernel turned (`_rotated`), which is what oneDNN computes anyway and 2-4x faster than
+  Eigen's `Conv2DBackpropInput`.
   """
   outputs = tf.nn.conv2d(clips, kernel, strides=1, padding="SAME")
 
   def gradient(upstream):
     taps, _, channels, filters = kernel.shape
     _, rows, positions, _ = clips.shape
-    grad_clips = tf.raw_ops.Conv2DBackpropInput(
-        input_sizes=tf.shape(clips), filter=kernel, out_backprop=upstream,
-        strides=[1, 1, 1, 1], padding="SAME")
+    if taps % 2:
+      # A forward conv with the kernel turned (as `_same_conv`): with Eigen's kernels
+      # Conv2DBackpropInput of these convs was the step's slowest single op.
+      grad_clips = tf.nn.conv2d(upstream, _rotated(kernel), strides=1, padding="SAME")
+    else:
+      # An even kernel's 'SAME' padding is asymmetric, so the turned kernel would need the
+      # padding mirrored: keep TF's op.
+      grad_clips = tf.raw_ops.Conv2DBackpropInput(
+          input_sizes=tf.shape(clips), filter=kernel, out_backprop=upstream,
+          strides=[1, 1, 1, 1], padding="SAME")
     # Tap j of output row r reads input row r + j - c (c = (k - 1) // 2), so its kernel
     # gradient is sum_s X[s]^T dY[s - j + c]: the whole input against rows of the
     # upstream gradient shifted by j - c, zero outside the clip. With dY padded by
