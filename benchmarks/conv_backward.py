@@ -24,7 +24,6 @@ import collections
 import json
 import os
 import statistics
-import time
 
 from absl import app
 from absl import flags
@@ -60,14 +59,7 @@ def spatial_conv_calls(model, inputs):
 
 
 def _median_ms(fn, runs, warmup):
-  for _ in range(warmup):
-    fn().numpy()
-  times = []
-  for _ in range(runs):
-    start = time.perf_counter()
-    fn().numpy()
-    times.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(times)
+  return 1e3 * statistics.median(model_speed.time_calls(fn, runs, warmup))
 
 
 def time_conv(input_shape, kernel_shape, strides, padding, runs=7, warmup=2, seed=0):
@@ -103,11 +95,7 @@ def time_conv(input_shape, kernel_shape, strides, padding, runs=7, warmup=2, see
 
 def benchmark(gin_files, gin_params, frames, size, batch, runs, warmup, seed=0):
   """Yields one record per distinct conv shape, largest input first."""
-  params = list(gin_params)
-  if frames is not None:
-    params.append(f"build_model.num_frames = {frames}")
-  if size is not None:
-    params.append(f"build_model.image_size = {size}")
+  params = model_speed.model_bindings(gin_params, frames, size)
   gin.parse_config_files_and_bindings(gin_files, params, skip_unknown=True)
   keras.utils.set_random_seed(seed)
   model = builders.build_model()

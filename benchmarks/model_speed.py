@@ -100,6 +100,16 @@ def make_step(model, mode, xla, num_classes, batch, seed):
   return tf.function(train, jit_compile=xla)
 
 
+def model_bindings(gin_params, frames, size):
+  """`gin_params` plus the bindings of `--frames` and `--size` (None: the gin file's)."""
+  params = list(gin_params)
+  if frames is not None:
+    params.append(f"build_model.num_frames = {frames}")
+  if size is not None:
+    params.append(f"build_model.image_size = {size}")
+  return params
+
+
 def time_calls(fn, runs, warmup):
   """Step times in seconds of `runs` calls after `warmup` untimed ones."""
   for _ in range(warmup):
@@ -129,11 +139,7 @@ def benchmark(gin_files, gin_params, frames, size, batch, mode, xla, precision, 
     raise ValueError(f"`runs` must be at least 5. Received: {runs}")
   if batch < 1:
     raise ValueError(f"`batch` must be positive. Received: {batch}")
-  params = list(gin_params)
-  if frames is not None:
-    params.append(f"build_model.num_frames = {frames}")
-  if size is not None:
-    params.append(f"build_model.image_size = {size}")
+  params = model_bindings(gin_params, frames, size)
   gin.parse_config_files_and_bindings(gin_files, params, skip_unknown=True)
   previous_policy = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy(POLICIES[precision])

@@ -75,11 +75,7 @@ def op_times(space, by="type"):
 def profile(gin_files, gin_params, frames, size, batch, mode, xla, precision, warmup, steps,
             seed=0):
   """Returns (`{op type: (seconds per step, count per step)}`, wall seconds per step)."""
-  params = list(gin_params)
-  if frames is not None:
-    params.append(f"build_model.num_frames = {frames}")
-  if size is not None:
-    params.append(f"build_model.image_size = {size}")
+  params = model_speed.model_bindings(gin_params, frames, size)
   gin.parse_config_files_and_bindings(gin_files, params, skip_unknown=True)
   keras.mixed_precision.set_global_policy(model_speed.POLICIES[precision])
   keras.utils.set_random_seed(seed)
