@@ -64,9 +64,9 @@ def _median_ms(fn, runs, warmup):
 
 def time_conv(input_shape, kernel_shape, strides, padding, runs=7, warmup=2, seed=0):
   """Times of one conv shape (`strides`: an int): `gflop`; `forward_ms`; `input_grad_ms`
-  and `kernel_grad_ms` of the package's conv (`conv_2plus1d.conv2d`, what `SpatialConv`
-  runs); `tf_input_grad_ms` and `tf_kernel_grad_ms` of `tf.nn.conv2d`'s own gradient (TF's
-  backprop ops)."""
+  and `kernel_grad_ms` of the package's conv (`conv_2plus1d.conv2d`, what
+  `conv_2plus1d.Conv2D` runs); `tf_input_grad_ms` and `tf_kernel_grad_ms` of
+  `tf.nn.conv2d`'s own gradient (TF's backprop ops)."""
   x = tf.random.stateless_normal(input_shape, [seed, 1])
   kernel = tf.random.stateless_normal(kernel_shape, [seed, 2])
   package_conv = lambda a, b: conv_2plus1d.conv2d(a, b, strides, padding)
@@ -104,7 +104,7 @@ def benchmark(gin_files, gin_params, frames, size, batch, runs, warmup, seed=0):
       calls.items(), key=lambda kv: -int(np.prod(kv[0][0]))):
     record = {"input_shape": list(input_shape), "kernel_shape": list(kernel_shape),
               "strides": strides[0], "padding": padding, "count": count}
-    # Keras' strides are (s, s): the package's conv takes the int, as SpatialConv passes it.
+    # Keras' strides are (s, s): the package's conv takes the int, as conv_2plus1d.Conv2D passes it.
     record.update(time_conv(input_shape, kernel_shape, strides[0], padding, runs, warmup, seed))
     yield record
 

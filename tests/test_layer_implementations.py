@@ -3,7 +3,7 @@
 The training-speed work (issue 18) replaced how three layers compute, not what: batch norm
 in training runs TF's fused kernel (`FusedBatchNorm`) instead of Keras' op-by-op layer,
 `TemporalConv` folds its dilation into the frame layout with a matmul kernel gradient
-instead of a dilated convolution, and the stride-1 spatial convs (`SpatialConv`) compute
+instead of a dilated convolution, and the stride-1 spatial convs (`conv_2plus1d.Conv2D`) compute
 their input gradient as a forward conv with the kernel turned and a 1x1 kernel's gradient
 as a matmul. Here one tiny AssembleNet++ (every layer kind: RGB, flow and object stems,
 peer-attention fusion with projections, dilations 1, 2, 4 and 8 on 8 frames) is run with
@@ -48,17 +48,17 @@ def _reference_layers(batch_norms=True):
   convs (TF's own gradients) and (with `batch_norms`) Keras' batch norm."""
   fused_call = batch_norm.FusedBatchNorm.call
   convolve = conv_2plus1d.TemporalConv.convolve
-  convolution_op = conv_2plus1d.SpatialConv.convolution_op
+  convolution_op = conv_2plus1d.Conv2D.convolution_op
   if batch_norms:
     batch_norm.FusedBatchNorm.call = keras.layers.BatchNormalization.call
   conv_2plus1d.TemporalConv.convolve = _reference_temporal_convolve
-  conv_2plus1d.SpatialConv.convolution_op = keras.layers.Conv2D.convolution_op
+  conv_2plus1d.Conv2D.convolution_op = keras.layers.Conv2D.convolution_op
   try:
     yield
   finally:
     batch_norm.FusedBatchNorm.call = fused_call
     conv_2plus1d.TemporalConv.convolve = convolve
-    conv_2plus1d.SpatialConv.convolution_op = convolution_op
+    conv_2plus1d.Conv2D.convolution_op = convolution_op
 
 
 def _outputs(model, inputs):

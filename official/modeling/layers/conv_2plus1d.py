@@ -56,12 +56,12 @@ def _same_conv(inputs, kernel):
   `_rotated(kernel)` instead of `Conv2DBackpropInput`. Kernel gradient: for a 1x1 kernel
   one `[C, M] x [M, F]` matmul over the M = N*H*W positions, otherwise
   `Conv2DBackpropFilter` as TF's own gradient. Equal to TF's gradient up to float
-  rounding (conv_2plus1d_test). Why: with TF's default Eigen kernels (oneDNN's graph
-  rewrites off, TF's default on AVX2-only CPUs) `Conv2DBackpropInput` ran 1.2-3.9x slower
-  than the forward conv of the same shape (e.g. 17.1 vs 4.4 ms for a level-3 3x3 conv,
-  `[8, 7, 7, 512]`), and the 1x1 kernel gradients 1.1-1.4x slower than the matmul; with
-  oneDNN the input gradient costs the same either way and the 1x1 kernel gradient as a
-  matmul took 0.45-1.05x oneDNN's time (docs/performance.md, issue 18).
+  rounding (conv_2plus1d_test). Why: over the 113 stride-1 spatial convs of full_asnp50
+  (8 x 224 x 224, `benchmarks/conv_backward.py`, one shape at a time), with TF's default
+  Eigen kernels (oneDNN's graph rewrites off, TF's default on AVX2-only CPUs) the input
+  gradients took 544 ms as `Conv2DBackpropInput` and 251 ms in this form (their forward
+  convs 225 ms), and the 80 1x1 kernel gradients 212 ms against 182 ms as matmuls; with
+  oneDNN, 222 against 235 ms and 174 against 132 ms (docs/performance.md, issue 18).
 
   Args:
     inputs: `[N, H, W, C]`.
@@ -99,11 +99,15 @@ def conv2d(inputs, kernel, strides, padding):
 
 
 @keras.saving.register_keras_serializable(package="assemblenet")
-class SpatialConv(keras.layers.Conv2D):
+class Conv2D(keras.layers.Conv2D):
   """`keras.layers.Conv2D` (channels last, no dilation or groups) computed by `conv2d`.
 
-  Same weights, names, config and output as Conv2D; only the backward pass of stride-1
-  'SAME' convs with odd kernels differs (`_same_conv`).
+  Same weights, names, config and output as Keras' Conv2D; only the backward pass of
+  stride-1 'SAME' convs with odd kernels differs (`_same_conv`). The class is called
+  Conv2D on purpose: a .keras file stores a layer held in a list (the fusion's
+  projections, the lite blocks' 1x1 convs) under its class name, so any other name would
+  make files written before this class existed, with Keras' Conv2D, unloadable, and files
+  written now unloadable by older code (tests/test_keras_file_compat.py).
   """
 
   def convolution_op(self, inputs, kernel):
@@ -115,8 +119,8 @@ class SpatialConv(keras.layers.Conv2D):
 
 
 def spatial_conv(filters, kernel_size, strides, name, dtype=None):
-  """`SpatialConv` without bias; strided convs expect `fixed_padding` to be applied first."""
-  return SpatialConv(
+  """`Conv2D` without bias; strided convs expect `fixed_padding` to be applied first."""
+  return Conv2D(
       filters,
       kernel_size,
       strides=strides,
@@ -207,8 +211,9 @@ def _rows_conv(clips, kernel):
   `[C, N*R*P] x [N*R*P, F]` matmul per tap, the whole conv's forward + backward took half
   the time (e.g. 76 -> 40 ms at level 3, 148 -> 38 ms for a level-2 dilation 4;
   docs/performance.md). The input gradient of an odd kernel is a forward conv with the
-  kernel turned (`_rotated`), which is what oneDNN computes anyway and 2-4x faster than
-  Eigen's `Conv2DBackpropInput`.
+  kernel turned (`_rotated`), as for `_same_conv`: with Eigen's kernels these convs'
+  `Conv2DBackpropInput`s were the slowest single ops of a training step (up to 61 ms each
+  in the profile of docs/performance.md).
   """
   outputs = tf.nn.conv2d(clips, kernel, strides=1, padding="SAME")
 
@@ -216,8 +221,7 @@ def _rows_conv(clips, kernel):
     taps, _, channels, filters = kernel.shape
     _, rows, positions, _ = clips.shape
     if taps % 2:
-      # A forward conv with the kernel turned (as `_same_conv`): with Eigen's kernels
-      # Conv2DBackpropInput of these convs was the step's slowest single op.
+      # A forward conv with the kernel turned, as `_same_conv`.
       grad_clips = tf.nn.conv2d(upstream, _rotated(kernel), strides=1, padding="SAME")
     else:
       # An even kernel's 'SAME' padding is asymmetric, so the turned kernel would need the

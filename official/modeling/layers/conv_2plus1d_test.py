@@ -362,7 +362,7 @@ def test_spatial_conv_in_mixed_bfloat16_and_its_config():
                              rtol=0.02, atol=0.05)
   np.testing.assert_allclose(grad.numpy(), want_grad.numpy(), rtol=0.05,
                              atol=0.05 * np.abs(want_grad.numpy()).max())
-  copy = conv_2plus1d.SpatialConv.from_config(conv.get_config())
+  copy = conv_2plus1d.Conv2D.from_config(conv.get_config())
   assert isinstance(copy, keras.layers.Conv2D)
   assert (copy.filters, copy.kernel_size, copy.strides, copy.padding, copy.name) == \
       (5, (3, 3), (1, 1), "same", "conv")
