@@ -95,6 +95,8 @@ def time_conv(input_shape, kernel_shape, strides, padding, runs=7, warmup=2, see
 
 def benchmark(gin_files, gin_params, frames, size, batch, runs, warmup, seed=0):
   """Yields one record per distinct conv shape, largest input first."""
+  if runs < 5:
+    raise ValueError(f"`runs` must be at least 5. Received: {runs}")
   params = model_speed.model_bindings(gin_params, frames, size)
   gin.parse_config_files_and_bindings(gin_files, params, skip_unknown=True)
   keras.utils.set_random_seed(seed)

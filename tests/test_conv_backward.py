@@ -56,3 +56,8 @@ def test_totals_weight_each_shape_by_its_calls():
   assert total["forward_gflops_per_s"] == pytest.approx(3.5 / 8.0 * 1e3)
   assert total["kernel_grad_gflops_per_s"] == pytest.approx(3.5 / 18.0 * 1e3)
   assert total["tf_input_grad_ms"] == pytest.approx(16.0)
+
+
+def test_fewer_than_five_runs_are_rejected():
+  with pytest.raises(ValueError, match="at least 5"):
+    next(conv_backward.benchmark([], [], None, None, 1, runs=3, warmup=1))
