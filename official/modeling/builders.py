@@ -80,24 +80,19 @@ def build_model(structure="asn50",
     model_type = variant
   if model_type not in MODEL_TYPES:
     raise ValueError(f"`model_type` must be one of {MODEL_TYPES}. Received: {model_type!r}")
-  kwargs = {} if name is None else {"name": name}
+  kwargs = dict(structure=structure, edge_weights=edge_weights, num_frames=num_frames,
+                image_size=image_size, num_classes=num_classes,
+                attention_mode=attention_mode, num_object_classes=num_object_classes,
+                max_pool_predictions=max_pool_predictions, dropout_rate=dropout_rate)
+  if name is not None:
+    kwargs["name"] = name
   if model_type == "assemblenet_plus_lite":
     if depth is not None:
       raise ValueError(
           "AssembleNet++lite has fixed blocks per level "
           f"{structures.LITE_BLOCKS_PER_LEVEL}, no depth. Received: depth={depth!r}")
     return assemblenet_plus_lite.AssembleNetPlusLite(
-        structure=structure,
-        edge_weights=edge_weights,
-        num_frames=num_frames,
-        image_size=image_size,
-        num_classes=num_classes,
-        attention_mode=attention_mode,
-        num_object_classes=num_object_classes,
-        max_pool_predictions=max_pool_predictions,
-        dropout_rate=dropout_rate,
-        authors_fusion_width=authors_fusion_width,
-        **kwargs)
+        authors_fusion_width=authors_fusion_width, **kwargs)
   if authors_fusion_width is not True:
     raise ValueError(
         "`authors_fusion_width` applies to model_type='assemblenet_plus_lite' only. "
@@ -115,18 +110,7 @@ def build_model(structure="asn50",
           "object stem; use model_type='assemblenet_plus'. Received stems: "
           f"{[n.to_list() for _, n in spec.stems]}")
     model_class = assemblenet.AssembleNet
-  return model_class(
-      structure=structure,
-      edge_weights=edge_weights,
-      depth=depth,
-      num_frames=num_frames,
-      image_size=image_size,
-      num_classes=num_classes,
-      attention_mode=attention_mode,
-      num_object_classes=num_object_classes,
-      max_pool_predictions=max_pool_predictions,
-      dropout_rate=dropout_rate,
-      **kwargs)
+  return model_class(depth=depth, **kwargs)
 
 
 def model_inputs_spec(model: keras.Model):

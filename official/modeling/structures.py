@@ -89,6 +89,27 @@ class BlockSpec:
 NodeSpec = Union[StemSpec, BlockSpec]
 
 
+def _specs_from_list(nodes, block_spec, block_error):
+  """Node specs from the authors' list form: stems `[type, dilation]`, blocks
+  `block_spec(level, inputs, filters, dilation, stride)` from 5 or 6 entries
+  (`block_error`, formatted with `index` and `node`, names the expected form)."""
+  specs = []
+  for index, node in enumerate(nodes):
+    node = list(node)
+    if not node:
+      raise ValueError(f"Node {index} is empty. Received: {node}")
+    if node[0] < 0:
+      if len(node) != 2:
+        raise ValueError(
+            f"Stem node {index} must be [stem_type, temporal_dilation]. Received: {node}")
+      specs.append(StemSpec(node[0], node[1]))
+    else:
+      if len(node) not in (5, 6):
+        raise ValueError(block_error.format(index=index, node=node))
+      specs.append(block_spec(node[0], tuple(node[1]), node[2], node[3], node[4]))
+  return tuple(specs)
+
+
 @dataclasses.dataclass(frozen=True)
 class Structure:
   """A validated AssembleNet graph, with its searched edge weights when known.
@@ -172,23 +193,11 @@ class Structure:
   @classmethod
   def from_list(cls, nodes, edge_weights=None, name="custom", depth=None):
     """Builds a structure from the authors' nested-list form (see the module docstring)."""
-    specs = []
-    for index, node in enumerate(nodes):
-      node = list(node)
-      if not node:
-        raise ValueError(f"Node {index} is empty. Received: {node}")
-      if node[0] < 0:
-        if len(node) != 2:
-          raise ValueError(
-              f"Stem node {index} must be [stem_type, temporal_dilation]. Received: {node}")
-        specs.append(StemSpec(node[0], node[1]))
-      else:
-        if len(node) not in (5, 6):
-          raise ValueError(
-              f"Block node {index} must be [level, [inputs], filters, temporal_dilation, "
-              f"spatial_stride, 0]. Received: {node}")
-        specs.append(BlockSpec(node[0], tuple(node[1]), node[2], node[3], node[4]))
-    return cls(tuple(specs), edge_weights, name, depth)
+    specs = _specs_from_list(
+        nodes, BlockSpec,
+        "Block node {index} must be [level, [inputs], filters, temporal_dilation, "
+        "spatial_stride, 0]. Received: {node}")
+    return cls(specs, edge_weights, name, depth)
 
   def to_list(self):
     return [node.to_list() for node in self.nodes]
@@ -389,23 +398,11 @@ class LiteBlockSpec(BlockSpec):
 
 def lite_structure_from_list(nodes, edge_weights=None, name="custom"):
   """A lite `Structure` from the authors' list form (blocks carry a filters triple)."""
-  specs = []
-  for index, node in enumerate(nodes):
-    node = list(node)
-    if not node:
-      raise ValueError(f"Node {index} is empty. Received: {node}")
-    if node[0] < 0:
-      if len(node) != 2:
-        raise ValueError(
-            f"Stem node {index} must be [stem_type, temporal_dilation]. Received: {node}")
-      specs.append(StemSpec(node[0], node[1]))
-    else:
-      if len(node) not in (5, 6):
-        raise ValueError(
-            f"Lite block node {index} must be [level, [inputs], [expand, middle, out], "
-            f"temporal_dilation, spatial_stride, 0]. Received: {node}")
-      specs.append(LiteBlockSpec(node[0], tuple(node[1]), node[2], node[3], node[4]))
-  return Structure(tuple(specs), edge_weights, name)
+  specs = _specs_from_list(
+      nodes, LiteBlockSpec,
+      "Lite block node {index} must be [level, [inputs], [expand, middle, out], "
+      "temporal_dilation, spatial_stride, 0]. Received: {node}")
+  return Structure(specs, edge_weights, name)
 
 
 # The authors' AssembleNet++lite structure with its searched connection weights

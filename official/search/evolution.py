@@ -214,17 +214,8 @@ def prune(structure, edge_weights, threshold=0.5):
   Returns:
     `(pruned structure, node-aligned weights of its kept connections)`.
   """
-  present = genome_lib.edges(structure)
-  kept = set(present)
-  for index, node in structure.blocks:
-    weighted = [(edge_weights[(s, index)], s) for s in node.inputs
-                if (s, index) in edge_weights]
-    if not weighted:
-      continue
-    weak = {(s, index) for w, s in weighted if w < threshold}
-    if len(weak) == len(node.inputs):
-      weak.discard((max(weighted)[1], index))
-    kept -= weak
+  kept = (set(genome_lib.edges(structure)) -
+          mutations.weak_connections(structure, edge_weights, threshold))
   nodes = genome_lib.to_nodes(structure)
   for node in nodes:
     if node.level != genome_lib.STEM_LEVEL:

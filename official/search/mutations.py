@@ -45,6 +45,22 @@ def with_edges(structure, present):
   return genome_lib.from_nodes(nodes, structure.name, structure.depth)
 
 
+def weak_connections(structure, edge_weights: Dict[genome_lib.Edge, float], threshold):
+  """The connections weighing under `threshold`, except that each node keeps its strongest
+  input: `{(source, target)}`. Connections without a weight are never weak."""
+  weak_edges = set()
+  for index, node in structure.blocks:
+    weighted = [(edge_weights[(s, index)], s) for s in node.inputs
+                if (s, index) in edge_weights]
+    if not weighted:
+      continue
+    weak = {(s, index) for w, s in weighted if w < threshold}
+    if len(weak) == len(node.inputs):
+      weak.discard((max(weighted)[1], index))  # keep the strongest input
+    weak_edges |= weak
+  return weak_edges
+
+
 def connection_guided(structure, edge_weights: Dict[genome_lib.Edge, float],
                       rng: np.random.Generator, threshold=0.5):
   """The connection-learning-guided mutation (see the module docstring).
@@ -68,16 +84,7 @@ def connection_guided(structure, edge_weights: Dict[genome_lib.Edge, float],
   if unknown:
     raise ValueError(f"Edge weights given for connections the genome lacks. Received: "
                      f"{sorted(unknown)}")
-  dropped = set()
-  for index, node in structure.blocks:
-    weighted = [(edge_weights[(s, index)], s) for s in node.inputs
-                if (s, index) in edge_weights]
-    if not weighted:
-      continue
-    weak = {(s, index) for w, s in weighted if w < threshold}
-    if len(weak) == len(node.inputs):
-      weak.discard((max(weighted)[1], index))  # keep the strongest input
-    dropped |= weak
+  dropped = weak_connections(structure, edge_weights, threshold)
   kept = present - dropped
   absent = sorted(genome_lib.valid_edges(structure) - present)
   probability = min(1.0, len(dropped) / len(absent)) if absent and dropped else 0.0
