@@ -9,8 +9,6 @@ ICLR 2020, Sec. 3 and Appendix A).
 
 import keras
 import tensorflow as tf
-# TF's own switch between oneDNN's and Eigen's CPU kernels (what its tests query).
-from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-direct-tensorflow-import
 
 from official.modeling.layers import batch_norm as batch_norm_lib
 
@@ -50,68 +48,13 @@ def _rotated(kernel):
   return tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
 
 
-def _onednn_enabled():
-  """Whether TF runs oneDNN's kernels in this process (`TF_ENABLE_ONEDNN_OPTS`, by default
-  on x86 CPUs with AVX512_VNNI, AVX512_BF16 or AMX) rather than Eigen's."""
-  return _pywrap_util_port.IsMklEnabled()
-
-
-# Frames of at least this many pixels take `_shifted_kernel_gradient` under Eigen.
-_SHIFTED_KERNEL_GRADIENT_MIN_PIXELS = 56 * 56
-
-
-def _shifted_kernel_gradient(inputs, upstream, kernel_shape):
-  """Kernel gradient of a stride-1 'SAME' Conv2D with an odd kernel, as kh*kw matmuls.
-
-  `dW[a, b] = sum over positions p of X[p + (a, b)]^T dY[p]`, with X zero padded as 'SAME'
-  pads it. With X padded to `[N, R, Q, C]` (R = H + kh - 1, Q = W + kw - 1) and dY placed
-  at the top left of an R x Q grid (zeros elsewhere), both flattened to R*Q*N rows, the
-  X pixel that tap (a, b) of output pixel p reads is row `p + a*Q + b`, inside the same
-  frame. So each tap is one `[C, N*R*Q] x [N*R*Q, F]` matmul of the flat dY against X's
-  rows shifted by `a*Q + b` (a slice along the first axis: no copy when C is a multiple
-  of 16). Why: with TF's Eigen kernels, `Conv2DBackpropFilter` of full_asnp50's 3x3
-  convs on 56 x 56 frames ([8, 56, 56, 32] -> 64 channels) took 11.0 ms against 5.1-7.2
-  ms in this form (docs/performance.md); on 28 x 28 frames or less they tied or this
-  lost, and with oneDNN's kernels it lost except on these shapes.
-
-  Args:
-    inputs: the conv's input `[N, H, W, C]` (H, W, C known).
-    upstream: the gradient of its output, `[N, H, W, F]`.
-    kernel_shape: `(kh, kw, C, F)`, kh and kw odd.
-
-  Returns:
-    `[kh, kw, C, F]`.
-  """
-  _, height, width, channels = inputs.shape
-  taps_h, taps_w, _, filters = kernel_shape
-  rows, cols = height + taps_h - 1, width + taps_w - 1
-  pad_h, pad_w = (taps_h - 1) // 2, (taps_w - 1) // 2
-  # [N, H, W, C] -> [N*R*Q + tail, C]: the tail keeps every shifted window N*R*Q long.
-  flat_inputs = tf.reshape(
-      tf.pad(inputs, [[0, 0], [pad_h, pad_h], [pad_w, pad_w], [0, 0]]), [-1, channels])
-  flat_inputs = tf.pad(flat_inputs, [[0, (taps_h - 1) * cols + taps_w - 1], [0, 0]])
-  # [N, H, W, F] -> [N*R*Q, F]
-  flat_upstream = tf.reshape(
-      tf.pad(upstream, [[0, 0], [0, taps_h - 1], [0, taps_w - 1], [0, 0]]), [-1, filters])
-  length = tf.shape(flat_upstream)[0]
-  grads = []
-  for a in range(taps_h):
-    for b in range(taps_w):
-      shift = a * cols + b
-      grads.append(tf.matmul(flat_inputs[shift:shift + length], flat_upstream,
-                             transpose_a=True))
-  # kh*kw x [C, F] -> [kh, kw, C, F]
-  return tf.reshape(tf.stack(grads), [taps_h, taps_w, channels, filters])
-
-
 @tf.custom_gradient
 def _same_conv(inputs, kernel):
   """Stride-1 'SAME' Conv2D with an odd kernel, and a backward pass of cheap ops.
 
   Forward: `tf.nn.conv2d`. Input gradient: a forward conv of the upstream gradient with
   `_rotated(kernel)` instead of `Conv2DBackpropInput`. Kernel gradient: for a 1x1 kernel
-  one `[C, M] x [M, F]` matmul over the M = N*H*W positions; with Eigen's kernels on
-  frames of at least 56 x 56, `_shifted_kernel_gradient`; otherwise
+  one `[C, M] x [M, F]` matmul over the M = N*H*W positions, otherwise
   `Conv2DBackpropFilter` as TF's own gradient. Equal to TF's gradient up to float
   rounding (conv_2plus1d_test). Why: over the 113 stride-1 spatial convs of full_asnp50
   (8 x 224 x 224, `benchmarks/conv_backward.py`, one shape at a time), with TF's default
@@ -137,9 +80,6 @@ def _same_conv(inputs, kernel):
       grad_kernel = tf.reshape(
           tf.matmul(tf.reshape(inputs, [-1, channels]), tf.reshape(upstream, [-1, filters]),
                     transpose_a=True), [1, 1, channels, filters])
-    elif (None not in inputs.shape[1:] and not _onednn_enabled() and
-          inputs.shape[1] * inputs.shape[2] >= _SHIFTED_KERNEL_GRADIENT_MIN_PIXELS):
-      grad_kernel = _shifted_kernel_gradient(inputs, upstream, kernel.shape)
     else:
       grad_kernel = tf.raw_ops.Conv2DBackpropFilter(
           input=inputs, filter_sizes=tf.shape(kernel), out_backprop=upstream,
@@ -149,66 +89,12 @@ def _same_conv(inputs, kernel):
   return outputs, gradient
 
 
-def _strided_pointwise_conv(inputs, kernel, strides, padding):
-  """1x1 Conv2D with stride s > 1 (a projection shortcut), with a matmul input gradient.
-
-  Forward: `tf.nn.conv2d`; the output is `inputs[:, ::s, ::s] @ kernel`, the same for
-  'SAME' and 'VALID' (a 1x1 kernel never pads). Input gradient: the upstream gradient
-  times the kernel's transpose, one `[N*Ho*Wo, F] x [F, C]` matmul, spread onto the
-  stride grid (zeros between) by a pad and a reshape, instead of `Conv2DBackpropInput`:
-  with TF's Eigen kernels that op took 49 ms at `[8, 14, 14, 1024]` -> 2048 channels
-  against 10 ms in this form, and 15 against 10 ms at `[8, 28, 28, 512]` -> 1024 (with
-  oneDNN 7.1 against 5.7 and a tie; docs/performance.md). The kernel gradient stays TF's
-  `Conv2DBackpropFilter`, which beat a strided slice and a matmul in both.
-
-  Args:
-    inputs: `[N, H, W, C]` with H and W known.
-    kernel: `[1, 1, C, F]`.
-    strides: the stride s of both spatial axes, a Python int > 1.
-    padding: 'SAME' or 'VALID'.
-
-  Returns:
-    `[N, ceil(H / s), ceil(W / s), F]`.
-  """
-
-  @tf.custom_gradient
-  def conv(inputs, kernel):
-    outputs = tf.nn.conv2d(inputs, kernel, strides=strides, padding=padding)
-
-    def gradient(upstream):
-      _, height, width, channels = inputs.shape
-      _, rows, cols, filters = upstream.shape
-      # [N*Ho*Wo, F] x [F, C] -> [N, Ho, 1, Wo, 1, C]
-      grad = tf.matmul(tf.reshape(upstream, [-1, filters]),
-                       tf.reshape(kernel, [channels, filters]), transpose_b=True)
-      grad = tf.reshape(grad, [-1, rows, 1, cols, 1, channels])
-      # Output pixel (i, j) read input pixel (s*i, s*j): zeros after each along the
-      # stride, [N, Ho, s, Wo, s, C] -> [N, s*Ho, s*Wo, C], cut to [N, H, W, C].
-      grad = tf.pad(grad, [[0, 0], [0, 0], [0, strides - 1], [0, 0], [0, strides - 1],
-                           [0, 0]])
-      grad = tf.reshape(grad, [-1, rows * strides, cols * strides, channels])
-      if rows * strides != height or cols * strides != width:
-        grad = grad[:, :height, :width]
-      grad_kernel = tf.raw_ops.Conv2DBackpropFilter(
-          input=inputs, filter_sizes=tf.shape(kernel), out_backprop=upstream,
-          strides=[1, strides, strides, 1], padding=padding)
-      return grad, grad_kernel
-
-    return outputs, gradient
-
-  return conv(inputs, kernel)
-
-
 def conv2d(inputs, kernel, strides, padding):
   """`tf.nn.conv2d` of `[N, H, W, C]` by `[kh, kw, C, F]` (square `strides`, 'SAME' or
-  'VALID'). Stride-1 'SAME' convs with odd kernels take `_same_conv`'s cheaper backward,
-  strided 1x1 convs `_strided_pointwise_conv`'s; the others TF's."""
-  kernel_height, kernel_width = kernel.shape[:2]
-  if strides == 1 and padding == "SAME" and kernel_height % 2 == 1 and kernel_width % 2 == 1:
+  'VALID'); stride-1 'SAME' convs with odd kernels take `_same_conv`'s cheaper backward."""
+  if (strides == 1 and padding == "SAME" and kernel.shape[0] % 2 == 1 and
+      kernel.shape[1] % 2 == 1):
     return _same_conv(inputs, kernel)
-  if (strides > 1 and kernel_height == kernel_width == 1 and
-      None not in inputs.shape[1:]):
-    return _strided_pointwise_conv(inputs, kernel, strides, padding)
   return tf.nn.conv2d(inputs, kernel, strides=strides, padding=padding)
 
 

@@ -299,9 +299,8 @@ def _keras_reference_conv(conv):
     (3, 2, 9, 11)])
 def test_spatial_conv_equals_keras_conv2d_with_gradients(kernel_size, strides, height, width):
   # The block convs' forward, input gradient and kernel gradient against Keras' Conv2D
-  # (TF's own gradients), after `fixed_padding` as in the blocks. Strided 1x1 convs (the
-  # projection shortcuts) take their own input gradient, on sizes that the stride divides
-  # and that it does not; strided 3x3 convs take TF's path.
+  # (TF's own gradients), after `fixed_padding` as in the blocks; strided convs take TF's
+  # path, on sizes that the stride divides and that it does not.
   rng = np.random.default_rng(kernel_size + 10 * strides + height)
   conv = conv_2plus1d.spatial_conv(7, kernel_size, strides, "conv")
   conv.build((None, height, width, 5))
@@ -350,25 +349,6 @@ def test_stride_1_spatial_conv_backward_avoids_slow_ops(kernel_size):
     assert types.count("Conv2DBackpropFilter") == 1, types
 
 
-def test_strided_1x1_conv_input_gradient_is_a_matmul():
-  # The projection shortcut's input gradient: one MatMul by the kernel's transpose, spread
-  # onto the stride grid, never Conv2DBackpropInput (with TF's Eigen kernels 2-5x slower,
-  # e.g. 49 ms against 10 ms at [8, 14, 14, 1024] -> 2048 channels, stride 2).
-  conv = conv_2plus1d.spatial_conv(6, 1, 2, "conv")
-  conv.build((None, 7, 8, 4))
-
-  def step(x):
-    with tf.GradientTape() as tape:
-      tape.watch(x)
-      loss = tf.reduce_sum(conv(x) ** 2)
-    return tape.gradient(loss, [x, conv.kernel])
-
-  graph = tf.function(step).get_concrete_function(
-      tf.TensorSpec([2, 7, 8, 4], tf.float32)).graph
-  types = [op.type for op in graph.get_operations()]
-  assert "Conv2DBackpropInput" not in types and "MatMul" in types, types
-
-
 def test_spatial_conv_in_mixed_bfloat16_and_its_config():
   rng = np.random.default_rng(3)
   frames = tf.constant(rng.normal(size=(2, 6, 6, 4)).astype(np.float32))
@@ -392,60 +372,3 @@ def test_spatial_conv_in_mixed_bfloat16_and_its_config():
   assert isinstance(copy, keras.layers.Conv2D)
   assert (copy.filters, copy.kernel_size, copy.strides, copy.padding, copy.name) == \
       (5, (3, 3), (1, 1), "same", "conv")
-
-
-@pytest.mark.parametrize("kernel_shape,batch,height,width", [
-    ((3, 3, 4, 6), 2, 7, 9), ((5, 5, 3, 2), 1, 6, 5), ((1, 3, 5, 4), 3, 4, 4),
-    ((3, 1, 2, 3), 2, 1, 5), ((3, 3, 16, 8), 2, 3, 2)])
-def test_shifted_kernel_gradient_equals_conv2d_backprop_filter(kernel_shape, batch, height,
-                                                               width):
-  rng = np.random.default_rng(sum(kernel_shape) + height)
-  inputs = tf.constant(rng.normal(size=(batch, height, width, kernel_shape[2])),
-                       tf.float32)
-  upstream = tf.constant(rng.normal(size=(batch, height, width, kernel_shape[3])),
-                         tf.float32)
-  want = tf.raw_ops.Conv2DBackpropFilter(
-      input=inputs, filter_sizes=kernel_shape, out_backprop=upstream,
-      strides=[1, 1, 1, 1], padding="SAME")
-  got = conv_2plus1d._shifted_kernel_gradient(inputs, upstream, kernel_shape)  # pylint: disable=protected-access
-  np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
-  # The batch may be unknown when the graph is traced.
-  traced = tf.function(conv_2plus1d._shifted_kernel_gradient).get_concrete_function(  # pylint: disable=protected-access
-      tf.TensorSpec([None, height, width, kernel_shape[2]]),
-      tf.TensorSpec([None, height, width, kernel_shape[3]]), kernel_shape)
-  np.testing.assert_allclose(traced(inputs, upstream).numpy(), want.numpy(), rtol=1e-5,
-                             atol=1e-5)
-
-
-@pytest.mark.parametrize("onednn,size,shifted", [
-    (False, 56, True), (False, 28, False), (True, 56, False)])
-def test_large_3x3_kernel_gradient_form_follows_the_kernels(monkeypatch, onednn, size,
-                                                            shifted):
-  # With TF's Eigen kernels (oneDNN off) a 3x3 conv's kernel gradient on frames of at least
-  # 56 x 56 is computed as 9 shifted matmuls (Conv2DBackpropFilter there took 1.3-2.9x as
-  # long); otherwise, and always with oneDNN, it is TF's Conv2DBackpropFilter.
-  monkeypatch.setattr(conv_2plus1d, "_onednn_enabled", lambda: onednn)
-  conv = conv_2plus1d.spatial_conv(4, 3, 1, "conv")
-  conv.build((None, size, size, 2))
-
-  def step(x):
-    with tf.GradientTape() as tape:
-      tape.watch(x)
-      loss = tf.reduce_sum(conv(x) ** 2)
-    return tape.gradient(loss, [x, conv.kernel])
-
-  traced = tf.function(step).get_concrete_function(
-      tf.TensorSpec([1, size, size, 2], tf.float32))
-  types = [op.type for op in traced.graph.get_operations()]
-  assert ("Conv2DBackpropFilter" in types) != shifted, types
-  assert (types.count("MatMul") == 9) == shifted, types
-  # And the same gradients as Keras' Conv2D (TF's own gradient).
-  frames = tf.constant(np.random.default_rng(size).normal(size=(1, size, size, 2)),
-                       tf.float32)
-  reference = _keras_reference_conv(conv)
-  with tf.GradientTape() as tape:
-    tape.watch(frames)
-    loss = tf.reduce_sum(reference(frames) ** 2)
-  for got, want in zip(traced(frames), tape.gradient(loss, [frames, reference.kernel])):
-    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5,
-                               atol=1e-6 * np.abs(want.numpy()).max())
