@@ -129,9 +129,8 @@ def _assert_gradients_within_round_off(model, inputs, new_grads, reference_grads
 def test_temporal_conv_in_the_model_equals_zero_inserted_conv(model_and_inputs):
   # The temporal and spatial convs alone (batch norm the same on both sides): logits to
   # float32 round-off, gradients within what round-off does to them. (With oneDNN's
-  # kernels every gradient agreed to 1e-4 relative; with Eigen's, differently rounded
-  # convs moved the deepest gradients by 0.25% in L2, as much as a 1e-6 nudge of the
-  # input did.)
+  # kernels the gradients agreed to 6e-6 in L2; with Eigen's, differently rounded convs
+  # moved them by 0.25%, about as much as a 1e-6 nudge of the input did, 0.26%.)
   model, inputs = model_and_inputs
   new_logits, new_grads = _outputs(model, inputs)
   with _reference_layers(batch_norms=False):
