@@ -189,12 +189,19 @@ def benchmark(gin_files, gin_params, frames, size, batch, mode, xla, precision, 
   return record
 
 
-def main(argv):
-  del argv
+def apply_thread_flags():
+  """Sets TF's intra- and inter-op thread counts from `--intra_op_threads` and
+  `--inter_op_threads` (0 leaves TF's default). Call before TF runs any op: TF raises
+  RuntimeError once its context is initialised."""
   if _INTRA.value:
     tf.config.threading.set_intra_op_parallelism_threads(_INTRA.value)
   if _INTER.value:
     tf.config.threading.set_inter_op_parallelism_threads(_INTER.value)
+
+
+def main(argv):
+  del argv
+  apply_thread_flags()
   record = benchmark(FLAGS.gin_file, FLAGS.gin_param, _FRAMES.value, _SIZE.value,
                      _BATCH.value, _MODE.value, _XLA.value, _PRECISION.value, _RUNS.value,
                      _WARMUP.value, _CEILING.value, _CEILING_SIZE.value, _SEED.value)

@@ -5,16 +5,19 @@ r"""Op-level profile of one model step: time per TF op type, largest first.
 
 Builds the model and the step exactly as `benchmarks/model_speed.py` does (same flags:
 `--gin_file`, `--gin_param`, `--frames`, `--size`, `--batch`, `--mode`, `--precision`,
-`--xla`), runs `--warmup` untimed steps, then `--steps` steps under TF's profiler
-(`tf.profiler.experimental`), and reads the trace back: every op executed by TF's graph
-executor is one event `name:OpType` on an executor thread, whose duration is the op's wall
-time (its intra-op work runs in the Eigen/oneDNN pool meanwhile). Durations are summed per
+`--xla`, `--intra_op_threads`, `--inter_op_threads`), runs `--warmup` untimed steps, then
+`--steps` steps under TF's profiler (`tf.profiler.experimental`), and reads the trace back:
+every op executed by TF's graph executor is one event `name:OpType` on an executor thread,
+whose duration is the op's wall time (its intra-op work runs in the Eigen/oneDNN pool
+meanwhile). Durations are summed per
 op type over all executor threads (with inter-op parallelism two ops may overlap, so the
 sum can exceed the step's wall time) and divided by `--steps`.
 
 Prints a Markdown table (op type, ms per step, share of the summed op time, count) of the
 op types above `--min_share`, with `--top_ops=N` a table of the N slowest single ops, then
-one JSON line with the totals and the load average.
+one JSON line with the totals, the load average and the thread counts in effect. With
+`--inter_op_threads=1` no two ops overlap, and the table is the CPU work of each op type
+at `--intra_op_threads` threads.
 """
 
 import collections
@@ -98,6 +101,7 @@ def profile(gin_files, gin_params, frames, size, batch, mode, xla, precision, wa
 
 def main(argv):
   del argv
+  model_speed.apply_thread_flags()
   per_op, per_name, wall = profile(FLAGS.gin_file, FLAGS.gin_param, model_speed._FRAMES.value,  # pylint: disable=protected-access
                          model_speed._SIZE.value, model_speed._BATCH.value,  # pylint: disable=protected-access
                          model_speed._MODE.value, model_speed._XLA.value,  # pylint: disable=protected-access
@@ -116,7 +120,9 @@ def main(argv):
         :_TOP_OPS.value]:
       print(f"| {name} | {seconds * 1e3:.0f} | {100 * seconds / total:.1f}% |")
   print(json.dumps({"mode": model_speed._MODE.value, "step_wall_s": wall,  # pylint: disable=protected-access
-                    "summed_op_s": total, "load_avg": os.getloadavg()}))
+                    "summed_op_s": total, "load_avg": os.getloadavg(),
+                    "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+                    "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads()}))
 
 
 if __name__ == "__main__":
