@@ -3,7 +3,8 @@ r"""Forward, input-gradient and kernel-gradient times of a model's spatial convo
   python -m benchmarks.conv_backward --gin_file=gin/base/model_assemblenet_plus50.gin \
       --frames=8 --size=224 --batch=1
 
-Builds the model as `benchmarks/model_speed.py` does (same flags), runs one training-mode
+Builds the model as `benchmarks/model_speed.py` does (same flags, the thread counts
+included: with `--intra_op_threads=1` the times are each pass's CPU work), runs one training-mode
 forward pass that records every `keras.layers.Conv2D` call (input shape, kernel shape,
 strides, padding; the temporal convolutions are `TemporalConv`s and are not included),
 then times each distinct shape on random tensors, in isolation: the forward conv, and the
@@ -120,11 +121,14 @@ def totals(records):
     total[key] = sum(r[key] * r["count"] for r in records)
     total[key.replace("_ms", "_gflops_per_s")] = total["gflop"] / total[key] * 1e3
   total["load_avg_1m"] = os.getloadavg()[0]
+  total["intra_op_threads"] = tf.config.threading.get_intra_op_parallelism_threads()
+  total["inter_op_threads"] = tf.config.threading.get_inter_op_parallelism_threads()
   return total
 
 
 def main(argv):
   del argv
+  model_speed.apply_thread_flags()
   records = []
   for record in benchmark(FLAGS.gin_file, FLAGS.gin_param, model_speed._FRAMES.value,  # pylint: disable=protected-access
                           model_speed._SIZE.value, model_speed._BATCH.value,  # pylint: disable=protected-access
