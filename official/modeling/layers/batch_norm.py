@@ -26,7 +26,9 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
   of each channel) normalise. The moving statistics are updated as
   `moving = momentum * moving + (1 - momentum) * batch`, with the batch variance taken
   unbiased, `n / (n - 1)` times the biased one, as in TF1's fused batch norm that the
-  authors trained with (Keras' layer uses the biased one here).
+  authors trained with (Keras' layer uses the biased one here). The kernel computes the
+  update itself (its `exponential_avg_factor`, `1 - momentum`), so a training step has
+  no element-wise ops for it, only the two assignments.
 
   Everything else is Keras' layer unchanged: weights (`gamma`, `beta`, `moving_mean`,
   `moving_variance`, same names and shapes, so checkpoints load either way), arguments and
@@ -57,21 +59,20 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
     channels = x.shape[-1]
     gamma = self.gamma if self.scale else tf.ones([channels], tf.float32)
     beta = self.beta if self.center else tf.zeros([channels], tf.float32)
-    empty = tf.constant([], tf.float32)
-    # is_training with exponential_avg_factor 1: `mean` and `variance` come back as the
-    # batch mean and the unbiased batch variance (the kernel normalises with the biased).
-    outputs, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+    momentum = self.momentum
+    # With `exponential_avg_factor` f < 1 the kernel also returns the updated moving
+    # statistics, `(1 - f) * moving + f * batch`, the batch variance taken unbiased (it
+    # normalises with the biased one): no separate ops for the update.
+    outputs, moving_mean, moving_variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
         x=x,
         scale=tf.cast(gamma, tf.float32),
         offset=tf.cast(beta, tf.float32),
-        mean=empty,
-        variance=empty,
+        mean=tf.convert_to_tensor(self.moving_mean),
+        variance=tf.convert_to_tensor(self.moving_variance),
         epsilon=self.epsilon,
-        exponential_avg_factor=1.0,
+        exponential_avg_factor=1.0 - momentum,
         data_format="NHWC",
         is_training=True)
-    momentum = self.momentum
-    self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
-    self.moving_variance.assign(
-        self.moving_variance * momentum + variance * (1.0 - momentum))
+    self.moving_mean.assign(moving_mean)
+    self.moving_variance.assign(moving_variance)
     return tf.cast(outputs, self.compute_dtype)

@@ -65,6 +65,19 @@ def test_moving_statistics_use_unbiased_variance():
                              0.9 * moving_variance + 0.1 * batch_variance, rtol=1e-5)
 
 
+def test_moving_statistics_are_updated_by_the_fused_kernel():
+  # The kernel returns the moving averages itself (`exponential_avg_factor`): a training
+  # call traces no element-wise op for them, only the two assignments.
+  rng = np.random.default_rng(4)
+  fused, _ = _pair(rng)
+  graph = tf.function(lambda x: fused(x, training=True)).get_concrete_function(
+      tf.TensorSpec(SHAPE, tf.float32)).graph
+  types = [op.type for op in graph.get_operations()]
+  assert types.count("FusedBatchNormV3") == 1, types
+  assert types.count("AssignVariableOp") == 2, types
+  assert not {"Mul", "AddV2", "Sub"} & set(types), types
+
+
 def test_inference_and_frozen_layer_equal_keras_batch_norm():
   rng = np.random.default_rng(3)
   fused, plain = _pair(rng)

@@ -48,13 +48,39 @@ def _rotated(kernel):
   return tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
 
 
+def _pointwise_kernel_gradient(inputs, upstream):
+  """Kernel gradient of a 1x1 conv, `X^T dY` over the M = N*H*W positions: `[1, 1, C, F]`.
+
+  One long-contraction matmul with the smaller channel count as its rows: `[C, M] x [M,
+  F]` when C <= F, else `[F, M] x [M, C]` and a transpose of the small product. Both of
+  TF's CPU kernel libraries ran the latter up to 2.5x faster when C > F (one thread, e.g.
+  4.1 against 1.6 ms with Eigen and 1.45 against 1.25 ms with oneDNN at `[8, 56, 56, 128]`
+  -> 32 channels, 7.5 against 5.0 ms with Eigen at `[8, 14, 14, 1024]` -> 256), and the
+  former when C < F (docs/performance.md, issue 18).
+
+  Args:
+    inputs: the conv's input `[N, H, W, C]`.
+    upstream: the gradient of its output, `[N, H, W, F]` (stride 1).
+  """
+  channels, filters = inputs.shape[-1], upstream.shape[-1]
+  flat_inputs = tf.reshape(inputs, [-1, channels])  # [M, C]
+  flat_upstream = tf.reshape(upstream, [-1, filters])  # [M, F]
+  if channels > filters:
+    # [F, M] x [M, C] -> [F, C] -> [C, F]
+    product = tf.transpose(tf.matmul(flat_upstream, flat_inputs, transpose_a=True))
+  else:
+    # [C, M] x [M, F] -> [C, F]
+    product = tf.matmul(flat_inputs, flat_upstream, transpose_a=True)
+  return tf.reshape(product, [1, 1, channels, filters])
+
+
 @tf.custom_gradient
 def _same_conv(inputs, kernel):
   """Stride-1 'SAME' Conv2D with an odd kernel, and a backward pass of cheap ops.
 
   Forward: `tf.nn.conv2d`. Input gradient: a forward conv of the upstream gradient with
   `_rotated(kernel)` instead of `Conv2DBackpropInput`. Kernel gradient: for a 1x1 kernel
-  one `[C, M] x [M, F]` matmul over the M = N*H*W positions, otherwise
+  one matmul over the M = N*H*W positions (`_pointwise_kernel_gradient`), otherwise
   `Conv2DBackpropFilter` as TF's own gradient. Equal to TF's gradient up to float
   rounding (conv_2plus1d_test). Why: over the 113 stride-1 spatial convs of full_asnp50
   (8 x 224 x 224, `benchmarks/conv_backward.py`, one shape at a time), with TF's default
@@ -73,13 +99,10 @@ def _same_conv(inputs, kernel):
   outputs = tf.nn.conv2d(inputs, kernel, strides=1, padding="SAME")
 
   def gradient(upstream):
-    height, width, channels, filters = kernel.shape
+    height, width = kernel.shape[:2]
     grad_inputs = tf.nn.conv2d(upstream, _rotated(kernel), strides=1, padding="SAME")
     if height == width == 1:
-      # [N*H*W, C]^T x [N*H*W, F] -> [C, F] -> [1, 1, C, F]
-      grad_kernel = tf.reshape(
-          tf.matmul(tf.reshape(inputs, [-1, channels]), tf.reshape(upstream, [-1, filters]),
-                    transpose_a=True), [1, 1, channels, filters])
+      grad_kernel = _pointwise_kernel_gradient(inputs, upstream)
     else:
       grad_kernel = tf.raw_ops.Conv2DBackpropFilter(
           input=inputs, filter_sizes=tf.shape(kernel), out_backprop=upstream,
@@ -89,12 +112,66 @@ def _same_conv(inputs, kernel):
   return outputs, gradient
 
 
+def _strided_pointwise_conv(inputs, kernel, strides, padding):
+  """1x1 Conv2D with stride s > 1 (a projection shortcut), with a matmul input gradient.
+
+  Forward: `tf.nn.conv2d`; output pixel (i, j) is input pixel (s*i, s*j) times the kernel,
+  for 'SAME' and 'VALID' alike (a 1x1 kernel never pads). Input gradient: the upstream
+  gradient times the kernel's transpose, one `[N*Ho*Wo, F] x [F, C]` matmul, spread onto
+  the stride grid (zeros between) by a pad and a reshape, instead of TF's
+  `Conv2DBackpropInput`. With TF's Eigen kernels (oneDNN's graph rewrites off, TF's
+  default on AVX2-only CPUs) that op took 4.5x the CPU time at `[8, 14, 14, 1024]` -> 2048
+  channels (one thread: 67 against 15 ms) and 1.8x at `[8, 28, 28, 512]` -> 1024 (17
+  against 9.5 ms); with oneDNN's 12.7 against 8.5 and 9.5 against 8.5 ms
+  (docs/performance.md, issue 18). The kernel gradient is TF's `Conv2DBackpropFilter`.
+
+  Args:
+    inputs: `[N, H, W, C]` with H and W known.
+    kernel: `[1, 1, C, F]`.
+    strides: the stride s of both spatial axes, a Python int > 1.
+    padding: 'SAME' or 'VALID'.
+
+  Returns:
+    `[N, ceil(H / s), ceil(W / s), F]`.
+  """
+
+  @tf.custom_gradient
+  def conv(inputs, kernel):
+    outputs = tf.nn.conv2d(inputs, kernel, strides=strides, padding=padding)
+
+    def gradient(upstream):
+      _, height, width, channels = inputs.shape
+      _, rows, cols, filters = upstream.shape
+      # [N*Ho*Wo, F] x [F, C] -> [N, Ho, 1, Wo, 1, C]
+      grad_inputs = tf.matmul(tf.reshape(upstream, [-1, filters]),
+                              tf.reshape(kernel, [channels, filters]), transpose_b=True)
+      grad_inputs = tf.reshape(grad_inputs, [-1, rows, 1, cols, 1, channels])
+      # Zeros after each pixel along both strides: [N, Ho, s, Wo, s, C] ->
+      # [N, s*Ho, s*Wo, C], cut to [N, H, W, C] when s does not divide H or W.
+      grad_inputs = tf.pad(grad_inputs, [[0, 0], [0, 0], [0, strides - 1], [0, 0],
+                                         [0, strides - 1], [0, 0]])
+      grad_inputs = tf.reshape(grad_inputs, [-1, rows * strides, cols * strides, channels])
+      if rows * strides != height or cols * strides != width:
+        grad_inputs = grad_inputs[:, :height, :width]
+      grad_kernel = tf.raw_ops.Conv2DBackpropFilter(
+          input=inputs, filter_sizes=tf.shape(kernel), out_backprop=upstream,
+          strides=[1, strides, strides, 1], padding=padding)
+      return grad_inputs, grad_kernel
+
+    return outputs, gradient
+
+  return conv(inputs, kernel)
+
+
 def conv2d(inputs, kernel, strides, padding):
   """`tf.nn.conv2d` of `[N, H, W, C]` by `[kh, kw, C, F]` (square `strides`, 'SAME' or
-  'VALID'); stride-1 'SAME' convs with odd kernels take `_same_conv`'s cheaper backward."""
-  if (strides == 1 and padding == "SAME" and kernel.shape[0] % 2 == 1 and
-      kernel.shape[1] % 2 == 1):
+  'VALID'). Stride-1 'SAME' convs with odd kernels take `_same_conv`'s cheaper backward,
+  strided 1x1 convs (with H and W known) `_strided_pointwise_conv`'s; others TF's own."""
+  kernel_height, kernel_width = kernel.shape[:2]
+  if strides == 1 and padding == "SAME" and kernel_height % 2 == 1 and kernel_width % 2 == 1:
     return _same_conv(inputs, kernel)
+  if strides > 1 and kernel_height == kernel_width == 1 and None not in inputs.shape[1:3]:
+    return _strided_pointwise_conv(inputs, kernel, strides, padding)
   return tf.nn.conv2d(inputs, kernel, strides=strides, padding=padding)
 
 
