@@ -48,29 +48,34 @@ def _rotated(kernel):
   return tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
 
 
-def _pointwise_kernel_gradient(inputs, upstream):
-  """Kernel gradient of a 1x1 conv, `X^T dY` over the M = N*H*W positions: `[1, 1, C, F]`.
+def _channel_product(positions, upstream):
+  """`positions^T upstream`: `[M, C]`, `[M, F]` -> `[C, F]`, summed over the M positions.
 
-  One long-contraction matmul with the smaller channel count as its rows: `[C, M] x [M,
-  F]` when C <= F, else `[F, M] x [M, C]` and a transpose of the small product. Both of
-  TF's CPU kernel libraries ran the latter up to 2.5x faster when C > F (one thread, e.g.
-  4.1 against 1.6 ms with Eigen and 1.45 against 1.25 ms with oneDNN at `[8, 56, 56, 128]`
-  -> 32 channels, 7.5 against 5.0 ms with Eigen at `[8, 14, 14, 1024]` -> 256), and the
-  former when C < F (docs/performance.md, issue 18).
-
-  Args:
-    inputs: the conv's input `[N, H, W, C]`.
-    upstream: the gradient of its output, `[N, H, W, F]` (stride 1).
+  The kernel gradient of a 1x1 conv (and of each tap of a temporal conv) is this one
+  long-contraction matmul. When C > F and M >= C it is computed as `[F, M] x [M, C]`
+  followed by a transpose of the small `[F, C]` product, otherwise as `[C, M] x [M, F]`:
+  with C > F, TF's CPU matmul ran the former up to 2.5x faster on one thread (Eigen 4.1
+  against 1.6 ms and oneDNN 1.45 against 1.25 ms at M = 8*56*56, 128 -> 32 channels;
+  Eigen 8.0 against 4.5 ms at a temporal conv's M = 1568, 1024 -> 256), but not on the
+  short contractions at 7 x 7 frames (M = 392, 2048 -> 512: Eigen 5.6 against 6.8 ms),
+  and with C < F it lost (docs/performance.md, issue 18). Equal up to float rounding.
+  An unknown M (traced without a batch size) counts as long.
   """
-  channels, filters = inputs.shape[-1], upstream.shape[-1]
-  flat_inputs = tf.reshape(inputs, [-1, channels])  # [M, C]
-  flat_upstream = tf.reshape(upstream, [-1, filters])  # [M, F]
-  if channels > filters:
+  length, channels = positions.shape
+  filters = upstream.shape[-1]
+  if channels > filters and (length is None or length >= channels):
     # [F, M] x [M, C] -> [F, C] -> [C, F]
-    product = tf.transpose(tf.matmul(flat_upstream, flat_inputs, transpose_a=True))
-  else:
-    # [C, M] x [M, F] -> [C, F]
-    product = tf.matmul(flat_inputs, flat_upstream, transpose_a=True)
+    return tf.transpose(tf.matmul(upstream, positions, transpose_a=True))
+  # [C, M] x [M, F] -> [C, F]
+  return tf.matmul(positions, upstream, transpose_a=True)
+
+
+def _pointwise_kernel_gradient(inputs, upstream):
+  """Kernel gradient of a stride-1 1x1 conv: `[N, H, W, C]`, `[N, H, W, F]` ->
+  `[1, 1, C, F]`, one `_channel_product` over the N*H*W positions."""
+  channels, filters = inputs.shape[-1], upstream.shape[-1]
+  product = _channel_product(tf.reshape(inputs, [-1, channels]),
+                             tf.reshape(upstream, [-1, filters]))
   return tf.reshape(product, [1, 1, channels, filters])
 
 
@@ -285,9 +290,9 @@ def _rows_conv(clips, kernel):
   slower, on CPU.) The forward pass and the input gradient are convolutions. The
   kernel gradient is not: oneDNN's weight gradient of a `(k, 1)` kernel over a few rows
   (e.g. `[1, 4, 98, 2048]` at level 3) ran at a fifth of its forward's speed; as one
-  `[C, N*R*P] x [N*R*P, F]` matmul per tap, the whole conv's forward + backward took half
-  the time (e.g. 76 -> 40 ms at level 3, 148 -> 38 ms for a level-2 dilation 4;
-  docs/performance.md). The input gradient of an odd kernel is a forward conv with the
+  matmul over the N*R*P positions per tap (`_channel_product`), the whole conv's forward
+  + backward took half the time (e.g. 76 -> 40 ms at level 3, 148 -> 38 ms for a level-2
+  dilation 4; docs/performance.md). The input gradient of an odd kernel is a forward conv with the
   kernel turned (`_rotated`), as for `_same_conv`: with Eigen's kernels these convs'
   `Conv2DBackpropInput`s were the slowest single ops of a training step (up to 61 ms each
   in the profile of docs/performance.md).
@@ -323,7 +328,7 @@ def _rows_conv(clips, kernel):
       start = (taps - 1 - j) * positions
       # [N, R*P, F] -> [N*R*P, F]
       shifted = tf.reshape(padded[:, start:start + rows * positions], [-1, filters])
-      grad_kernel.append(tf.matmul(flat_clips, shifted, transpose_a=True))
+      grad_kernel.append(_channel_product(flat_clips, shifted))
     # k x [C, F] -> [k, 1, C, F]
     return grad_clips, tf.stack(grad_kernel)[:, None]
 

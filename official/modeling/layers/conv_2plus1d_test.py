@@ -171,20 +171,22 @@ def _conv3d_reference_tf(clip, kernel, dilation):
 
 @pytest.mark.parametrize("kernel_size,dilation,frames", TEMPORAL_CASES)
 @pytest.mark.parametrize("training", [True, False, None])
+@pytest.mark.parametrize("channels,filters", [(4, 5), (7, 3)])
 def test_temporal_conv_forward_and_gradients_equal_conv3d(kernel_size, dilation, frames,
-                                                          training):
+                                                          training, channels, filters):
   # Forward and both gradients (input, kernel) against the zero-inserted Conv3D, in
-  # training and inference alike.
+  # training and inference alike; more output channels than input ones and fewer (the
+  # kernel gradient's matmuls then run in the other order).
   rng = np.random.default_rng(7)
-  clip = tf.constant(rng.normal(size=(2, frames, 3, 2, 4)).astype(np.float32))
-  upstream = tf.constant(rng.normal(size=(2, frames, 3, 2, 5)).astype(np.float32))
-  layer = conv_2plus1d.TemporalConv(5, kernel_size, frames, dilation)
-  layer.build((None, 3, 2, 4))
+  clip = tf.constant(rng.normal(size=(2, frames, 3, 2, channels)).astype(np.float32))
+  upstream = tf.constant(rng.normal(size=(2, frames, 3, 2, filters)).astype(np.float32))
+  layer = conv_2plus1d.TemporalConv(filters, kernel_size, frames, dilation)
+  layer.build((None, 3, 2, channels))
   kernel = tf.Variable(layer.kernel.numpy())
   with tf.GradientTape(persistent=True) as tape:
     tape.watch(clip)
     # [N, T, H, W, C] -> [N*T, H, W, C]
-    out = layer(tf.reshape(clip, [-1, 3, 2, 4]), training=training)
+    out = layer(tf.reshape(clip, [-1, 3, 2, channels]), training=training)
     loss = tf.reduce_sum(tf.reshape(out, upstream.shape) * upstream)
     expected = _conv3d_reference_tf(clip, kernel, dilation)
     expected_loss = tf.reduce_sum(expected * upstream)
@@ -376,17 +378,28 @@ def test_strided_1x1_conv_input_gradient_is_a_matmul():
   assert "Conv2DBackpropInput" not in types and "MatMul" in types, types
 
 
-@pytest.mark.parametrize("channels,filters,product_shape", [(8, 4, [4, 8]), (4, 8, [4, 8])])
-def test_1x1_kernel_gradient_matmul_yields_the_smaller_channel_count_as_rows(
-    channels, filters, product_shape):
-  # [C, M] x [M, F] when C <= F, [F, M] x [M, C] then a transpose when C > F: with TF's
-  # Eigen and oneDNN kernels alike the long contraction ran up to 2.5x faster that way.
+@pytest.mark.parametrize("batch,channels,filters,product_shape", [
+    (2, 8, 4, [4, 8]), (2, 4, 8, [4, 8]), (1, 64, 4, [64, 4])])
+def test_1x1_kernel_gradient_matmul_takes_the_faster_order(batch, channels, filters,
+                                                           product_shape):
+  # [C, M] x [M, F], or [F, M] x [M, C] then a transpose when C > F and the contraction is
+  # at least C long: with TF's Eigen and oneDNN kernels alike that ran up to 2.5x faster.
   conv = conv_2plus1d.spatial_conv(filters, 1, 1, "conv")
   conv.build((None, 5, 5, channels))
   products = [op.outputs[0].shape.as_list()
-              for op in _backward_graph(conv, [2, 5, 5, channels]).get_operations()
+              for op in _backward_graph(conv, [batch, 5, 5, channels]).get_operations()
               if op.type == "MatMul"]
   assert products == [product_shape], products
+
+
+def test_temporal_conv_kernel_gradient_matmuls_take_the_faster_order():
+  # The same rule for each tap of a temporal conv: 16 channels in, 4 out, 2*4*9 positions.
+  conv = conv_2plus1d.TemporalConv(4, 3, num_frames=4)
+  conv.build((None, 3, 3, 16))
+  products = [op.outputs[0].shape.as_list()
+              for op in _backward_graph(conv, [8, 3, 3, 16]).get_operations()
+              if op.type == "MatMul"]
+  assert products == [[4, 16]] * 3, products
 
 
 def test_spatial_conv_in_mixed_bfloat16_and_its_config():
