@@ -48,6 +48,57 @@ def _rotated(kernel):
   return tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
 
 
+def _eigen_kernels():
+  """Whether convolutions here run on TF's Eigen CPU kernels: oneDNN's off and no GPU.
+
+  TensorFlow picks its CPU kernel library per process: oneDNN's unless
+  `TF_ENABLE_ONEDNN_OPTS=0` (or, by default, on CPUs without AVX512_VNNI, AVX512_BF16 or
+  AMX), Eigen's then. Some backward forms below win only with Eigen's kernels and lose
+  with oneDNN's (or on a GPU), so they are chosen only when this holds. TF's query is not
+  public; if it is missing the answer is False, which keeps TF's own gradient ops.
+  """
+  try:
+    from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
+    onednn = bool(_pywrap_util_port.IsMklEnabled())
+  except (ImportError, AttributeError):
+    return False
+  return not onednn and not tf.config.list_logical_devices("GPU")
+
+
+def _kernel_gradient_as_conv(inputs, upstream, kernel_shape, strides):
+  """Kernel gradient of a 'VALID' Conv2D as one forward Conv2D with batch and channels swapped.
+
+  `dW[a, b, c, f] = sum over n, i, j of X[n, s*i + a, s*j + b, c] * dY[n, i, j, f]` is a
+  'VALID' convolution of X viewed as `[C, H, W, N]` (channels as the batch) by dY viewed as
+  `[Ho, Wo, N, F]` (a kernel of the output's size, dilated by the stride s): its
+  `[C, kh, kw, F]` output, transposed, is the gradient. With TF's Eigen kernels
+  (`_eigen_kernels`) this ran faster than `Conv2DBackpropFilter` (one thread, full_asnp50
+  at 8 x 224 x 224: 10.8 -> 8.4 ms at `[8, 56, 56, 32]` -> 64 channels, 3x3; 13.2 -> 10.1
+  ms at `[8, 14, 14, 256]` -> 256; the 7x7/2 RGB stem 35.7 -> 13.8 ms) but slower for
+  strided 3x3 convs of many channels (16.0 -> 22.7 ms at `[8, 58, 58, 128]`), and with
+  oneDNN's kernels 1.5-2.2x slower everywhere (docs/performance.md, issue 18).
+
+  Args:
+    inputs: the conv's input `[N, H, W, C]`, already padded ('VALID').
+    upstream: the gradient of its output, `[N, Ho, Wo, F]`, Ho and Wo known.
+    kernel_shape: `(kh, kw, C, F)`.
+    strides: the stride s of both spatial axes.
+
+  Returns:
+    `[kh, kw, C, F]`.
+  """
+  taps_h, taps_w = kernel_shape[:2]
+  _, rows, cols, _ = upstream.shape
+  # Only the input rows and columns that some tap reads: [C, (Ho-1)*s + kh, ..., N]
+  positions = tf.transpose(
+      inputs[:, :(rows - 1) * strides + taps_h, :(cols - 1) * strides + taps_w],
+      [3, 1, 2, 0])
+  weights = tf.transpose(upstream, [1, 2, 0, 3])  # [Ho, Wo, N, F]
+  product = tf.nn.conv2d(positions, weights, strides=1, padding="VALID",
+                         dilations=strides)  # [C, kh, kw, F]
+  return tf.transpose(product, [1, 2, 0, 3])
+
+
 def _channel_product(positions, upstream):
   """`positions^T upstream`: `[M, C]`, `[M, F]` -> `[C, F]`, summed over the M positions.
 
@@ -85,8 +136,9 @@ def _same_conv(inputs, kernel):
 
   Forward: `tf.nn.conv2d`. Input gradient: a forward conv of the upstream gradient with
   `_rotated(kernel)` instead of `Conv2DBackpropInput`. Kernel gradient: for a 1x1 kernel
-  one matmul over the M = N*H*W positions (`_pointwise_kernel_gradient`), otherwise
-  `Conv2DBackpropFilter` as TF's own gradient. Equal to TF's gradient up to float
+  one matmul over the M = N*H*W positions (`_pointwise_kernel_gradient`); otherwise, with
+  TF's Eigen kernels, `_kernel_gradient_as_conv`, and with oneDNN's `Conv2DBackpropFilter`
+  as TF's own gradient. Equal to TF's gradient up to float
   rounding (conv_2plus1d_test). Why: over the 113 stride-1 spatial convs of full_asnp50
   (8 x 224 x 224, `benchmarks/conv_backward.py`, one shape at a time), with TF's default
   Eigen kernels (oneDNN's graph rewrites off, TF's default on AVX2-only CPUs) the input
@@ -108,6 +160,10 @@ def _same_conv(inputs, kernel):
     grad_inputs = tf.nn.conv2d(upstream, _rotated(kernel), strides=1, padding="SAME")
     if height == width == 1:
       grad_kernel = _pointwise_kernel_gradient(inputs, upstream)
+    elif _eigen_kernels() and None not in upstream.shape[1:3]:
+      padded = tf.pad(inputs, [[0, 0], [(height - 1) // 2] * 2, [(width - 1) // 2] * 2,
+                               [0, 0]])
+      grad_kernel = _kernel_gradient_as_conv(padded, upstream, kernel.shape, 1)
     else:
       grad_kernel = tf.raw_ops.Conv2DBackpropFilter(
           input=inputs, filter_sizes=tf.shape(kernel), out_backprop=upstream,
@@ -168,15 +224,53 @@ def _strided_pointwise_conv(inputs, kernel, strides, padding):
   return conv(inputs, kernel)
 
 
+def _few_channel_strided_conv(inputs, kernel, strides):
+  """'VALID' strided Conv2D of few input channels (the RGB and flow stems' 7x7/2), with
+  the kernel gradient of `_kernel_gradient_as_conv` (with TF's Eigen kernels
+  `Conv2DBackpropFilter` took 2.4-3x its CPU time there); the input gradient is TF's.
+
+  Args:
+    inputs: `[N, H, W, C]`, already padded, H and W known.
+    kernel: `[kh, kw, C, F]`.
+    strides: the stride s > 1 of both spatial axes.
+
+  Returns:
+    `[N, (H - kh) // s + 1, (W - kw) // s + 1, F]`.
+  """
+
+  @tf.custom_gradient
+  def conv(inputs, kernel):
+    outputs = tf.nn.conv2d(inputs, kernel, strides=strides, padding="VALID")
+
+    def gradient(upstream):
+      grad_inputs = tf.raw_ops.Conv2DBackpropInput(
+          input_sizes=tf.shape(inputs), filter=kernel, out_backprop=upstream,
+          strides=[1, strides, strides, 1], padding="VALID")
+      return grad_inputs, _kernel_gradient_as_conv(inputs, upstream, kernel.shape, strides)
+
+    return outputs, gradient
+
+  return conv(inputs, kernel)
+
+
+# Strided convs of at most this many input channels take `_few_channel_strided_conv`.
+_FEW_CHANNELS = 4
+
+
 def conv2d(inputs, kernel, strides, padding):
   """`tf.nn.conv2d` of `[N, H, W, C]` by `[kh, kw, C, F]` (square `strides`, 'SAME' or
   'VALID'). Stride-1 'SAME' convs with odd kernels take `_same_conv`'s cheaper backward,
-  strided 1x1 convs (with H and W known) `_strided_pointwise_conv`'s; others TF's own."""
-  kernel_height, kernel_width = kernel.shape[:2]
+  strided 1x1 convs (with H and W known) `_strided_pointwise_conv`'s, and with TF's Eigen
+  kernels strided 'VALID' convs of at most 4 input channels `_few_channel_strided_conv`'s;
+  others TF's own."""
+  kernel_height, kernel_width, channels = kernel.shape[:3]
   if strides == 1 and padding == "SAME" and kernel_height % 2 == 1 and kernel_width % 2 == 1:
     return _same_conv(inputs, kernel)
-  if strides > 1 and kernel_height == kernel_width == 1 and None not in inputs.shape[1:3]:
-    return _strided_pointwise_conv(inputs, kernel, strides, padding)
+  if strides > 1 and None not in inputs.shape[1:3]:
+    if kernel_height == kernel_width == 1:
+      return _strided_pointwise_conv(inputs, kernel, strides, padding)
+    if padding == "VALID" and channels <= _FEW_CHANNELS and _eigen_kernels():
+      return _few_channel_strided_conv(inputs, kernel, strides)
   return tf.nn.conv2d(inputs, kernel, strides=strides, padding=padding)
 
 

@@ -332,10 +332,11 @@ def test_spatial_conv_equals_keras_conv2d_with_gradients(kernel_size, strides, h
 
 
 @pytest.mark.parametrize("kernel_size", [1, 3])
-def test_stride_1_spatial_conv_backward_avoids_slow_ops(kernel_size):
+def test_stride_1_spatial_conv_backward_avoids_slow_ops(monkeypatch, kernel_size):
   # Input gradient: a forward Conv2D with the kernel turned, never Conv2DBackpropInput
   # (1.2-3.9x slower than the forward conv with TF's Eigen kernels); a 1x1 kernel's
-  # gradient is one MatMul, a 3x3's TF's Conv2DBackpropFilter.
+  # gradient is one MatMul, a 3x3's (with oneDNN's kernels) TF's Conv2DBackpropFilter.
+  monkeypatch.setattr(conv_2plus1d, "_eigen_kernels", lambda: False)
   conv = conv_2plus1d.spatial_conv(6, kernel_size, 1, "conv")
   conv.build((None, 5, 5, 4))
 
@@ -425,3 +426,37 @@ def test_spatial_conv_in_mixed_bfloat16_and_its_config():
   assert isinstance(copy, keras.layers.Conv2D)
   assert (copy.filters, copy.kernel_size, copy.strides, copy.padding, copy.name) == \
       (5, (3, 3), (1, 1), "same", "conv")
+
+
+@pytest.mark.parametrize("eigen", [True, False])
+@pytest.mark.parametrize("kernel_size,strides,channels,as_conv", [
+    (3, 1, 5, True), (5, 1, 2, True), (7, 2, 3, True), (7, 2, 2, True), (3, 2, 16, False)])
+def test_kernel_gradient_as_a_forward_conv_with_eigen_kernels(monkeypatch, eigen, kernel_size,
+                                                              strides, channels, as_conv):
+  # With TF's Eigen kernels (oneDNN off, no GPU), the kernel gradient of a stride-1 conv and
+  # of a strided conv of at most 4 input channels (the RGB and flow stems) is one forward
+  # Conv2D with batch and channels swapped, no Conv2DBackpropFilter (which took 1.2-1.3x
+  # and, at the stems, 2.4-3x its CPU time); with oneDNN's, and for other strided convs,
+  # TF's op. The values equal Keras' Conv2D (TF's own gradients) either way.
+  monkeypatch.setattr(conv_2plus1d, "_eigen_kernels", lambda: eigen)
+  rng = np.random.default_rng(kernel_size + channels)
+  conv = conv_2plus1d.spatial_conv(4, kernel_size, strides, "conv")
+  conv.build((None, None, None, channels))
+  conv.kernel.assign(rng.normal(size=conv.kernel.shape).astype(np.float32))
+  frames = conv_2plus1d.fixed_padding(
+      tf.constant(rng.normal(size=(3, 11, 10, channels)).astype(np.float32)), kernel_size,
+      strides)
+  graph = _backward_graph(conv, frames.shape.as_list())
+  types = [op.type for op in graph.get_operations()]
+  assert ("Conv2DBackpropFilter" not in types) == (eigen and as_conv), types
+
+  def gradients(layer):
+    with tf.GradientTape() as tape:
+      tape.watch(frames)
+      loss = tf.reduce_sum(layer(frames) ** 2)
+    return tape.gradient(loss, [frames, layer.kernel])
+
+  for got, want in zip(tf.function(lambda: gradients(conv))(),
+                       gradients(_keras_reference_conv(conv))):
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5,
+                               atol=1e-6 * np.abs(want.numpy()).max())
