@@ -71,12 +71,18 @@ def _kernel_gradient_as_conv(inputs, upstream, kernel_shape, strides):
   `dW[a, b, c, f] = sum over n, i, j of X[n, s*i + a, s*j + b, c] * dY[n, i, j, f]` is a
   'VALID' convolution of X viewed as `[C, H, W, N]` (channels as the batch) by dY viewed as
   `[Ho, Wo, N, F]` (a kernel of the output's size, dilated by the stride s): its
-  `[C, kh, kw, F]` output, transposed, is the gradient. With TF's Eigen kernels
-  (`_eigen_kernels`) this ran faster than `Conv2DBackpropFilter` (one thread, full_asnp50
-  at 8 x 224 x 224: 10.8 -> 8.4 ms at `[8, 56, 56, 32]` -> 64 channels, 3x3; 13.2 -> 10.1
-  ms at `[8, 14, 14, 256]` -> 256; the 7x7/2 RGB stem 35.7 -> 13.8 ms) but slower for
-  strided 3x3 convs of many channels (16.0 -> 22.7 ms at `[8, 58, 58, 128]`), and with
-  oneDNN's kernels 1.5-2.2x slower everywhere (docs/performance.md, issue 18).
+  `[C, kh, kw, F]` output, transposed, is the gradient. A stride s > 1 goes through
+  space-to-batch (`tf.nn.with_space_to_batch`: s*s phases of X, one undilated conv) rather
+  than a dilated conv, whose own gradient TF's CPU kernels cannot compute (second-order
+  gradients); it was also 5-10% faster. An empty batch (N = 0, e.g. a replica's share of
+  a short last batch) gives zeros: a conv cannot take a kernel of 0 input channels.
+
+  With TF's Eigen kernels (`_eigen_kernels`) this ran faster than `Conv2DBackpropFilter`
+  (one thread, full_asnp50 at 8 x 224 x 224: 10.8 -> 8.4 ms at `[8, 56, 56, 32]` -> 64
+  channels, 3x3; 13.2 -> 10.1 ms at `[8, 14, 14, 256]` -> 256; the 7x7/2 RGB stem 35.7 ->
+  13.8 ms) but slower for strided 3x3 convs of many channels (16.0 -> 22.7 ms at
+  `[8, 58, 58, 128]`), and with oneDNN's kernels 1.5-2.2x slower everywhere
+  (docs/performance.md, issue 18).
 
   Args:
     inputs: the conv's input `[N, H, W, C]`, already padded ('VALID').
@@ -88,15 +94,25 @@ def _kernel_gradient_as_conv(inputs, upstream, kernel_shape, strides):
     `[kh, kw, C, F]`.
   """
   taps_h, taps_w = kernel_shape[:2]
-  _, rows, cols, _ = upstream.shape
-  # Only the input rows and columns that some tap reads: [C, (Ho-1)*s + kh, ..., N]
-  positions = tf.transpose(
-      inputs[:, :(rows - 1) * strides + taps_h, :(cols - 1) * strides + taps_w],
-      [3, 1, 2, 0])
-  weights = tf.transpose(upstream, [1, 2, 0, 3])  # [Ho, Wo, N, F]
-  product = tf.nn.conv2d(positions, weights, strides=1, padding="VALID",
-                         dilations=strides)  # [C, kh, kw, F]
-  return tf.transpose(product, [1, 2, 0, 3])
+  batch, rows, cols, _ = upstream.shape
+
+  def product():
+    # Only the input rows and columns that some tap reads: [C, (Ho-1)*s + kh, ..., N]
+    positions = tf.transpose(
+        inputs[:, :(rows - 1) * strides + taps_h, :(cols - 1) * strides + taps_w],
+        [3, 1, 2, 0])
+    weights = tf.transpose(upstream, [1, 2, 0, 3])  # [Ho, Wo, N, F]
+    conv = lambda x, num_spatial_dims, padding: tf.nn.conv2d(x, weights, 1, padding)
+    if strides == 1:
+      correlation = conv(positions, 2, "VALID")
+    else:
+      correlation = tf.nn.with_space_to_batch(positions, [strides, strides], "VALID", conv)
+    return tf.transpose(correlation, [1, 2, 0, 3])  # [C, kh, kw, F] -> [kh, kw, C, F]
+
+  zeros = lambda: tf.zeros(kernel_shape, upstream.dtype)
+  if batch is None:
+    return tf.cond(tf.shape(upstream)[0] > 0, product, zeros)
+  return product() if batch else zeros()
 
 
 def _channel_product(positions, upstream):
@@ -258,11 +274,18 @@ _FEW_CHANNELS = 4
 
 
 def conv2d(inputs, kernel, strides, padding):
-  """`tf.nn.conv2d` of `[N, H, W, C]` by `[kh, kw, C, F]` (square `strides`, 'SAME' or
-  'VALID'). Stride-1 'SAME' convs with odd kernels take `_same_conv`'s cheaper backward,
-  strided 1x1 convs (with H and W known) `_strided_pointwise_conv`'s, and with TF's Eigen
-  kernels strided 'VALID' convs of at most 4 input channels `_few_channel_strided_conv`'s;
-  others TF's own."""
+  """`tf.nn.conv2d` of `[N, H, W, C]` by `[kh, kw, C, F]` ('SAME' or 'VALID'; `strides` as
+  `tf.nn.conv2d` takes them). Square strides s: stride-1 'SAME' convs with odd kernels take
+  `_same_conv`'s cheaper backward, strided 1x1 convs (with H and W known)
+  `_strided_pointwise_conv`'s, and with TF's Eigen kernels strided 'VALID' convs of at
+  most 4 input channels `_few_channel_strided_conv`'s; others TF's own."""
+  if not isinstance(strides, int):
+    # [s], [s, s] or [1, s, s, 1] -> s; anything else takes TF's own gradient.
+    listed = [int(stride) for stride in strides]
+    spatial = listed[1:3] if len(listed) == 4 and listed[0] == listed[3] == 1 else listed
+    if len(spatial) not in (1, 2) or len(set(spatial)) != 1:
+      return tf.nn.conv2d(inputs, kernel, strides=strides, padding=padding)
+    strides = spatial[0]
   kernel_height, kernel_width, channels = kernel.shape[:3]
   if strides == 1 and padding == "SAME" and kernel_height % 2 == 1 and kernel_width % 2 == 1:
     return _same_conv(inputs, kernel)

@@ -460,3 +460,58 @@ def test_kernel_gradient_as_a_forward_conv_with_eigen_kernels(monkeypatch, eigen
                        gradients(_keras_reference_conv(conv))):
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5,
                                atol=1e-6 * np.abs(want.numpy()).max())
+
+
+@pytest.mark.parametrize("kernel_size,strides,channels", [(3, 1, 5), (7, 2, 3)])
+def test_kernel_gradient_as_a_conv_has_second_order_gradients(monkeypatch, kernel_size,
+                                                              strides, channels):
+  # The gradient of the kernel gradient (e.g. a gradient penalty) through the Eigen forms
+  # equals TF's own. A stride as the conv's dilation would fail here: TF's CPU kernels
+  # cannot back-propagate through a dilation, so strides go through space-to-batch.
+  monkeypatch.setattr(conv_2plus1d, "_eigen_kernels", lambda: True)
+  rng = np.random.default_rng(kernel_size)
+  conv = conv_2plus1d.spatial_conv(4, kernel_size, strides, "conv")
+  conv.build((None, None, None, channels))
+  conv.kernel.assign(rng.normal(size=conv.kernel.shape).astype(np.float32))
+  frames = conv_2plus1d.fixed_padding(
+      tf.constant(rng.normal(size=(2, 11, 10, channels)).astype(np.float32)), kernel_size,
+      strides)
+
+  def second_order(layer):
+    with tf.GradientTape() as outer:
+      outer.watch(frames)
+      with tf.GradientTape() as inner:
+        loss = tf.reduce_sum(layer(frames) ** 2)
+      penalty = tf.reduce_sum(inner.gradient(loss, layer.kernel) ** 2)
+    return outer.gradient(penalty, [frames, layer.kernel])
+
+  for got, want in zip(second_order(conv), second_order(_keras_reference_conv(conv))):
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4,
+                               atol=1e-5 * np.abs(want.numpy()).max())
+
+
+@pytest.mark.parametrize("strides,batch", [(1, 0), (1, None), (2, 0), (2, None)])
+def test_kernel_gradient_as_a_conv_of_an_empty_batch_is_zero(strides, batch):
+  # A replica's share of a short last batch can be empty: its kernel gradient is zero (a
+  # conv cannot take a kernel of 0 input channels), whether the batch size is known when
+  # the graph is traced or not.
+  inputs = tf.zeros([0, 9, 9, 3])
+  upstream = tf.zeros([0, 7 if strides == 1 else 4, 7 if strides == 1 else 4, 4])
+  traced = tf.function(
+      lambda x, dy: conv_2plus1d._kernel_gradient_as_conv(x, dy, (3, 3, 3, 4), strides))  # pylint: disable=protected-access
+  if batch is None:
+    traced = traced.get_concrete_function(tf.TensorSpec([None, 9, 9, 3]),
+                                          tf.TensorSpec([None] + upstream.shape[1:]))
+  grad = traced(inputs, upstream)
+  np.testing.assert_array_equal(grad.numpy(), np.zeros((3, 3, 3, 4), np.float32))
+
+
+@pytest.mark.parametrize("strides", [2, [2], [2, 2], (1, 2, 2, 1), [1, 1], [1, 2]])
+def test_conv2d_takes_strides_as_tf_nn_conv2d_does(strides):
+  # An int, a pair or the four NHWC strides, as `tf.nn.conv2d` accepts them.
+  rng = np.random.default_rng(5)
+  inputs = tf.constant(rng.normal(size=(2, 7, 6, 3)).astype(np.float32))
+  kernel = tf.constant(rng.normal(size=(3, 3, 3, 4)).astype(np.float32))
+  np.testing.assert_allclose(
+      conv_2plus1d.conv2d(inputs, kernel, strides, "VALID").numpy(),
+      tf.nn.conv2d(inputs, kernel, strides, "VALID").numpy(), rtol=1e-5, atol=1e-5)
