@@ -472,7 +472,7 @@ class TemporalConv(keras.layers.Layer):
 
   Args:
     filters: output channels.
-    kernel_size: temporal kernel length k.
+    kernel_size: temporal kernel length k (odd when dilated; ValueError otherwise).
     num_frames: frames per clip T (the layer regroups the N*T batch into clips).
     temporal_dilation: spacing between taps, in frames.
 
@@ -487,6 +487,12 @@ class TemporalConv(keras.layers.Layer):
                             ("temporal_dilation", temporal_dilation)):
       if not isinstance(value, int) or value < 1:
         raise ValueError(f"`{arg_name}` must be a positive int. Received: {value}")
+    if kernel_size % 2 == 0 and temporal_dilation > 1:
+      # 'SAME' for an even dilated kernel is ambiguous: a dilated Conv3D puts the taps half
+      # a dilation earlier than this layer's row layout would.
+      raise ValueError(
+          "A dilated TemporalConv needs an odd `kernel_size` (the authors' are 3 and 5). "
+          f"Received: kernel_size={kernel_size}, temporal_dilation={temporal_dilation}")
     self.filters = filters
     self.kernel_size = kernel_size
     self.num_frames = num_frames

@@ -108,6 +108,14 @@ def test_bad_arguments(kwargs):
     conv_2plus1d.TemporalConv(**kwargs)
 
 
+@pytest.mark.parametrize("kernel_size,dilation", [(2, 2), (4, 3)])
+def test_even_dilated_kernel_is_rejected(kernel_size, dilation):
+  # Its taps would sit at 0, d, ... after the centre frame, where a dilated 'SAME' Conv3D
+  # puts them half a dilation earlier: rather an error than a silently different conv.
+  with pytest.raises(ValueError, match="odd `kernel_size`"):
+    conv_2plus1d.TemporalConv(2, kernel_size, 8, dilation)
+
+
 def _random_batch_norm(channels, rng, input_shape):
   bn = conv_2plus1d.batch_norm("bn")
   bn.build(input_shape)
