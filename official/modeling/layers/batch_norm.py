@@ -67,12 +67,13 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
         x=x,
         scale=tf.cast(gamma, tf.float32),
         offset=tf.cast(beta, tf.float32),
-        mean=tf.convert_to_tensor(self.moving_mean),
-        variance=tf.convert_to_tensor(self.moving_variance),
+        mean=tf.cast(self.moving_mean, tf.float32),
+        variance=tf.cast(self.moving_variance, tf.float32),
         epsilon=self.epsilon,
         exponential_avg_factor=1.0 - momentum,
         data_format="NHWC",
         is_training=True)
-    self.moving_mean.assign(moving_mean)
-    self.moving_variance.assign(moving_variance)
+    # The kernel's statistics are float32; the variables keep the layer's dtype.
+    self.moving_mean.assign(tf.cast(moving_mean, self.moving_mean.dtype))
+    self.moving_variance.assign(tf.cast(moving_variance, self.moving_variance.dtype))
     return tf.cast(outputs, self.compute_dtype)

@@ -152,3 +152,23 @@ def test_uses_the_fused_kernel_in_training():
   graph = tf.function(lambda x: fused(x, training=True)).get_concrete_function(
       tf.TensorSpec(SHAPE, tf.float32)).graph
   assert "FusedBatchNormV3" in {op.type for op in graph.get_operations()}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float16", "bfloat16"])
+def test_training_with_a_plain_non_float32_dtype(dtype):
+  # Layer dtype (variables included) other than float32 without a mixed policy: the fused
+  # kernel runs in float32 where it must, and the moving statistics keep their dtype.
+  rng = np.random.default_rng(6)
+  x = _inputs(rng)
+  fused = batch_norm.FusedBatchNorm(momentum=0.9, epsilon=1e-5, dtype=dtype)
+  plain = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, dtype=dtype)
+  outputs = [layer(tf.cast(x, dtype), training=True) for layer in (fused, plain)]
+  assert outputs[0].dtype == outputs[1].dtype == tf.as_dtype(dtype)
+  tolerance = {"float64": 1e-5, "float16": 5e-3, "bfloat16": 5e-2}[dtype]
+  np.testing.assert_allclose(tf.cast(outputs[0], tf.float32).numpy(),
+                             tf.cast(outputs[1], tf.float32).numpy(), rtol=tolerance,
+                             atol=tolerance)
+  assert fused.moving_mean.dtype == plain.moving_mean.dtype
+  values = tf.cast(tf.cast(x, dtype), tf.float64).numpy().reshape(-1, SHAPE[-1])
+  np.testing.assert_allclose(tf.cast(fused.moving_mean, tf.float64).numpy(),
+                             0.1 * values.mean(axis=0), rtol=tolerance, atol=tolerance)
