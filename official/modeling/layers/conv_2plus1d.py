@@ -74,7 +74,7 @@ def _kernel_gradient_as_conv(inputs, upstream, kernel_shape, strides):
   `[C, kh, kw, F]` output, transposed, is the gradient. A stride s > 1 goes through
   space-to-batch (`tf.nn.with_space_to_batch`: s*s phases of X, one undilated conv) rather
   than a dilated conv, whose own gradient TF's CPU kernels cannot compute (second-order
-  gradients); it was also 5-10% faster. An empty batch (N = 0, e.g. a replica's share of
+  gradients); it was also 5-11% faster. An empty batch (N = 0, e.g. a replica's share of
   a short last batch) gives zeros: a conv cannot take a kernel of 0 input channels.
 
   With TF's Eigen kernels (`_eigen_kernels`) this ran faster than `Conv2DBackpropFilter`

@@ -436,6 +436,19 @@ def test_spatial_conv_in_mixed_bfloat16_and_its_config():
       (5, (3, 3), (1, 1), "same", "conv")
 
 
+def _random_conv_and_frames(kernel_size, strides, channels, batch):
+  """A built 4-filter `spatial_conv` with a random kernel, and random `[batch, 11, 10,
+  channels]` frames after `fixed_padding`, as the blocks feed it."""
+  rng = np.random.default_rng(kernel_size + channels)
+  conv = conv_2plus1d.spatial_conv(4, kernel_size, strides, "conv")
+  conv.build((None, None, None, channels))
+  conv.kernel.assign(rng.normal(size=conv.kernel.shape).astype(np.float32))
+  frames = conv_2plus1d.fixed_padding(
+      tf.constant(rng.normal(size=(batch, 11, 10, channels)).astype(np.float32)),
+      kernel_size, strides)
+  return conv, frames
+
+
 @pytest.mark.parametrize("eigen", [True, False])
 @pytest.mark.parametrize("kernel_size,strides,channels,as_conv", [
     (3, 1, 5, True), (5, 1, 2, True), (7, 2, 3, True), (7, 2, 2, True), (3, 2, 16, False)])
@@ -447,13 +460,7 @@ def test_kernel_gradient_as_a_forward_conv_with_eigen_kernels(monkeypatch, eigen
   # and, at the stems, 2.4-3x its CPU time); with oneDNN's, and for other strided convs,
   # TF's op. The values equal Keras' Conv2D (TF's own gradients) either way.
   monkeypatch.setattr(conv_2plus1d, "_eigen_kernels", lambda: eigen)
-  rng = np.random.default_rng(kernel_size + channels)
-  conv = conv_2plus1d.spatial_conv(4, kernel_size, strides, "conv")
-  conv.build((None, None, None, channels))
-  conv.kernel.assign(rng.normal(size=conv.kernel.shape).astype(np.float32))
-  frames = conv_2plus1d.fixed_padding(
-      tf.constant(rng.normal(size=(3, 11, 10, channels)).astype(np.float32)), kernel_size,
-      strides)
+  conv, frames = _random_conv_and_frames(kernel_size, strides, channels, batch=3)
   graph = _backward_graph(conv, frames.shape.as_list())
   types = [op.type for op in graph.get_operations()]
   assert ("Conv2DBackpropFilter" not in types) == (eigen and as_conv), types
@@ -477,13 +484,7 @@ def test_kernel_gradient_as_a_conv_has_second_order_gradients(monkeypatch, kerne
   # equals TF's own. A stride as the conv's dilation would fail here: TF's CPU kernels
   # cannot back-propagate through a dilation, so strides go through space-to-batch.
   monkeypatch.setattr(conv_2plus1d, "_eigen_kernels", lambda: True)
-  rng = np.random.default_rng(kernel_size)
-  conv = conv_2plus1d.spatial_conv(4, kernel_size, strides, "conv")
-  conv.build((None, None, None, channels))
-  conv.kernel.assign(rng.normal(size=conv.kernel.shape).astype(np.float32))
-  frames = conv_2plus1d.fixed_padding(
-      tf.constant(rng.normal(size=(2, 11, 10, channels)).astype(np.float32)), kernel_size,
-      strides)
+  conv, frames = _random_conv_and_frames(kernel_size, strides, channels, batch=2)
 
   def second_order(layer):
     with tf.GradientTape() as outer:
