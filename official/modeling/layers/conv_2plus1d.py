@@ -243,7 +243,7 @@ def _strided_pointwise_conv(inputs, kernel, strides, padding):
 def _few_channel_strided_conv(inputs, kernel, strides):
   """'VALID' strided Conv2D of few input channels (the RGB and flow stems' 7x7/2), with
   the kernel gradient of `_kernel_gradient_as_conv` (with TF's Eigen kernels
-  `Conv2DBackpropFilter` took 2.4-3x its CPU time there); the input gradient is TF's.
+  `Conv2DBackpropFilter` took 2.6-3.2x its CPU time there); the input gradient is TF's.
 
   Args:
     inputs: `[N, H, W, C]`, already padded, H and W known.

@@ -457,7 +457,7 @@ def test_kernel_gradient_as_a_forward_conv_with_eigen_kernels(monkeypatch, eigen
   # With TF's Eigen kernels (oneDNN off, no GPU), the kernel gradient of a stride-1 conv and
   # of a strided conv of at most 4 input channels (the RGB and flow stems) is one forward
   # Conv2D with batch and channels swapped, no Conv2DBackpropFilter (which took 1.2-1.3x
-  # and, at the stems, 2.4-3x its CPU time); with oneDNN's, and for other strided convs,
+  # and, at the stems, 2.6-3.2x its CPU time); with oneDNN's, and for other strided convs,
   # TF's op. The values equal Keras' Conv2D (TF's own gradients) either way.
   monkeypatch.setattr(conv_2plus1d, "_eigen_kernels", lambda: eigen)
   conv, frames = _random_conv_and_frames(kernel_size, strides, channels, batch=3)
