@@ -4,9 +4,10 @@ r"""Forward, input-gradient and kernel-gradient times of a model's spatial convo
       --frames=8 --size=224 --batch=1
 
 Builds the model as `benchmarks/model_speed.py` does (same flags, the thread counts
-included: with `--intra_op_threads=1` the times are each pass's CPU work), runs one training-mode
-forward pass that records every `keras.layers.Conv2D` call (input shape, kernel shape,
-strides, padding; the temporal convolutions are `TemporalConv`s and are not included),
+included: with `--intra_op_threads=1` the times are each pass's CPU work), runs one
+training-mode forward pass that records every `keras.layers.Conv2D` call (input shape,
+kernel shape, strides, padding; the temporal convolutions are `TemporalConv`s and are not
+included),
 then times each distinct shape on random tensors, in isolation: the forward conv, and the
 gradients with respect to the input and to the kernel, each a `tf.function` whose graph
 keeps only what that gradient needs (median of `--runs` calls after `--warmup`), once as

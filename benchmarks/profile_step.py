@@ -9,9 +9,9 @@ Builds the model and the step exactly as `benchmarks/model_speed.py` does (same 
 `--steps` steps under TF's profiler (`tf.profiler.experimental`), and reads the trace back:
 every op executed by TF's graph executor is one event `name:OpType` on an executor thread,
 whose duration is the op's wall time (its intra-op work runs in the Eigen/oneDNN pool
-meanwhile). Durations are summed per
-op type over all executor threads (with inter-op parallelism two ops may overlap, so the
-sum can exceed the step's wall time) and divided by `--steps`.
+meanwhile). Durations are summed per op type over all executor threads (with inter-op
+parallelism two ops may overlap, so the sum can exceed the step's wall time) and divided
+by `--steps`.
 
 Prints a Markdown table (op type, ms per step, share of the summed op time, count) of the
 op types above `--min_share`, with `--top_ops=N` a table of the N slowest single ops, then
