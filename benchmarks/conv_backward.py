@@ -7,15 +7,14 @@ Builds the model as `benchmarks/model_speed.py` does (same flags, the thread cou
 included: with `--intra_op_threads=1` the times are each pass's CPU work), runs one
 training-mode forward pass that records every `keras.layers.Conv2D` call (input shape,
 kernel shape, strides, padding; the temporal convolutions are `TemporalConv`s and are not
-included),
-then times each distinct shape on random tensors, in isolation: the forward conv, and the
-gradients with respect to the input and to the kernel, each a `tf.function` whose graph
-keeps only what that gradient needs (median of `--runs` calls after `--warmup`), once as
-the package computes them (`conv_2plus1d.conv2d`: a turned-kernel forward conv and, for
-1x1 kernels, a matmul at stride 1) and once as TF's own gradient (`Conv2DBackpropInput`,
-`Conv2DBackpropFilter`, keys `tf_*`). Prints one JSON line per shape (`gflop`: 2 FLOPs per
-multiply-add of one call; times in ms; `count`: calls per forward pass), then a JSON line
-of totals over all calls with the GFLOP/s of each pass.
+included), then times each distinct shape on random tensors, in isolation: the forward
+conv, and the gradients with respect to the input and to the kernel, each a `tf.function`
+whose graph keeps only what that gradient needs (median of `--runs` calls after
+`--warmup`), once as the package computes them (`conv_2plus1d.conv2d`: a turned-kernel
+forward conv and, for 1x1 kernels, a matmul at stride 1) and once as TF's own gradient
+(`Conv2DBackpropInput`, `Conv2DBackpropFilter`, keys `tf_*`). Prints one JSON line per
+shape (`gflop`: 2 FLOPs per multiply-add of one call; times in ms; `count`: calls per
+forward pass), then a JSON line of totals over all calls with the GFLOP/s of each pass.
 
 What it answers: how far the backward convolutions run from the forward's speed, and what
 the convolutions alone cost, which bounds a whole training step from below
