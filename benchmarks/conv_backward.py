@@ -10,8 +10,8 @@ kernel shape, strides, padding; the temporal convolutions are `TemporalConv`s an
 included), then times each distinct shape on random tensors, in isolation: the forward
 conv, and the gradients with respect to the input and to the kernel, each a `tf.function`
 whose graph keeps only what that gradient needs (median of `--runs` calls after
-`--warmup`), once as the package computes them (`conv_2plus1d.conv2d`, whose
-backward forms depend on the shape and on TF's CPU kernel library) and once as TF's own gradient
+`--warmup`), once as the package computes them (`conv_2plus1d.conv2d`, whose backward
+forms depend on the shape and on TF's CPU kernel library) and once as TF's own gradient
 (`Conv2DBackpropInput`, `Conv2DBackpropFilter`, keys `tf_*`). Prints one JSON line per
 shape (`gflop`: 2 FLOPs per multiply-add of one call; times in ms; `count`: calls per
 forward pass), then a JSON line of totals over all calls with the GFLOP/s of each pass.
