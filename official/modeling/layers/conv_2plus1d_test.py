@@ -208,6 +208,19 @@ def test_temporal_conv_forward_and_gradients_equal_conv3d(kernel_size, dilation,
                              rtol=1e-5, atol=1e-5)
 
 
+def _backward_graph(conv, input_shape):
+  """The graph of `conv`'s forward and both gradients on a `[N, H, W, C]` input."""
+
+  def step(x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      loss = tf.reduce_sum(conv(x) ** 2)
+    return tape.gradient(loss, [x, conv.kernel])
+
+  return tf.function(step).get_concrete_function(
+      tf.TensorSpec(input_shape, tf.float32)).graph
+
+
 @pytest.mark.parametrize("dilation", [2, 4])
 def test_dilated_temporal_conv_backward_is_plain_convolutions(dilation):
   # The dilation folded into the frame axis: forward and input gradient are undilated
@@ -216,15 +229,7 @@ def test_dilated_temporal_conv_backward_is_plain_convolutions(dilation):
   # strided-slice gradients of a shifted-sum form.
   layer = conv_2plus1d.TemporalConv(5, 3, 8, dilation)
   layer.build((None, 3, 2, 4))
-
-  def step(x):
-    with tf.GradientTape() as tape:
-      tape.watch(x)
-      loss = tf.reduce_sum(layer(x, training=True) ** 2)
-    return tape.gradient(loss, [x, layer.kernel])
-
-  graph = tf.function(step).get_concrete_function(
-      tf.TensorSpec([16, 3, 2, 4], tf.float32)).graph
+  graph = _backward_graph(layer, [16, 3, 2, 4])
   types = [op.type for op in graph.get_operations()]
   assert types.count("Conv2D") == 2 and "MatMul" in types
   assert not set(types) & {"StridedSliceGrad", "Conv2DBackpropFilter", "Conv2DBackpropInput",
@@ -347,34 +352,12 @@ def test_stride_1_spatial_conv_backward_avoids_slow_ops(monkeypatch, kernel_size
   monkeypatch.setattr(conv_2plus1d, "_eigen_kernels", lambda: False)
   conv = conv_2plus1d.spatial_conv(6, kernel_size, 1, "conv")
   conv.build((None, 5, 5, 4))
-
-  def step(x):
-    with tf.GradientTape() as tape:
-      tape.watch(x)
-      loss = tf.reduce_sum(conv(x) ** 2)
-    return tape.gradient(loss, [x, conv.kernel])
-
-  graph = tf.function(step).get_concrete_function(
-      tf.TensorSpec([2, 5, 5, 4], tf.float32)).graph
-  types = [op.type for op in graph.get_operations()]
+  types = [op.type for op in _backward_graph(conv, [2, 5, 5, 4]).get_operations()]
   assert types.count("Conv2D") == 2 and "Conv2DBackpropInput" not in types, types
   if kernel_size == 1:
     assert "MatMul" in types and "Conv2DBackpropFilter" not in types, types
   else:
     assert types.count("Conv2DBackpropFilter") == 1, types
-
-
-def _backward_graph(conv, input_shape):
-  """The graph of `conv`'s forward and both gradients on a `[N, H, W, C]` input."""
-
-  def step(x):
-    with tf.GradientTape() as tape:
-      tape.watch(x)
-      loss = tf.reduce_sum(conv(x) ** 2)
-    return tape.gradient(loss, [x, conv.kernel])
-
-  return tf.function(step).get_concrete_function(
-      tf.TensorSpec(input_shape, tf.float32)).graph
 
 
 def test_strided_1x1_conv_input_gradient_is_a_matmul():
