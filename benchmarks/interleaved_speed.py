@@ -15,6 +15,11 @@ per program and mode, the median over rounds of each run's median step time, the
 rounds of each run's min, the largest peak RSS and the load range; then the ratios the
 issue asks for (training step over the port's, over our own inference), from the medians.
 Every run's JSON line is written to `--out` for the record.
+
+Importing `official` selects TF's BFC allocator for CPU tensors (`official/runtime.py`);
+the port and checkouts before that change run on the C library's `malloc`. `--port_bfc`
+adds a fourth program, `port_bfc`: the port with `TF_CPU_ALLOCATOR_USE_BFC=true`, so that
+what the allocator alone buys can be told apart (its ratios are printed too).
 """
 
 import argparse
@@ -52,9 +57,12 @@ def main():
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--modes", default="train,infer")
   parser.add_argument("--out", default="interleaved_speed.jsonl")
+  parser.add_argument("--port_bfc", action="store_true",
+                      help="also run the port with TF_CPU_ALLOCATOR_USE_BFC=true")
   args = parser.parse_args()
 
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  envs = {"port_bfc": dict(env, TF_CPU_ALLOCATOR_USE_BFC="true")}
   port_script = os.path.join(os.path.abspath(args.after), "benchmarks", "port_baseline",
                              "bench_port.py")
   programs = {
@@ -67,6 +75,8 @@ def main():
       "port": lambda mode: ([args.port_python, port_script, f"--src={args.port_src}",
                              f"--mode={mode}"] + RUN_ARGS[mode], args.after),
   }
+  if args.port_bfc:
+    programs["port_bfc"] = programs["port"]
   modes = args.modes.split(",")
   records = []
   with open(args.out, "a", encoding="utf-8") as out:
@@ -74,7 +84,7 @@ def main():
       for mode in modes:
         for name, make in programs.items():
           command, cwd = make(mode)
-          record = _run(command, cwd, env)
+          record = _run(command, cwd, envs.get(name, env))
           record.update(program=name, round=round_index, mode=mode)
           records.append(record)
           out.write(json.dumps(record) + "\n")
@@ -96,12 +106,15 @@ def main():
             f"{max(r['peak_rss_mb'] for r in runs):.0f} | "
             f"{min(loads):.1f}-{max(loads):.1f} |")
   if set(modes) == {"train", "infer"}:
+    ports = [name for name in ("port", "port_bfc") if name in programs]
     for name in ("before", "after"):
-      print(f"\n{name}: training step / port's = "
-            f"{medians[name, 'train'] / medians['port', 'train']:.2f}, "
-            f"training step / own inference = "
-            f"{medians[name, 'train'] / medians[name, 'infer']:.2f}, "
-            f"inference / port's = {medians[name, 'infer'] / medians['port', 'infer']:.2f}")
+      print()
+      for port in ports:
+        print(f"{name}: training step / {port}'s = "
+              f"{medians[name, 'train'] / medians[port, 'train']:.2f}, "
+              f"inference / {port}'s = {medians[name, 'infer'] / medians[port, 'infer']:.2f}")
+      print(f"{name}: training step / own inference = "
+            f"{medians[name, 'train'] / medians[name, 'infer']:.2f}")
 
 
 if __name__ == "__main__":

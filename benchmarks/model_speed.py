@@ -18,7 +18,9 @@ Fields: median_s, min_s, clips_per_s (batch / median_s), peak_rss_mb (ru_maxrss 
 process once the model steps are timed, before the ceiling matmul), gflops_per_clip (for
 infer: the forward FLOPs of `official.tools.model_info`; for train: 3x that, the usual
 forward + backward estimate), achieved_gflops_per_s (gflops_per_clip * clips_per_s),
-load_avg_1m (os.getloadavg at the end). With `--ceiling`: ceiling_gflops_per_s (median of
+load_avg_1m (os.getloadavg at the end), intra_op_threads / inter_op_threads (in effect),
+tf_cpu_allocator_use_bfc (TF_CPU_ALLOCATOR_USE_BFC: `true` as importing `official` sets it,
+unless the caller set it). With `--ceiling`: ceiling_gflops_per_s (median of
 a 4096^3 matmul in the chosen precision's compute dtype) and fraction_of_ceiling.
 """
 
@@ -36,6 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from official import runtime
 from official.modeling import builders
 from official.tools import model_info
 
@@ -179,6 +182,8 @@ def benchmark(gin_files, gin_params, frames, size, batch, mode, xla, precision, 
       "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
       "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
       "cpu_count": os.cpu_count(),
+      # What `official` chose (true) or the user set: TF's BFC pool or malloc for CPU tensors.
+      "tf_cpu_allocator_use_bfc": os.environ.get(runtime.ALLOCATOR_VARIABLE),
   }
   if ceiling:
     record["ceiling_size"] = ceiling_size
@@ -191,12 +196,9 @@ def benchmark(gin_files, gin_params, frames, size, batch, mode, xla, precision, 
 
 def apply_thread_flags():
   """Sets TF's intra- and inter-op thread counts from `--intra_op_threads` and
-  `--inter_op_threads` (0 leaves TF's default). Call before TF runs any op: TF raises
-  RuntimeError once its context is initialised."""
-  if _INTRA.value:
-    tf.config.threading.set_intra_op_parallelism_threads(_INTRA.value)
-  if _INTER.value:
-    tf.config.threading.set_inter_op_parallelism_threads(_INTER.value)
+  `--inter_op_threads` (0 leaves TF's default), as the trainer's flags of the same names
+  do. Call before TF runs any op (`official.runtime.set_thread_counts` raises otherwise)."""
+  runtime.set_thread_counts(_INTRA.value, _INTER.value)
 
 
 def main(argv):

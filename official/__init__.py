@@ -1,3 +1,12 @@
-"""AssembleNet and AssembleNet++ for TensorFlow 2 / Keras 3."""
+"""AssembleNet and AssembleNet++ for TensorFlow 2 / Keras 3.
+
+Importing the package sets `TF_CPU_ALLOCATOR_USE_BFC=true` unless it is already set: TF's
+own pooling allocator for CPU tensors, faster here than the C library's (see
+`official/runtime.py`; set the variable to `false` first to keep TF's default).
+"""
+
+from official import runtime as _runtime
 
 __version__ = "0.1.0"
+
+_runtime.prefer_bfc_cpu_allocator()

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from official import errors
 from official import gin_flags
+from official import runtime
 from official.training import experiment
 from official.training import strategies
 
@@ -36,6 +37,11 @@ flags.DEFINE_string("checkpoint", None, "Checkpoint prefix or directory for eval
 flags.DEFINE_float("eval_timeout", 3600.0, "--mode=continuous_eval stops after this many "
                    "seconds without a new checkpoint (it stops anyway once the final step "
                    "is evaluated).")
+flags.DEFINE_integer("intra_op_threads", 0, "TF threads that split one op's work "
+                     "(0: TF's default, one per core). See docs/performance.md for 2-core "
+                     "figures.")
+flags.DEFINE_integer("inter_op_threads", 0, "TF threads that run independent ops at once "
+                     "(0: TF's default, one per core).")
 flags.mark_flag_as_required("model_dir")
 gin_flags.define_gin_flags()
 flags.adopt_module_key_flags(gin_flags)  # --gin_file and --gin_param under --help.
@@ -46,6 +52,10 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  try:
+    runtime.set_thread_counts(FLAGS.intra_op_threads, FLAGS.inter_op_threads)
+  except (ValueError, RuntimeError) as e:
+    return _error(str(e), 2)
   try:
     gin_flags.parse_gin(FLAGS.gin_file, gin_flags.gin_bindings_from_flags())
   except (ValueError, KeyError, SyntaxError, IOError) as e:

@@ -3,6 +3,7 @@
 No timing is asserted; only that the fields exist and agree with each other.
 """
 
+import os
 
 import pytest
 
@@ -38,6 +39,8 @@ def _check_consistent(record, batch):
   assert record["achieved_gflops_per_s"] == pytest.approx(
       record["gflops_per_clip"] * record["clips_per_s"])
   assert record["forward_gflops_per_clip"] > 0 and record["peak_rss_mb"] > 0
+  # The allocator in effect is recorded: what importing `official` chose, or the caller.
+  assert record["tf_cpu_allocator_use_bfc"] == os.environ["TF_CPU_ALLOCATOR_USE_BFC"]
 
 
 @pytest.mark.slow
