@@ -16,10 +16,14 @@ rounds of each run's min, the largest peak RSS and the load range; then the rati
 issue asks for (training step over the port's, over our own inference), from the medians.
 Every run's JSON line is written to `--out` for the record.
 
-Importing `official` selects TF's BFC allocator for CPU tensors (`official/runtime.py`);
-the port and checkouts before that change run on the C library's `malloc`. `--port_bfc`
-adds a fourth program, `port_bfc`: the port with `TF_CPU_ALLOCATOR_USE_BFC=true`, so that
-what the allocator alone buys can be told apart (its ratios are printed too).
+With Eigen's kernels, importing `official` selects TF's BFC allocator for CPU tensors
+(`official/runtime.py`); the port and checkouts before that change run on the C library's
+`malloc`. Every program starts without `TF_CPU_ALLOCATOR_USE_BFC` (a value in the caller's
+shell is dropped), so each makes its own choice. `--port_bfc` adds a fourth program,
+`port_bfc`: the port with `TF_CPU_ALLOCATOR_USE_BFC=true`, so that what the allocator
+alone buys can be told apart (its ratios are printed too). Each record gets
+`tf_cpu_allocator`: the package's own report for before and after (absent in checkouts
+before that field), and by construction for the port.
 """
 
 import argparse
@@ -62,7 +66,10 @@ def main():
   args = parser.parse_args()
 
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  env.pop("TF_CPU_ALLOCATOR_USE_BFC", None)
+  env.pop("TF_CPU_BFC_MEM_LIMIT_IN_MB", None)
   envs = {"port_bfc": dict(env, TF_CPU_ALLOCATOR_USE_BFC="true")}
+  port_allocators = {"port": "default", "port_bfc": "bfc"}
   port_script = os.path.join(os.path.abspath(args.after), "benchmarks", "port_baseline",
                              "bench_port.py")
   programs = {
@@ -86,10 +93,13 @@ def main():
           command, cwd = make(mode)
           record = _run(command, cwd, envs.get(name, env))
           record.update(program=name, round=round_index, mode=mode)
+          if name in port_allocators:
+            record["tf_cpu_allocator"] = port_allocators[name]
           records.append(record)
           out.write(json.dumps(record) + "\n")
           out.flush()
-          print(f"round {round_index} {mode:5s} {name:6s} median {record['median_s']:.2f} s "
+          print(f"round {round_index} {mode:5s} {name:8s} "
+                f"{record.get('tf_cpu_allocator', '?'):7s} median {record['median_s']:.2f} s "
                 f"min {record['min_s']:.2f} s rss {record['peak_rss_mb']:.0f} MB load "
                 f"{record['load_before']:.1f}/{record['load_after']:.1f}", flush=True)
 

@@ -19,8 +19,8 @@ process once the model steps are timed, before the ceiling matmul), gflops_per_c
 infer: the forward FLOPs of `official.tools.model_info`; for train: 3x that, the usual
 forward + backward estimate), achieved_gflops_per_s (gflops_per_clip * clips_per_s),
 load_avg_1m (os.getloadavg at the end), intra_op_threads / inter_op_threads (in effect),
-tf_cpu_allocator_use_bfc (TF_CPU_ALLOCATOR_USE_BFC: `true` as importing `official` sets it,
-unless the caller set it). With `--ceiling`: ceiling_gflops_per_s (median of
+tf_cpu_allocator (`bfc`: TF's pool, which importing `official` selects with Eigen's kernels
+unless TF_CPU_ALLOCATOR_USE_BFC is set; `default`: malloc), onednn_kernels (bool). With `--ceiling`: ceiling_gflops_per_s (median of
 a 4096^3 matmul in the chosen precision's compute dtype) and fraction_of_ceiling.
 """
 
@@ -182,8 +182,10 @@ def benchmark(gin_files, gin_params, frames, size, batch, mode, xla, precision, 
       "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
       "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
       "cpu_count": os.cpu_count(),
-      # What `official` chose (true) or the user set: TF's BFC pool or malloc for CPU tensors.
-      "tf_cpu_allocator_use_bfc": os.environ.get(runtime.ALLOCATOR_VARIABLE),
+      # TF's CPU allocator: "bfc" (what importing `official` chooses with Eigen's kernels)
+      # or "default" (malloc), as TF reads TF_CPU_ALLOCATOR_USE_BFC.
+      "tf_cpu_allocator": runtime.cpu_allocator(),
+      "onednn_kernels": runtime.onednn_kernels(),
   }
   if ceiling:
     record["ceiling_size"] = ceiling_size

@@ -1,36 +1,105 @@
 """Process-wide TensorFlow settings the package chooses: the CPU allocator, thread counts.
 
-**CPU allocator.** Importing `official` sets `TF_CPU_ALLOCATOR_USE_BFC=true` unless the
-variable is already set, so TF serves CPU tensors from its best-fit-with-coalescing (BFC)
-pool (`tensorflow/core/common_runtime/process_state.cc`, growing on demand up to
-`TF_CPU_BFC_MEM_LIMIT_IN_MB`, 64 GiB by default) instead of the C library's `malloc`. TF
-reads the variable when it creates its CPU allocator, at the first op, so the setting
-holds when `official` is imported after TensorFlow but before any op has run. The pool
-keeps freed memory for the next tensor; `malloc` hands large blocks back to the kernel and
-gets them again as fresh pages, which the kernel faults in and zeroes on every step. With
-Eigen's kernels on a 2-core VM (`docs/performance.md`, eighth session) full_asnp50's
-inference step took 13% less time and its training step 3% less (7.5% less CPU work on
-one thread), and the training peak RSS varied less; with oneDNN both were unchanged. The
-pool is not returned to the system while the process runs: its resident size stays at the
-largest working set the process has had. To keep TF's default allocator, set
-`TF_CPU_ALLOCATOR_USE_BFC=false` before importing `official`.
+**CPU allocator.** With TF's Eigen CPU kernels (oneDNN off: `TF_ENABLE_ONEDNN_OPTS=0`, or
+TF's default on CPUs without AVX512_VNNI, AVX512_BF16 or AMX), importing `official` sets
+`TF_CPU_ALLOCATOR_USE_BFC=true` unless the variable is already set. TF then serves CPU
+tensors from its best-fit-with-coalescing (BFC) pool
+(`tensorflow/core/common_runtime/process_state.cc`) instead of the C library's `malloc`.
+- Why: the pool keeps freed memory for the next tensor, where `malloc` hands large blocks
+  back to the kernel and gets them again as fresh pages, faulted in and zeroed on every
+  step. On a 2-core VM with Eigen (`docs/performance.md`, eighth session) full_asnp50's
+  inference step took 10-13% less time, its training step about the same, and the
+  training peak RSS stopped varying (3.8-4.0 GiB in every run, against up to 4.7 GiB).
+- Why not with oneDNN: there BFC changed no step time and raised the training peak by
+  about 130 MiB, so TF's default stays.
+- The cost: the pool is not returned to the system while the process runs, and with
+  tensors of many different shapes (e.g. eager work on videos of varying sizes) it holds
+  more memory than `malloc` does. `docs/performance.md` has the figures.
+- When: TF reads the variable when it creates its CPU allocator, at its first op (a
+  `tf.data` dataset counts). Importing `official` after TensorFlow but before any op
+  works; after an op, the variable is left unset and a warning says so.
+- The limit: TF caps the pool at `TF_CPU_BFC_MEM_LIMIT_IN_MB`, 64 GiB by default whatever
+  the machine has, and past it raises an out-of-memory error where `malloc` would have
+  served the tensor. Unless that variable is set, it is set to the machine's physical
+  memory.
+- Child processes inherit both variables.
+Set `TF_CPU_ALLOCATOR_USE_BFC` yourself (`true` or `false`) before importing `official` to
+choose either way.
 
 **Threads.** `set_thread_counts` applies the trainer's `--intra_op_threads` /
 `--inter_op_threads` flags (0 keeps TF's default, one thread per core for each).
 """
 
 import os
+import sys
+
+from absl import logging
 
 ALLOCATOR_VARIABLE = "TF_CPU_ALLOCATOR_USE_BFC"
+LIMIT_VARIABLE = "TF_CPU_BFC_MEM_LIMIT_IN_MB"
+
+
+def onednn_kernels():
+  """Whether TF runs oneDNN's CPU kernels in this process: True, False (Eigen's) or None.
+
+  TF's query (`IsMklEnabled`) reads `TF_ENABLE_ONEDNN_OPTS` and the CPU's features. It is
+  not public; None means it is missing, and callers then keep TF's defaults. Importing
+  TensorFlow for it does not create TF's allocator.
+  """
+  try:
+    from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
+    return bool(_pywrap_util_port.IsMklEnabled())
+  except (ImportError, AttributeError):
+    return None
+
+
+def _tf_has_run_an_op():
+  """Whether TF's eager context exists in this process, i.e. TF has run an op (and so
+  created its CPU allocator). False when TensorFlow is not imported yet."""
+  if "tensorflow" not in sys.modules:
+    return False
+  try:
+    from tensorflow.python.eager import context  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
+    current = context.context_safe()
+    return current is not None and current._context_handle is not None  # pylint: disable=protected-access
+  except (ImportError, AttributeError):
+    return False
 
 
 def prefer_bfc_cpu_allocator():
-  """Sets `TF_CPU_ALLOCATOR_USE_BFC=true` unless the user has set it (see the module doc).
+  """Sets `TF_CPU_ALLOCATOR_USE_BFC=true` with Eigen's kernels unless the user has set it.
+
+  See the module doc for why, when, and why not with oneDNN's kernels. Also sets
+  `TF_CPU_BFC_MEM_LIMIT_IN_MB` to the machine's physical memory unless it is set.
 
   Returns:
-    The variable's value in effect, a str.
+    The variable's value in effect (a str), or None where TF's default allocator stays.
   """
-  return os.environ.setdefault(ALLOCATOR_VARIABLE, "true")
+  if ALLOCATOR_VARIABLE in os.environ or onednn_kernels() is not False:
+    return os.environ.get(ALLOCATOR_VARIABLE)
+  if _tf_has_run_an_op():
+    logging.warning(
+        "official was imported after TensorFlow ran an op, so TF's CPU allocator is "
+        "already chosen and %s cannot take effect: TF's default (malloc) stays. Import "
+        "official before running TF ops, or set %s=true in the environment, for TF's BFC "
+        "pool (see official/runtime.py).", ALLOCATOR_VARIABLE, ALLOCATOR_VARIABLE)
+    return None
+  os.environ[ALLOCATOR_VARIABLE] = "true"
+  if LIMIT_VARIABLE not in os.environ:
+    os.environ[LIMIT_VARIABLE] = str(
+        os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20)
+  return os.environ[ALLOCATOR_VARIABLE]
+
+
+def cpu_allocator():
+  """The CPU allocator TF builds from `TF_CPU_ALLOCATOR_USE_BFC`: 'bfc' or 'default'.
+
+  Read as TF reads it (`ReadBoolFromEnvVar`): 'true' or '1' in any case mean BFC; unset,
+  'false', '0' and anything else (TF logs a parse error) mean its default. It says what
+  TF builds at its first op, not what it built if the variable changed after that.
+  """
+  value = os.environ.get(ALLOCATOR_VARIABLE)
+  return "bfc" if value is not None and value.lower() in ("true", "1") else "default"
 
 
 def set_thread_counts(intra_op_threads, inter_op_threads):

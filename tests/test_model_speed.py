@@ -39,8 +39,10 @@ def _check_consistent(record, batch):
   assert record["achieved_gflops_per_s"] == pytest.approx(
       record["gflops_per_clip"] * record["clips_per_s"])
   assert record["forward_gflops_per_clip"] > 0 and record["peak_rss_mb"] > 0
-  # The allocator in effect is recorded: what importing `official` chose, or the caller.
-  assert record["tf_cpu_allocator_use_bfc"] == os.environ["TF_CPU_ALLOCATOR_USE_BFC"]
+  # The allocator and kernels in effect are recorded.
+  bfc = os.environ.get("TF_CPU_ALLOCATOR_USE_BFC", "").lower() in ("true", "1")
+  assert record["tf_cpu_allocator"] == ("bfc" if bfc else "default")
+  assert record["onednn_kernels"] in (True, False)
 
 
 @pytest.mark.slow

@@ -30,12 +30,12 @@ def _child(code, **env_overrides):
   return result
 
 
-def test_importing_official_selects_tfs_bfc_cpu_allocator():
+def test_importing_official_selects_tfs_bfc_cpu_allocator_with_eigens_kernels():
   result = _child("""
       import official
       import tensorflow as tf
       print(float(tf.reduce_sum(tf.ones([4]))))
-  """)
+  """, TF_ENABLE_ONEDNN_OPTS="0")
   assert BFC_LOG_LINE in result.stderr
   assert result.stdout.strip() == "4.0"
 
@@ -47,8 +47,21 @@ def test_importing_official_after_tensorflow_still_selects_it():
       import keras
       import official
       print(float(tf.reduce_sum(tf.ones([4]))))
-  """)
+  """, TF_ENABLE_ONEDNN_OPTS="0")
   assert BFC_LOG_LINE in result.stderr
+
+
+def test_with_onednn_tfs_default_allocator_stays():
+  # With oneDNN's kernels BFC brought no speed and a higher training peak (+130 MiB).
+  result = _child("""
+      import os
+      import official
+      import tensorflow as tf
+      tf.ones([4]).numpy()
+      print(os.environ.get("TF_CPU_ALLOCATOR_USE_BFC"))
+  """, TF_ENABLE_ONEDNN_OPTS="1")
+  assert BFC_LOG_LINE not in result.stderr
+  assert result.stdout.strip() == "None"
 
 
 @pytest.mark.parametrize("choice", ["0", "false"])
@@ -59,9 +72,61 @@ def test_the_users_allocator_choice_is_kept(choice):
       import tensorflow as tf
       tf.ones([4]).numpy()
       print(os.environ["TF_CPU_ALLOCATOR_USE_BFC"])
-  """, TF_CPU_ALLOCATOR_USE_BFC=choice)
+  """, TF_CPU_ALLOCATOR_USE_BFC=choice, TF_ENABLE_ONEDNN_OPTS="0")
   assert BFC_LOG_LINE not in result.stderr
   assert result.stdout.strip() == choice
+
+
+def test_importing_official_after_an_op_leaves_the_variable_unset_and_warns():
+  # TF has built its allocator; setting the variable now would only mislead.
+  result = _child("""
+      import os
+      import tensorflow as tf
+      tf.data.Dataset.range(3)  # an op: TF's CPU allocator exists from here on
+      import official
+      print(os.environ.get("TF_CPU_ALLOCATOR_USE_BFC"))
+  """, TF_ENABLE_ONEDNN_OPTS="0")
+  assert BFC_LOG_LINE not in result.stderr
+  assert result.stdout.strip() == "None"
+  assert "TF_CPU_ALLOCATOR_USE_BFC" in result.stderr and "before" in result.stderr
+
+
+def test_the_pools_limit_is_the_machines_memory_unless_set():
+  # TF's own limit is 64 GiB whatever the machine has: past it, BFC raises an OOM error
+  # where malloc would have served the tensor.
+  physical_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+  result = _child("""
+      import os
+      import official
+      print(os.environ.get("TF_CPU_BFC_MEM_LIMIT_IN_MB"))
+  """, TF_ENABLE_ONEDNN_OPTS="0")
+  assert result.stdout.strip() == str(physical_mib)
+  result = _child("""
+      import os
+      import official
+      print(os.environ.get("TF_CPU_BFC_MEM_LIMIT_IN_MB"))
+  """, TF_ENABLE_ONEDNN_OPTS="0", TF_CPU_BFC_MEM_LIMIT_IN_MB="512")
+  assert result.stdout.strip() == "512"
+
+
+@pytest.mark.parametrize("value,allocator", [
+    ("true", "bfc"), ("TRUE", "bfc"), ("1", "bfc"), ("false", "default"), ("0", "default"),
+    # TF logs a parse error for these and keeps its default.
+    ("yes", "default"), ("", "default"), ("2", "default"), (" true", "default"),
+    (None, "default")])
+def test_cpu_allocator_reads_the_variable_as_tf_does(monkeypatch, value, allocator):
+  if value is None:
+    monkeypatch.delenv("TF_CPU_ALLOCATOR_USE_BFC", raising=False)
+  else:
+    monkeypatch.setenv("TF_CPU_ALLOCATOR_USE_BFC", value)
+  assert runtime.cpu_allocator() == allocator
+
+
+def test_training_records_the_cpu_allocator_in_versions_json():
+  from official.training import reproducibility  # pylint: disable=g-import-not-at-top
+  record = reproducibility.versions()
+  assert record["tf_cpu_allocator"] == runtime.cpu_allocator()
+  assert record["onednn_kernels"] == runtime.onednn_kernels()
 
 
 def test_train_flags_set_tfs_thread_counts():

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 import official
+from official import runtime
 from official.evaluation import writers
 
 CONFIG_FILE = "config.gin"
@@ -67,8 +68,11 @@ def preserved_process_state():
 
 
 def versions():
+  """Package and framework versions, and the CPU kernels and allocator TF runs with."""
   return {"assemblenet": official.__version__, "tensorflow": tf.__version__,
-          "keras": keras.__version__, "python": platform.python_version()}
+          "keras": keras.__version__, "python": platform.python_version(),
+          "onednn_kernels": runtime.onednn_kernels(),
+          "tf_cpu_allocator": runtime.cpu_allocator()}
 
 
 def _write_text(path, text):

@@ -10,6 +10,7 @@ ICLR 2020, Sec. 3 and Appendix A).
 import keras
 import tensorflow as tf
 
+from official import runtime
 from official.modeling.layers import batch_norm as batch_norm_lib
 
 # Authors' choices for every conv and batch norm of the backbone.
@@ -55,14 +56,10 @@ def _eigen_kernels():
   `TF_ENABLE_ONEDNN_OPTS=0` (or, by default, on CPUs without AVX512_VNNI, AVX512_BF16 or
   AMX), Eigen's then. Some backward forms below win only with Eigen's kernels and lose
   with oneDNN's (or on a GPU), so they are chosen only when this holds. TF's query is not
-  public; if it is missing the answer is False, which keeps TF's own gradient ops.
+  public; if it is missing (`runtime.onednn_kernels()` is None) the answer is False, which
+  keeps TF's own gradient ops.
   """
-  try:
-    from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-import-not-at-top,g-direct-tensorflow-import
-    onednn = bool(_pywrap_util_port.IsMklEnabled())
-  except (ImportError, AttributeError):
-    return False
-  return not onednn and not tf.config.list_logical_devices("GPU")
+  return runtime.onednn_kernels() is False and not tf.config.list_logical_devices("GPU")
 
 
 def _kernel_gradient_as_conv(inputs, upstream, kernel_shape, strides):
