@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks import model_speed
+from official import runtime
 from official.modeling import builders
 from official.modeling.layers import conv_2plus1d
 
@@ -128,6 +129,7 @@ def totals(records):
 
 def main(argv):
   del argv
+  runtime.prefer_bfc_cpu_allocator()  # before TF's first op (official/runtime.py)
   model_speed.apply_thread_flags()
   records = []
   for record in benchmark(FLAGS.gin_file, FLAGS.gin_param, model_speed._FRAMES.value,  # pylint: disable=protected-access

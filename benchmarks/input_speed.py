@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from data_prep import prepare
 from data_prep import synthetic
+from official import runtime
 from official.data import input_pipeline
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Prepared TFDS data (else synthetic).")
@@ -84,6 +85,7 @@ def time_case(case, data_dir):
 
 def main(argv):
   del argv
+  runtime.prefer_bfc_cpu_allocator()  # before TF's first op (official/runtime.py)
   tf.config.threading.set_intra_op_parallelism_threads(_THREADS.value)
   tf.config.threading.set_inter_op_parallelism_threads(_THREADS.value)
   data_dir = _DATA_DIR.value

@@ -16,7 +16,7 @@ rounds of each run's min, the largest peak RSS and the load range; then the rati
 issue asks for (training step over the port's, over our own inference), from the medians.
 Every run's JSON line is written to `--out` for the record.
 
-With Eigen's kernels, importing `official` selects TF's BFC allocator for CPU tensors
+With Eigen's kernels, the package's commands select TF's BFC allocator for CPU tensors
 (`official/runtime.py`); the port and checkouts before that change run on the C library's
 `malloc`. Every program starts without `TF_CPU_ALLOCATOR_USE_BFC` (a value in the caller's
 shell is dropped), so each makes its own choice. `--port_bfc` adds a fourth program,

@@ -19,9 +19,10 @@ process once the model steps are timed, before the ceiling matmul), gflops_per_c
 infer: the forward FLOPs of `official.tools.model_info`; for train: 3x that, the usual
 forward + backward estimate), achieved_gflops_per_s (gflops_per_clip * clips_per_s),
 load_avg_1m (os.getloadavg at the end), intra_op_threads / inter_op_threads (in effect),
-tf_cpu_allocator (`bfc`: TF's pool, which importing `official` selects with Eigen's kernels
-unless TF_CPU_ALLOCATOR_USE_BFC is set; `default`: malloc), onednn_kernels (bool). With `--ceiling`: ceiling_gflops_per_s (median of
-a 4096^3 matmul in the chosen precision's compute dtype) and fraction_of_ceiling.
+tf_cpu_allocator (`bfc`: TF's pool, which the package's commands select with Eigen's
+kernels unless TF_CPU_ALLOCATOR_USE_BFC is set; `default`: malloc), onednn_kernels (bool).
+With `--ceiling`: ceiling_gflops_per_s (median of a 4096^3 matmul in the chosen
+precision's compute dtype) and fraction_of_ceiling.
 """
 
 import json
@@ -182,7 +183,7 @@ def benchmark(gin_files, gin_params, frames, size, batch, mode, xla, precision, 
       "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
       "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
       "cpu_count": os.cpu_count(),
-      # TF's CPU allocator: "bfc" (what importing `official` chooses with Eigen's kernels)
+      # TF's CPU allocator: "bfc" (what the package's commands choose with Eigen's kernels)
       # or "default" (malloc), as TF reads TF_CPU_ALLOCATOR_USE_BFC.
       "tf_cpu_allocator": runtime.cpu_allocator(),
       "onednn_kernels": runtime.onednn_kernels(),
@@ -205,6 +206,7 @@ def apply_thread_flags():
 
 def main(argv):
   del argv
+  runtime.prefer_bfc_cpu_allocator()  # before TF's first op (official/runtime.py)
   apply_thread_flags()
   record = benchmark(FLAGS.gin_file, FLAGS.gin_param, _FRAMES.value, _SIZE.value,
                      _BATCH.value, _MODE.value, _XLA.value, _PRECISION.value, _RUNS.value,

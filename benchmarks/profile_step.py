@@ -34,6 +34,7 @@ import keras
 import tensorflow as tf
 
 from benchmarks import model_speed
+from official import runtime
 from official.modeling import builders
 
 FLAGS = flags.FLAGS
@@ -101,6 +102,7 @@ def profile(gin_files, gin_params, frames, size, batch, mode, xla, precision, wa
 
 def main(argv):
   del argv
+  runtime.prefer_bfc_cpu_allocator()  # before TF's first op (official/runtime.py)
   model_speed.apply_thread_flags()
   per_op, per_name, wall = profile(FLAGS.gin_file, FLAGS.gin_param, model_speed._FRAMES.value,  # pylint: disable=protected-access
                          model_speed._SIZE.value, model_speed._BATCH.value,  # pylint: disable=protected-access

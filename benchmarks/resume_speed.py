@@ -37,6 +37,7 @@ from absl import flags
 import tensorflow as tf
 
 from benchmarks import input_speed
+from official import runtime
 from official.data import input_pipeline
 
 _STEPS = flags.DEFINE_integer("steps", 150, "N: the resumed step (also measured: 2N).")
@@ -64,6 +65,7 @@ def first_batch_seconds(data_dir, method, step):
 
 def main(argv):
   del argv
+  runtime.prefer_bfc_cpu_allocator()  # before TF's first op (official/runtime.py)
   tf.config.threading.set_inter_op_parallelism_threads(input_speed._THREADS.value)
   tf.config.threading.set_intra_op_parallelism_threads(input_speed._THREADS.value)
   work_dir = input_speed._WORK_DIR.value or os.path.join(tempfile.gettempdir(),

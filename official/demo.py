@@ -27,6 +27,7 @@ from absl import flags
 from absl import logging
 
 from official import gin_flags
+from official import runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_GIN = os.path.join(ROOT, "gin", "experiments", "demo_synthetic.gin")
@@ -175,6 +176,7 @@ def define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  runtime.prefer_bfc_cpu_allocator()  # before TF's first op (official/runtime.py)
   summary = run(os.path.abspath(FLAGS.out), FLAGS.gin_file or [DEFAULT_GIN],
                 gin_flags.gin_bindings_from_flags(), FLAGS.seed)
   print(format_summary(summary))

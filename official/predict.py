@@ -49,6 +49,7 @@ from absl import logging
 import numpy as np
 
 from official import gin_flags
+from official import runtime
 
 FLAGS = flags.FLAGS
 
@@ -191,6 +192,7 @@ def build_classifier():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  runtime.prefer_bfc_cpu_allocator()  # before TF's first op (official/runtime.py)
   if not FLAGS.video:
     raise app.UsageError("Pass at least one --video=FILE.")
   if FLAGS.timeline_csv and not FLAGS.timeline:

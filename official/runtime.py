@@ -1,10 +1,14 @@
 """Process-wide TensorFlow settings the package chooses: the CPU allocator, thread counts.
 
 **CPU allocator.** With TF's Eigen CPU kernels (oneDNN off: `TF_ENABLE_ONEDNN_OPTS=0`, or
-TF's default on CPUs without AVX512_VNNI, AVX512_BF16 or AMX), importing `official` sets
+TF's default on CPUs without AVX512_VNNI, AVX512_BF16 or AMX), the package's commands
+(`official.train`, `official.predict`, `official.demo`, the search, the tools and the
+benchmarks) call `prefer_bfc_cpu_allocator()` first, which sets
 `TF_CPU_ALLOCATOR_USE_BFC=true` unless the variable is already set. TF then serves CPU
 tensors from its best-fit-with-coalescing (BFC) pool
 (`tensorflow/core/common_runtime/process_state.cc`) instead of the C library's `malloc`.
+Importing `official` changes nothing: a script of your own gets the pool by calling the
+function before TF's first op, or by setting the variable.
 - Why: the pool keeps freed memory for the next tensor, where `malloc` hands large blocks
   back to the kernel and gets them again as fresh pages, faulted in and zeroed on every
   step. On a 2-core VM with Eigen (`docs/performance.md`, eighth session) full_asnp50's
@@ -16,15 +20,15 @@ tensors from its best-fit-with-coalescing (BFC) pool
   tensors of many different shapes (e.g. eager work on videos of varying sizes) it holds
   more memory than `malloc` does. `docs/performance.md` has the figures.
 - When: TF reads the variable when it creates its CPU allocator, at its first op (a
-  `tf.data` dataset counts). Importing `official` after TensorFlow but before any op
-  works; after an op, the variable is left unset and a warning says so.
+  `tf.data` dataset counts). Called after an eager op, the function leaves the variable
+  unset and logs a warning; a TF1 `Session` run before it is not detected.
 - The limit: TF caps the pool at `TF_CPU_BFC_MEM_LIMIT_IN_MB`, 64 GiB by default whatever
   the machine has, and past it raises an out-of-memory error where `malloc` would have
-  served the tensor. Unless that variable is set, it is set to the machine's physical
-  memory.
-- Child processes inherit both variables.
-Set `TF_CPU_ALLOCATOR_USE_BFC` yourself (`true` or `false`) before importing `official` to
-choose either way.
+  served the tensor. Whenever BFC is in effect (chosen here or by you) and that variable is
+  unset, it is set to the machine's physical memory; if that cannot be read, the package
+  does not choose BFC.
+- Child processes inherit both variables, whatever kernels they run.
+Set `TF_CPU_ALLOCATOR_USE_BFC` yourself (`true` or `false`) to choose either way.
 
 **Threads.** `set_thread_counts` applies the trainer's `--intra_op_threads` /
 `--inter_op_threads` flags (0 keeps TF's default, one thread per core for each).
@@ -66,29 +70,44 @@ def _tf_has_run_an_op():
     return False
 
 
-def prefer_bfc_cpu_allocator():
-  """Sets `TF_CPU_ALLOCATOR_USE_BFC=true` with Eigen's kernels unless the user has set it.
+def _physical_memory_mib():
+  """The machine's physical memory in MiB, or None where the system does not say."""
+  try:
+    pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+  except (AttributeError, ValueError, OSError):  # no sysconf (Windows), or no such name
+    return None
+  if pages <= 0 or page_size <= 0:
+    return None
+  return pages * page_size // 2**20
 
-  See the module doc for why, when, and why not with oneDNN's kernels. Also sets
-  `TF_CPU_BFC_MEM_LIMIT_IN_MB` to the machine's physical memory unless it is set.
+
+def prefer_bfc_cpu_allocator():
+  """Chooses TF's BFC pool for CPU tensors with Eigen's kernels, unless the user has chosen.
+
+  Call first thing in a command, before TF's first op; see the module doc for why, when,
+  and why not with oneDNN's kernels. Sets `TF_CPU_ALLOCATOR_USE_BFC=true` when the
+  variable is unset, TF runs Eigen's kernels, no eager op has run and the machine's memory
+  can be read; and sets `TF_CPU_BFC_MEM_LIMIT_IN_MB` to that memory whenever BFC is in
+  effect and the limit is unset. Imports TensorFlow (to ask which kernels it runs).
 
   Returns:
-    The variable's value in effect (a str), or None where TF's default allocator stays.
+    The allocator variable's value in effect (a str), or None where TF's default stays.
   """
-  if ALLOCATOR_VARIABLE in os.environ or onednn_kernels() is not False:
-    return os.environ.get(ALLOCATOR_VARIABLE)
-  if _tf_has_run_an_op():
-    logging.warning(
-        "official was imported after TensorFlow ran an op, so TF's CPU allocator is "
-        "already chosen and %s cannot take effect: TF's default (malloc) stays. Import "
-        "official before running TF ops, or set %s=true in the environment, for TF's BFC "
-        "pool (see official/runtime.py).", ALLOCATOR_VARIABLE, ALLOCATOR_VARIABLE)
-    return None
-  os.environ[ALLOCATOR_VARIABLE] = "true"
-  if LIMIT_VARIABLE not in os.environ:
-    os.environ[LIMIT_VARIABLE] = str(
-        os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20)
-  return os.environ[ALLOCATOR_VARIABLE]
+  memory_mib = _physical_memory_mib()
+  if (ALLOCATOR_VARIABLE not in os.environ and onednn_kernels() is False and
+      memory_mib is not None):
+    if _tf_has_run_an_op():
+      logging.warning(
+          "TensorFlow has already run an op, so its CPU allocator is chosen and %s cannot "
+          "take effect: TF's default (malloc) stays. Call "
+          "official.runtime.prefer_bfc_cpu_allocator() before any TF op, or set %s=true "
+          "in the environment, for TF's BFC pool (see official/runtime.py).",
+          ALLOCATOR_VARIABLE, ALLOCATOR_VARIABLE)
+      return None
+    os.environ[ALLOCATOR_VARIABLE] = "true"
+  if cpu_allocator() == "bfc" and LIMIT_VARIABLE not in os.environ and memory_mib:
+    os.environ[LIMIT_VARIABLE] = str(memory_mib)
+  return os.environ.get(ALLOCATOR_VARIABLE)
 
 
 def cpu_allocator():

@@ -52,6 +52,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  runtime.prefer_bfc_cpu_allocator()  # before TF's first op (official/runtime.py)
   try:
     runtime.set_thread_counts(FLAGS.intra_op_threads, FLAGS.inter_op_threads)
   except (ValueError, RuntimeError) as e:

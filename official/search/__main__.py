@@ -22,6 +22,7 @@ from absl import app
 from absl import flags
 
 from official import gin_flags
+from official import runtime
 from official.search import evolution
 from official.search import mutations
 
@@ -61,6 +62,7 @@ def define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  runtime.prefer_bfc_cpu_allocator()  # before TF's first op (official/runtime.py)
   from official.search import run  # pylint: disable=g-import-not-at-top
   unknown = [a for a in FLAGS.algorithm if a not in evolution.ALGORITHMS]
   if unknown or not FLAGS.gin_file:

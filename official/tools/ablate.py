@@ -30,6 +30,7 @@ from absl import logging
 import numpy as np
 
 from official import gin_flags
+from official import runtime
 from official.modeling import structures
 
 # Stem types of the authors' structure format.
@@ -317,6 +318,7 @@ def define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  runtime.prefer_bfc_cpu_allocator()  # before TF's first op (official/runtime.py)
   from official import demo  # pylint: disable=g-import-not-at-top
   result = run(os.path.abspath(FLAGS.out), FLAGS.gin_file or [demo.DEFAULT_GIN],
                [int(s) for s in FLAGS.seeds], FLAGS.steps, FLAGS.only,

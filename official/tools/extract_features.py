@@ -33,6 +33,7 @@ import numpy as np
 import tqdm
 
 from official import gin_flags
+from official import runtime
 
 FLAGS = flags.FLAGS
 INDEX_FILE = "index.jsonl"
@@ -159,6 +160,7 @@ def extract_files(classifier, extractor, writer, paths, object_maps):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  runtime.prefer_bfc_cpu_allocator()  # before TF's first op (official/runtime.py)
   if not FLAGS.model_dir or not FLAGS.out:
     raise app.UsageError("Pass --model_dir (and --gin_file unless it holds the config.gin "
                          "training wrote) and --out.")
