@@ -23,7 +23,6 @@ import time
 
 from absl import app
 from absl import flags
-import tensorflow as tf
 
 from data_prep import prepare
 from data_prep import synthetic
@@ -86,8 +85,7 @@ def time_case(case, data_dir):
 def main(argv):
   del argv
   runtime.prefer_bfc_cpu_allocator()  # before TF's first op (official/runtime.py)
-  tf.config.threading.set_intra_op_parallelism_threads(_THREADS.value)
-  tf.config.threading.set_inter_op_parallelism_threads(_THREADS.value)
+  runtime.set_thread_counts(_THREADS.value, _THREADS.value)
   data_dir = _DATA_DIR.value
   if data_dir is None:
     work_dir = _WORK_DIR.value or tempfile.mkdtemp(prefix="input_speed_")

@@ -34,7 +34,6 @@ import time
 
 from absl import app
 from absl import flags
-import tensorflow as tf
 
 from benchmarks import input_speed
 from official import runtime
@@ -66,8 +65,7 @@ def first_batch_seconds(data_dir, method, step):
 def main(argv):
   del argv
   runtime.prefer_bfc_cpu_allocator()  # before TF's first op (official/runtime.py)
-  tf.config.threading.set_inter_op_parallelism_threads(input_speed._THREADS.value)
-  tf.config.threading.set_intra_op_parallelism_threads(input_speed._THREADS.value)
+  runtime.set_thread_counts(input_speed._THREADS.value, input_speed._THREADS.value)
   work_dir = input_speed._WORK_DIR.value or os.path.join(tempfile.gettempdir(),
                                                          "assemblenet_input_speed")
   data_dir = input_speed._DATA_DIR.value or input_speed.make_synthetic(
