@@ -48,7 +48,17 @@ def decode_video_ids(codes):
 
 def use_sync_batch_norm(model):
   """Makes every `BatchNormalization` of `model` compute batch statistics over the global
-  batch (all replicas), as the authors' TPU training did. Returns how many were switched.
+  batch (all replicas). Returns how many were switched.
+
+  Why: the statistics then do not depend on how many replicas share the batch, so one GPU
+  and eight see the same normalisation for the same global batch. This is the package's
+  choice, not the authors': their released TF1 code normalises with
+  `tf.layers.batch_normalization(fused=True)` (`rep_flow_2d_layer.batch_norm_relu`), which
+  has no cross-replica mode, so on their TPU v3 each core used its own shard's
+  statistics; their training script and per-core batch are not released. Synchronised,
+  `batch_norm.FusedBatchNorm` falls back to Keras' layer, which updates the moving
+  variance with the biased batch variance (`(n - 1) / n` of the authors' unbiased one,
+  over the n values of a channel in the global batch).
 
   Keras 3's layer reads `synchronized` at call time, so this works on a built model.
   """
