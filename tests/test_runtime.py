@@ -159,7 +159,7 @@ def test_train_sets_tfs_thread_counts_and_allocator():
     "official.train", "official.predict", "official.demo", "official.search.__main__",
     "official.tools.ablate", "official.tools.extract_features", "benchmarks.model_speed",
     "benchmarks.profile_step", "benchmarks.conv_backward", "benchmarks.input_speed",
-    "benchmarks.resume_speed"])
+    "benchmarks.resume_speed", "benchmarks.step_floor"])
 def test_every_command_chooses_the_allocator_first(module):
   # The commands that run TF ops choose before their first op, so the benchmarks measure
   # what the trainer runs with.
