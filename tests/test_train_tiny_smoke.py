@@ -139,3 +139,15 @@ def test_bad_checkpoint_and_empty_model_dir_give_clear_errors(tmp_path):
              f"--checkpoint={tmp_path}/ckpt-7", check=False)
   assert out.returncode == 1
   assert f"--checkpoint={tmp_path}/ckpt-7 is not a checkpoint" in out.stderr
+
+
+@pytest.mark.slow
+def test_accuracy_over_multi_label_data_is_refused_before_training(tmp_path):
+  # The synthetic dataset is Charades-like: several actions per video, or none. Accuracy
+  # would arg-max each video's actions to its lowest class id and report a plausible number.
+  out = _cli("--mode=train_and_eval", f"--model_dir={tmp_path}", f"--gin_file={GIN}",
+             "--gin_param=Experiment.eval_metric = 'mean_class_accuracy'", check=False)
+  assert out.returncode == 2, out.stderr[-3000:]
+  assert ("Experiment.eval_metric = 'mean_class_accuracy', but the dataset "
+          "charades/synthetic is multi-label") in out.stdout + out.stderr
+  assert not list(tmp_path.glob("ckpt-*"))

@@ -1,7 +1,8 @@
 """The papers' evaluation metrics, over a whole evaluation set (never averaged over batches).
 
 - Charades (AssembleNet, AssembleNet++): mean average precision as computed by the official
-  `Charades_v1_classify.m` (non-interpolated AP per class, mean over classes with a positive).
+  `Charades_v1_classify.m` (non-interpolated AP per class, mean over classes with a positive;
+  a video without actions is never matched to a score, so it ranks last).
 - Toyota Smarthome (AssembleNet++): mean per-class accuracy, and plain top-1 accuracy.
 - Multi-view evaluation: the scores of several views (clips x crops) of one video are combined
   into one score vector per video.
@@ -65,18 +66,27 @@ def check_finite_scores(scores, allow_missing_rows=False):
 def per_class_average_precision(labels, scores):
   """`[N, C]` multi-hot labels and scores -> `[C]` AP per class (NaN without positives).
 
+  A video without any positive (a Charades test video whose `actions` field is empty) ranks
+  last in every class, below every scored video, whatever its scores: the official scorer
+  never matches a score to it. `load_charades` in `Charades_v1_classify.m` skips such a
+  row before recording its id, so its scores stay -inf (the dataset authors' Python
+  scorer, `utils/map.py` of gsig/charades-algorithms, sets them to -inf on purpose).
+  Counted as a negative with its own scores, it would lower every class's AP.
+
   Raises:
     ValueError: when a score is NaN or +-inf (whole rows of -inf, missing videos, excepted).
   """
   labels, scores = _check_2d(labels, scores)
   check_finite_scores(scores, allow_missing_rows=True)
+  scores = np.where(np.any(labels > 0, axis=1, keepdims=True), scores, -np.inf)
   return np.array([average_precision(labels[:, c], scores[:, c])
                    for c in range(labels.shape[1])])
 
 
 def charades_map(labels, scores):
   """Charades mAP (REFERENCE.md §4): the mean of the per-class APs over the classes that have
-  at least one positive video.
+  at least one positive video. Videos without any positive rank last in every class, as in
+  the official scorer (`per_class_average_precision`).
 
   Args:
     labels: `[num_videos, num_classes]` multi-hot array (video-level ground truth).
@@ -106,13 +116,31 @@ def _check_2d(labels, scores):
   return labels, scores
 
 
-def _class_ids(values, name):
+def _class_ids(values, name, one_hot=False):
+  """`[N]` class ids, from ids or from `[N, C]` values (one-hot labels with `one_hot`,
+  else per-class scores, arg-maxed)."""
   values = np.asarray(values)
-  if values.ndim == 2:  # One-hot labels or per-class scores.
-    if values.dtype.kind == "f":
+  if values.ndim == 2:
+    if one_hot:
+      positives = np.sum(values > 0, axis=1)
+      wrong = positives != 1
+      if np.any(wrong):
+        raise ValueError(
+            f"{name} must give one class per example (one-hot rows): {int(wrong.sum())} of "
+            f"{len(values)} rows have {sorted(set(positives[wrong].tolist()))} positives. "
+            "Multi-label data (Charades) is scored with 'map', not with accuracy.")
+    elif values.dtype.kind == "f":
       check_finite_scores(values)
     return np.argmax(values, axis=1)
   if values.ndim == 1:
+    if values.dtype.kind == "f":
+      bad = ~np.isfinite(values) | (values != np.round(values))
+      if np.any(bad):
+        raise ValueError(f"{name} must be whole-number class ids; {int(bad.sum())} are "
+                         f"not, e.g. {values[bad][:3].tolist()}.")
+    if values.dtype.kind not in "iuf":
+      raise ValueError(f"{name} must be whole-number class ids. Received dtype "
+                       f"{values.dtype}.")
     return values.astype(np.int64)
   raise ValueError(f"{name} must be class ids [N] or per-class values [N, C]. Received "
                    f"shape: {values.shape}")
@@ -123,7 +151,7 @@ def mean_class_accuracy(labels, predicted):
   averaged over those classes.
 
   Args:
-    labels: `[N]` class ids or `[N, C]` one-hot labels.
+    labels: `[N]` class ids or `[N, C]` one-hot labels (exactly one positive per row).
     predicted: `[N]` predicted class ids or `[N, C]` scores (argmax is taken). A
       predicted id of -1 (a video without a prediction) is wrong for every class.
 
@@ -131,9 +159,11 @@ def mean_class_accuracy(labels, predicted):
     Mean per-class accuracy as a float in [0, 1].
 
   Raises:
-    ValueError: on shapes that disagree, no examples, or non-finite scores.
+    ValueError: on shapes that disagree, no examples, non-finite scores, ids that are not
+      whole numbers, or `[N, C]` labels with a row of no or several positives (multi-label
+      data, scored with `charades_map`).
   """
-  true_ids = _class_ids(labels, "labels")
+  true_ids = _class_ids(labels, "labels", one_hot=True)
   predicted_ids = _class_ids(predicted, "predicted")
   if true_ids.shape != predicted_ids.shape or true_ids.size == 0:
     raise ValueError(f"labels and predicted must describe the same non-empty set of "
@@ -144,7 +174,7 @@ def mean_class_accuracy(labels, predicted):
 
 def top1_accuracy(labels, predicted):
   """Plain top-1 accuracy; same arguments as `mean_class_accuracy`."""
-  true_ids = _class_ids(labels, "labels")
+  true_ids = _class_ids(labels, "labels", one_hot=True)
   predicted_ids = _class_ids(predicted, "predicted")
   if true_ids.shape != predicted_ids.shape or true_ids.size == 0:
     raise ValueError(f"labels and predicted must describe the same non-empty set of "

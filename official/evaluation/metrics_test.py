@@ -20,12 +20,53 @@ def test_perfect_ranking_gives_one():
 
 
 def test_class_without_positives_is_skipped():
-  labels = np.array([[1, 0, 0], [0, 0, 1], [0, 0, 0]])
+  labels = np.array([[1, 0, 0], [0, 0, 1], [1, 1, 0]])
   scores = np.array([[0.2, 0.9, 0.1], [0.3, 0.5, 0.2], [0.1, 0.4, 0.3]])
-  # Class 0: the positive ranks 2nd -> 1/2. Class 1: no positive. Class 2: ranked 2nd -> 1/2.
-  assert metrics.charades_map(labels, scores) == 0.5
+  labels[:, 1] = 0
+  # Class 0: positives rank 2nd and 3rd -> (1/2 + 2/3) / 2. Class 1: no positive.
+  # Class 2: ranked 2nd -> 1/2.
+  assert metrics.charades_map(labels, scores) == pytest.approx(((1 / 2 + 2 / 3) / 2 + 0.5) / 2)
   aps = metrics.per_class_average_precision(labels, scores)
   assert np.isnan(aps[1])
+
+
+def _official_scorer(labels, scores):
+  """A NumPy transcription of `Charades_v1_classify.m`: `load_charades` records no id for
+  a test video whose `actions` field is empty, so no submitted score is matched to it and
+  its row stays -inf; per class THUMOSeventclspr (stable descending sort, precision at
+  every positive); the mean over the classes with a positive."""
+  test = np.where(np.any(labels > 0, axis=1, keepdims=True), scores, -np.inf)
+  aps = []
+  for c in range(labels.shape[1]):
+    order = np.argsort(-test[:, c], kind="stable")
+    positive = labels[order, c] > 0
+    if positive.any():
+      precision = np.cumsum(positive) / np.arange(1, len(positive) + 1)
+      aps.append(precision[positive].mean())
+  return np.mean(aps)
+
+
+def test_videos_without_actions_rank_last_as_in_the_official_scorer():
+  labels = np.array([[1, 0], [0, 1], [0, 0]])
+  scores = np.array([[0.5, 0.2], [0.4, 0.6], [0.9, 0.9]])  # the empty video scores highest
+  # The official scorer never matches a score to the empty video: it ranks last, and both
+  # classes rank their positive first. As a scored negative it would halve both APs.
+  assert metrics.charades_map(labels, scores) == 1.0
+  np.testing.assert_array_equal(metrics.per_class_average_precision(labels, scores),
+                                [1.0, 1.0])
+  rng = np.random.default_rng(7)
+  labels = (rng.random((300, 9)) < 0.15).astype(np.int32)
+  scores = rng.random((300, 9))
+  empty = ~labels.any(axis=1)
+  assert 10 < empty.sum() < 150
+  scores[empty] += 0.5  # confident on the videos without actions
+  assert metrics.charades_map(labels, scores) == pytest.approx(
+      _official_scorer(labels, scores), rel=1e-12)
+  # Equal to the mAP over the annotated-with-actions videos alone.
+  expected = np.mean([sk_metrics.average_precision_score(labels[~empty, c],
+                                                         scores[~empty, c])
+                      for c in range(9)])
+  assert metrics.charades_map(labels, scores) == pytest.approx(expected, rel=1e-12)
 
 
 def test_ties_keep_input_order_like_matlab_sort():
@@ -43,6 +84,7 @@ def test_charades_map_matches_sklearn_on_tie_free_random_data():
   rng = np.random.default_rng(0)
   labels = (rng.random((200, 12)) < 0.2).astype(np.int32)
   labels[:, 5] = 0  # A class without positives is left out of the mean.
+  labels[~labels.any(axis=1), 0] = 1  # every video has an action (see the test below)
   scores = rng.random((200, 12))
   expected = np.mean([sk_metrics.average_precision_score(labels[:, c], scores[:, c])
                       for c in range(12) if c != 5])
@@ -125,3 +167,24 @@ def test_minus_inf_is_allowed_only_for_whole_missing_videos():
       pytest.approx(((1 + 2 / 3) / 2 + 1) / 2))
   with pytest.raises(ValueError, match="1 of 6 scores are not finite"):
     metrics.charades_map(labels, [[0.9, 0.1], [0.2, 0.8], [0.5, -np.inf]])
+
+
+def test_mean_class_accuracy_refuses_labels_that_are_not_one_class_per_example():
+  # Charades' multi-hot labels would be arg-maxed to their lowest action, and a video
+  # without actions to class 0: a plausible number for the wrong metric.
+  with pytest.raises(ValueError, match="one class per example"):
+    metrics.mean_class_accuracy(np.array([[1, 1, 0], [0, 0, 1]]), np.array([0, 2]))
+  with pytest.raises(ValueError, match="one class per example"):
+    metrics.top1_accuracy(np.array([[0, 0, 0], [0, 0, 1]]), np.array([0, 2]))
+  # One-hot labels (float or int) are fine.
+  assert metrics.top1_accuracy(np.eye(3, dtype=np.float32)[[0, 2]], np.array([0, 2])) == 1.0
+
+
+@pytest.mark.parametrize("labels, predicted", [
+    (np.array([0, 1]), np.array([0.0, np.nan])),
+    (np.array([0.5, 1.0]), np.array([0, 1])),
+    (np.array([0, 1]), np.array([0, np.inf])),
+])
+def test_class_ids_must_be_whole_numbers(labels, predicted):
+  with pytest.raises(ValueError, match="whole-number class ids"):
+    metrics.mean_class_accuracy(labels, predicted)

@@ -107,11 +107,23 @@ def with_missing_videos(video_scores, annotated_videos):
 
   Raises:
     ValueError: when a scored video is not annotated or its labels differ from the
-      annotation (the prepared data and its annotations disagree).
+      annotation (the prepared data and its annotations disagree), a video is annotated
+      twice, or an annotated class is outside the scores' classes.
   """
   num_classes = np.asarray(video_scores.scores).shape[1]
   position = {vid: i for i, vid in enumerate(video_scores.video_ids)}
-  annotated_ids = {vid for vid, _ in annotated_videos}
+  annotated_ids = set()
+  for vid, classes in annotated_videos:
+    if vid in annotated_ids:
+      raise ValueError(f"Video {vid} is annotated twice in the dataset's list of this split: "
+                       "it would count twice. Re-prepare the dataset with "
+                       "`python -m data_prep.prepare ... --overwrite`.")
+    annotated_ids.add(vid)
+    outside = [c for c in classes if not 0 <= c < num_classes]
+    if outside:
+      raise ValueError(f"Video {vid} is annotated with class {outside[0]}, outside the "
+                       f"model's {num_classes} classes: the dataset and the model's "
+                       "NUM_CLASSES disagree.")
   unknown = [v for v in video_scores.video_ids if v not in annotated_ids]
   if unknown:
     raise ValueError(f"{len(unknown)} evaluated video(s) are not in the dataset's annotated "
@@ -145,7 +157,9 @@ def write_evaluation(eval_dir, metric, video_scores, step, view_protocol,
   evaluated (skipped in preparation as corrupt or missing) are scored as the official
   Charades scorer scores a video absent from a submission (-inf; wrong for accuracy): the
   headline number is the official one, `<metric>_scored_videos` the one over evaluated
-  videos only, and a warning says how many are missing. Without it, the number of missing
+  videos only, and a warning says how many are missing. For mAP, `num_videos_without_actions`
+  counts the videos with no positive, which rank last in every class as in the official
+  scorer (`metrics.per_class_average_precision`). Without it, the number of missing
   videos is unknown (`num_videos_missing: null`) and a warning says so.
 
   Returns:
@@ -176,6 +190,14 @@ def write_evaluation(eval_dir, metric, video_scores, step, view_protocol,
         _format_values(values), _format_values(scored_values))
   record = dict(values)
   record.update({f"{k}_scored_videos": v for k, v in scored_values.items()})
+  if metric == "map":
+    # Ranked last in every class whatever their scores, as the official scorer does.
+    without_actions = int(np.sum(~np.any(np.asarray(complete.labels) > 0, axis=1)))
+    record["num_videos_without_actions"] = without_actions
+    if without_actions:
+      logging.info("%d of %d test videos have no action; as in the official Charades "
+                   "scorer, no score of theirs counts (they rank last in every class).",
+                   without_actions, len(complete.video_ids))
   record.update({"step": int(step), "num_videos": len(complete.video_ids),
                  "num_videos_scored": len(video_scores.video_ids),
                  "num_videos_missing": None if missing is None else len(missing),

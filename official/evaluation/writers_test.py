@@ -13,9 +13,11 @@ from official.evaluation import writers
 
 def official_charades_map(submission_path, ground_truth):
   """An independent re-implementation of `Charades_v1_classify.m`: the ground truth's videos
-  in its own order, -inf for every video absent from the submission, per class
-  THUMOSeventclspr (MATLAB's stable descending sort, precision at every positive), and the
-  mean over the classes that have a positive."""
+  in its own order, -inf for every video absent from the submission and for every video
+  without actions (`load_charades` skips an empty `actions` field before recording the
+  video's id, so no submitted score ever matches it), per class THUMOSeventclspr
+  (MATLAB's stable descending sort, precision at every positive), and the mean over the
+  classes that have a positive."""
   submitted = {}
   with open(submission_path) as f:
     for line in f:
@@ -24,7 +26,8 @@ def official_charades_map(submission_path, ground_truth):
   num_classes = len(next(iter(submitted.values())))
   aps = []
   for c in range(num_classes):
-    conf = [submitted[vid][c] if vid in submitted else -math.inf for vid, _ in ground_truth]
+    conf = [submitted[vid][c] if vid in submitted and labels else -math.inf
+            for vid, labels in ground_truth]
     positive = [c in labels for _, labels in ground_truth]
     if not any(positive):
       continue
@@ -65,6 +68,8 @@ def test_missing_test_video_is_scored_like_the_official_scorer(tmp_path, caplog)
   assert scored_only > official + 0.05
   assert (record["num_videos_scored"], record["num_videos_missing"]) == (5, 1)
   assert record["missing_videos"] == ["T3"]
+  # T5 has no action: like the official scorer, its confident 0.9 for class 2 ranks last.
+  assert record["num_videos_without_actions"] == 1
   assert "1 of 6 annotated test videos were not scored" in caplog.text
   on_disk = json.loads((tmp_path / writers.METRICS_FILE).read_text())
   assert on_disk["map"] == record["map"] and on_disk["num_videos_missing"] == 1
@@ -126,3 +131,18 @@ def test_a_record_that_cannot_be_written_leaves_no_mixed_files(tmp_path):
     writers.write_evaluation(str(tmp_path), "map", _scored(SCORES), 1,
                              {"views": object()}, annotated_videos=GROUND_TRUTH)
   assert not list(tmp_path.iterdir())
+
+
+def test_annotated_class_outside_the_model_is_an_error_naming_the_video(tmp_path):
+  truth = [("T1", [0, 2]), ("T2", [1]), ("T4", [2]), ("T5", []), ("T6", [0, 3])]
+  ids = [v for v, _ in truth[:4]]
+  with pytest.raises(ValueError, match="T6.*class 3.*3 classes"):
+    writers.write_evaluation(str(tmp_path), "map", _scored(ids), 1, {},
+                             annotated_videos=truth)
+
+
+def test_a_video_annotated_twice_is_an_error(tmp_path):
+  truth = GROUND_TRUTH + [("T2", [1])]
+  with pytest.raises(ValueError, match="T2.*twice"):
+    writers.write_evaluation(str(tmp_path), "map", _scored(SCORES), 1, {},
+                             annotated_videos=truth)

@@ -518,6 +518,7 @@ class Runner:
       step, path = pending[0]
       if not classes_checked:
         self.check_num_classes()
+        self.check_eval_metric()
         classes_checked = True
       try:
         last = self.evaluate(path, writer, keeper)
@@ -579,6 +580,26 @@ class Runner:
     """
     self._prepare_data()
     return self.input.info(self.data_dir)
+
+  def check_eval_metric(self):
+    """Raises `errors.ConfigError` when `Experiment.eval_metric` cannot score the dataset's
+    labels: accuracy over multi-label data (Charades), which would arg-max each video's
+    actions to its lowest class id. Warns when mAP scores single-label data (Toyota
+    Smarthome, whose papers' metric is mean per-class accuracy)."""
+    if not hasattr(self.input, "info"):
+      return  # Not a VideoInput: nothing to compare with.
+    info = self._dataset_info()
+    name = self.input.dataset_name
+    if info.multi_label and self.exp.eval_metric != "map":
+      raise errors.ConfigError(
+          f"Experiment.eval_metric = {self.exp.eval_metric!r}, but the dataset {name} is "
+          "multi-label (several actions per video, or none): accuracy cannot score it. "
+          "Set Experiment.eval_metric = 'map' (Charades' metric).")
+    if not info.multi_label and self.exp.eval_metric == "map":
+      logging.warning(
+          "Experiment.eval_metric = 'map' on the single-label dataset %s: the papers report "
+          "mean per-class accuracy for it (Experiment.eval_metric = "
+          "'mean_class_accuracy', as gin/experiments/smarthome_*.gin set).", name)
 
   def check_num_classes(self):
     """Raises `errors.ConfigError` when the model's class count is not the dataset's."""
@@ -713,6 +734,8 @@ def _run_mode(mode, model_dir, strategy_name, tpu, seed, checkpoint, export_dir,
     if mode not in ("continuous_eval", "export") or (
         mode == "export" and experiment.class_names is None):
       runner.check_num_classes()
+    if mode != "export":
+      runner.check_eval_metric()
     if mode in ("train_and_eval", "continuous_eval"):
       runner.check_final_eval_split()
     elif mode == "train" and experiment.final_eval_split is not None:
