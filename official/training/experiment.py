@@ -734,7 +734,8 @@ def _run_mode(mode, model_dir, strategy_name, tpu, seed, checkpoint, export_dir,
     if mode not in ("continuous_eval", "export") or (
         mode == "export" and experiment.class_names is None):
       runner.check_num_classes()
-    if mode != "export":
+    if mode not in ("continuous_eval", "export"):
+      # Continuous evaluation checks at its first checkpoint, once the data is prepared.
       runner.check_eval_metric()
     if mode in ("train_and_eval", "continuous_eval"):
       runner.check_final_eval_split()
