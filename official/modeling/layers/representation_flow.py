@@ -154,6 +154,10 @@ class RepresentationFlow(keras.layers.Layer):
     tvl1 = _tvl1_xla if self.jit_compile else _tvl1
     u_x, u_y = tvl1(image1, image2, self.num_iterations, self.theta, self.tv_lambda,
                     self.tau)
+    # `_tvl1_xla` is one tf.function for the process: a graph may reuse a trace made for a
+    # more general shape (an unknown batch), whose outputs do not know the batch.
+    u_x.set_shape(image1.shape)
+    u_y.set_shape(image1.shape)
 
     # [N*(T-1), H, W] x 2 -> [N, T-1, H, W, 2]
     flow = tf.reshape(tf.stack([u_x, u_y], axis=-1),

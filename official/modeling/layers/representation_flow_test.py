@@ -152,3 +152,14 @@ def test_needs_two_frames():
     representation_flow.RepresentationFlow()(np.zeros((1, 1, 4, 4, 3), np.float32))
   with pytest.raises(ValueError, match="num_iterations"):
     representation_flow.RepresentationFlow(num_iterations=0)
+
+
+def test_output_keeps_static_shapes_after_a_more_general_trace():
+  # The compiled TV-L1 is one tf.function for the process: once a graph with an unknown
+  # batch has traced it, later graphs reuse that trace (its signature is a supertype), and
+  # its outputs carried the unknown batch into every layer after the flow (FLOP counting of
+  # `official.tools.model_info` failed after the demo had run in the same process).
+  layer = representation_flow.RepresentationFlow(num_iterations=2)
+  tf.function(layer).get_concrete_function(tf.TensorSpec([None, 3, 8, 8, 3]))
+  graph = tf.function(layer).get_concrete_function(tf.TensorSpec([2, 3, 8, 8, 3])).graph
+  assert graph.outputs[0].shape.as_list() == [2, 3, 8, 8, 2]
