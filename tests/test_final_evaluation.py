@@ -87,3 +87,19 @@ def test_final_split_equal_to_the_selection_split_is_refused():
     experiment.Experiment(final_eval_split="test", **args)
   with pytest.raises(errors.ConfigError, match="must be a split name"):
     experiment.Experiment(final_eval_split="", **args)
+
+
+@pytest.mark.slow
+def test_continuous_evaluation_prepares_no_data_before_a_checkpoint(tmp_path):
+  # The training job beside it prepares the data; preparing it here too, at start, would
+  # race with that job (the check of final_eval_split read the dataset's splits).
+  env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+  env.pop("TF_CONFIG", None)
+  model_dir = tmp_path / "run"
+  out = subprocess.run(
+      [sys.executable, "-m", "official.train", "--mode=continuous_eval",
+       f"--model_dir={model_dir}", f"--gin_file={GIN}", "--eval_timeout=1"] +
+      [f"--gin_param={b}" for b in BINDINGS], cwd=ROOT, env=env, capture_output=True,
+      text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert not (model_dir / "synthetic_data").exists()

@@ -69,6 +69,17 @@ def read_records(eval_dir):
       continue
     if isinstance(record, dict):
       records[step] = record
+  former = sorted(step for step, record in records.items()
+                  if writers.former_map_definition(record))
+  if former:
+    logging.warning(
+        "%s: the evaluation(s) of step(s) %s computed mAP with the former definition, which "
+        "counted a test video without actions as a negative in every class; newer ones "
+        "rank such videos last, as the official Charades scorer does, which gives the same "
+        "scores an equal or higher mAP. Best-checkpoint keeping and the final evaluation "
+        "compare values of both: re-evaluate those checkpoints (--mode=eval "
+        "--checkpoint=...) or start the run afresh to compare on one definition.",
+        eval_dir, ", ".join(map(str, former)))
   return records
 
 

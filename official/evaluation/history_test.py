@@ -60,3 +60,23 @@ def test_progress_without_a_total_has_no_eta(monkeypatch):
   monkeypatch.setattr(history.time, "perf_counter", lambda: next(clock))
   progress = history.Progress()
   assert progress.line() == "Evaluation: 0 views, 0.0 views/s, ETA ?"
+
+
+def test_records_of_the_former_map_are_named(tmp_path, caplog):
+  # Before dd7dc77 a test video without actions counted as a negative in every class; the
+  # same scores now give an equal or higher mAP, so a resumed run's best/ and final
+  # evaluation would compare across two definitions without a word.
+  eval_dir = str(tmp_path)
+  history.write_record(eval_dir, {"map": 0.61, "step": 100}, 100)
+  history.write_record(eval_dir, {"map": 0.62, "num_videos_without_actions": 3,
+                                  "step": 200}, 200)
+  history.write_record(eval_dir, {"mean_class_accuracy": 0.5, "step": 300}, 300)
+  records = history.read_records(eval_dir)
+  assert sorted(records) == [100, 200, 300]
+  named = [r.getMessage() for r in caplog.records if "former" in r.getMessage()]
+  assert len(named) == 1 and "step(s) 100 " in named[0] and "200" not in named[0]
+  caplog.clear()
+  history.write_record(str(tmp_path / "new"), {"map": 0.62, "num_videos_without_actions": 0,
+                                               "step": 200}, 200)
+  history.read_records(str(tmp_path / "new"))
+  assert not [r for r in caplog.records if "former" in r.getMessage()]

@@ -117,11 +117,15 @@ def _check_2d(labels, scores):
 
 
 def _class_ids(values, name, one_hot=False):
-  """`[N]` class ids, from ids or from `[N, C]` values (one-hot labels with `one_hot`,
-  else per-class scores, arg-maxed)."""
+  """`[N]` class ids, from ids or from `[N, C]` values: with `one_hot` (labels), one-hot
+  rows of finite values and ids that are not negative; else per-class scores, arg-maxed
+  (and ids where -1 is a video without a prediction)."""
   values = np.asarray(values)
   if values.ndim == 2:
     if one_hot:
+      if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+        raise ValueError(f"{name}: {int(np.sum(~np.isfinite(values)))} values are not "
+                         "finite.")
       positives = np.sum(values > 0, axis=1)
       wrong = positives != 1
       if np.any(wrong):
@@ -141,7 +145,10 @@ def _class_ids(values, name, one_hot=False):
     if values.dtype.kind not in "iuf":
       raise ValueError(f"{name} must be whole-number class ids. Received dtype "
                        f"{values.dtype}.")
-    return values.astype(np.int64)
+    ids = values.astype(np.int64)
+    if one_hot and np.any(ids < 0):
+      raise ValueError(f"{name}: {int(np.sum(ids < 0))} class ids are negative.")
+    return ids
   raise ValueError(f"{name} must be class ids [N] or per-class values [N, C]. Received "
                    f"shape: {values.shape}")
 

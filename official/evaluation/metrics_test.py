@@ -188,3 +188,12 @@ def test_mean_class_accuracy_refuses_labels_that_are_not_one_class_per_example()
 def test_class_ids_must_be_whole_numbers(labels, predicted):
   with pytest.raises(ValueError, match="whole-number class ids"):
     metrics.mean_class_accuracy(labels, predicted)
+
+
+def test_labels_must_be_finite_and_class_ids_not_negative():
+  # A NaN passed the one-positive check while argmax took the NaN column as the class.
+  with pytest.raises(ValueError, match="not finite"):
+    metrics.mean_class_accuracy(np.array([[np.nan, 1, 0], [0, 0, 1]]), np.array([1, 2]))
+  # -1 means "no prediction" in `predicted`; as a label it is no class.
+  with pytest.raises(ValueError, match="negative"):
+    metrics.mean_class_accuracy(np.array([-1, 1]), np.array([0, 1]))

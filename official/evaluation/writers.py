@@ -86,6 +86,14 @@ def compute_metrics(metric, labels, scores):
   raise ValueError(f"metric must be 'map' or 'mean_class_accuracy'. Received: {metric!r}")
 
 
+def former_map_definition(record):
+  """Whether a metrics record holds an mAP computed before test videos without actions
+  ranked last in every class (dd7dc77, as the official scorer ranks them). Such records
+  lack `num_videos_without_actions`; the same scores now give an equal or higher mAP."""
+  return (isinstance(record, dict) and isinstance(record.get("map"), (int, float)) and
+          "num_videos_without_actions" not in record)
+
+
 def rescore(per_video_path, metric):
   """Recomputes the metrics from a per-video scores file, offline (missing videos
   included)."""

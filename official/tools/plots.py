@@ -45,15 +45,18 @@ def chance_levels(labels, num_draws=200, seed=0):
 
   Returns:
     {'positive_rate': mean over classes (with a positive) of the fraction of positive
-    videos, the expected AP of a random ranking for large sets; 'random_map': the mean
-    Charades mAP of `num_draws` uniformly random score matrices; 'random_map_std'}.
+    videos among the videos with an action, the expected AP of a random ranking for large
+    sets (videos without actions rank last whatever their scores, as in `charades_map`);
+    'random_map': the mean Charades mAP of `num_draws` uniformly random score matrices;
+    'random_map_std'}.
   """
   labels = np.asarray(labels) > 0
   present = labels.any(axis=0)
   rng = np.random.default_rng(seed)
   draws = [metrics_lib.charades_map(labels, rng.random(labels.shape))
            for _ in range(num_draws)]
-  return {"positive_rate": float(labels[:, present].mean(axis=0).mean()),
+  with_actions = labels[labels.any(axis=1)]
+  return {"positive_rate": float(with_actions[:, present].mean(axis=0).mean()),
           "random_map": float(np.mean(draws)), "random_map_std": float(np.std(draws))}
 
 

@@ -519,6 +519,7 @@ class Runner:
       if not classes_checked:
         self.check_num_classes()
         self.check_eval_metric()
+        self.check_final_eval_split()
         classes_checked = True
       try:
         last = self.evaluate(path, writer, keeper)
@@ -737,7 +738,7 @@ def _run_mode(mode, model_dir, strategy_name, tpu, seed, checkpoint, export_dir,
     if mode not in ("continuous_eval", "export"):
       # Continuous evaluation checks at its first checkpoint, once the data is prepared.
       runner.check_eval_metric()
-    if mode in ("train_and_eval", "continuous_eval"):
+    if mode == "train_and_eval":  # continuous_eval: at its first checkpoint, as above
       runner.check_final_eval_split()
     elif mode == "train" and experiment.final_eval_split is not None:
       logging.warning(
