@@ -89,7 +89,8 @@ class Trainer:
     global_batch_size: training batch summed over replicas (the dataset's batch size).
     train_steps: total optimiser steps.
     input_keys: feature names fed to the model ('rgb', plus 'objects' for object models).
-    score_activation: logits -> evaluation scores (sigmoid or softmax).
+    score_activation: logits -> evaluation scores (sigmoid or softmax), applied in float64
+      to the logits gathered from all replicas.
     ema_decay: keep an exponential moving average of the weights (evaluated and exported)
       when set.
     checkpoint_interval: steps between checkpoints.
@@ -266,13 +267,18 @@ class Trainer:
 
     def replica_step(features, labels):
       logits = model(self._select_inputs(features), training=False)
-      return (self.score_activation(tf.cast(logits, tf.float32)),
-              tf.cast(labels, tf.float32), features[_ID_CODES])
+      return (tf.cast(logits, tf.float32), tf.cast(labels, tf.float32),
+              features[_ID_CODES])
 
     @tf.function(reduce_retracing=True)
     def eval_step(features, labels):
       outputs = self.strategy.run(replica_step, args=(features, labels))
-      return tf.nest.map_structure(lambda t: self.strategy.gather(t, axis=0), outputs)
+      logits, labels, codes = tf.nest.map_structure(
+          lambda t: self.strategy.gather(t, axis=0), outputs)
+      # Scores in float64, after the gather (outside the replicas: TPUs have no float64).
+      # float32's sigmoid is exactly 1 above a logit of about 17.3, so two confident videos
+      # would tie and rank in annotation order; float64's only above about 36.7.
+      return self.score_activation(tf.cast(logits, tf.float64)), labels, codes
 
     return eval_step
 

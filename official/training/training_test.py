@@ -270,3 +270,21 @@ def test_full_disk_outside_checkpoints_is_one_error_line():
   last = out.stderr.strip().splitlines()[-1]
   assert last.startswith("error: No space left on device while writing to --model_dir=/m (")
   assert "Free space and rerun the same command" in last
+
+
+def test_confident_videos_keep_their_order_in_evaluation_scores(tmp_path):
+  # float32's sigmoid is exactly 1 above a logit of about 17.3: a positive at logit 20 and a
+  # negative at 30 would tie and rank in annotation order (AP 1 instead of 1/2).
+  trainer = tiny_trainer(tmp_path, 0.1, 1)
+  kernel = np.zeros((12, 2), np.float32)
+  kernel[:, 0] = 1.0  # logit 0 = the sum of the clip's 12 values
+  trainer.model.layers[-1].set_weights([kernel, np.zeros(2, np.float32)])
+  clips = np.stack([np.full((1, 2, 2, 3), logit / 12, np.float32) for logit in (20, 30)])
+  labels = np.array([[1, 0], [0, 1]], np.float32)
+  dataset = tf.data.Dataset.from_tensor_slices(
+      ({"rgb": clips, "video_id": np.array([b"pos", b"neg"])}, labels)).batch(2)
+  scores = trainer.evaluate(dataset)
+  by_id = dict(zip(scores.video_ids, np.asarray(scores.scores)[:, 0]))
+  assert by_id["neg"] > by_id["pos"] > 0.5
+  from official.evaluation import metrics  # pylint: disable=g-import-not-at-top
+  assert metrics.average_precision([1, 0], [by_id["pos"], by_id["neg"]]) == 0.5
