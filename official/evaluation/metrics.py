@@ -63,6 +63,12 @@ def check_finite_scores(scores, allow_missing_rows=False):
         "non-finite values; metrics over such scores would be meaningless.")
 
 
+def with_actions(labels):
+  """`[N, C]` multi-hot labels -> `[N]` bool: whether each video has a positive (a Charades
+  test video whose `actions` field is empty has none)."""
+  return np.any(np.asarray(labels) > 0, axis=1)
+
+
 def per_class_average_precision(labels, scores):
   """`[N, C]` multi-hot labels and scores -> `[C]` AP per class (NaN without positives).
 
@@ -78,7 +84,7 @@ def per_class_average_precision(labels, scores):
   """
   labels, scores = _check_2d(labels, scores)
   check_finite_scores(scores, allow_missing_rows=True)
-  scores = np.where(np.any(labels > 0, axis=1, keepdims=True), scores, -np.inf)
+  scores = np.where(with_actions(labels)[:, None], scores, -np.inf)
   return np.array([average_precision(labels[:, c], scores[:, c])
                    for c in range(labels.shape[1])])
 

@@ -200,7 +200,7 @@ def write_evaluation(eval_dir, metric, video_scores, step, view_protocol,
   record.update({f"{k}_scored_videos": v for k, v in scored_values.items()})
   if metric == "map":
     # Ranked last in every class whatever their scores, as the official scorer does.
-    without_actions = int(np.sum(~np.any(np.asarray(complete.labels) > 0, axis=1)))
+    without_actions = int(np.sum(~metrics_lib.with_actions(complete.labels)))
     record["num_videos_without_actions"] = without_actions
     if without_actions:
       logging.info("%d of %d test videos have no action; as in the official Charades "

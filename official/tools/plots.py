@@ -55,8 +55,8 @@ def chance_levels(labels, num_draws=200, seed=0):
   rng = np.random.default_rng(seed)
   draws = [metrics_lib.charades_map(labels, rng.random(labels.shape))
            for _ in range(num_draws)]
-  with_actions = labels[labels.any(axis=1)]
-  return {"positive_rate": float(with_actions[:, present].mean(axis=0).mean()),
+  annotated = labels[metrics_lib.with_actions(labels)]
+  return {"positive_rate": float(annotated[:, present].mean(axis=0).mean()),
           "random_map": float(np.mean(draws)), "random_map_std": float(np.std(draws))}
 
 
