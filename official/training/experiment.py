@@ -487,7 +487,7 @@ class Runner:
     seen = set()
     # Checkpoints deleted before the first poll are not this job's to report.
     watched_from = None
-    classes_checked = False
+    data_checked = False
     waited_since = time.monotonic()
     while True:
       done = set(history.evaluated_steps(self.eval_dir)) | set(skipped)
@@ -516,11 +516,11 @@ class Runner:
         time.sleep(poll_s)
         continue
       step, path = pending[0]
-      if not classes_checked:
+      if not data_checked:
         self.check_num_classes()
         self.check_eval_metric()
         self.check_final_eval_split()
-        classes_checked = True
+        data_checked = True
       try:
         last = self.evaluate(path, writer, keeper)
         evaluated.append(step)
