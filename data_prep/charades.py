@@ -77,7 +77,8 @@ def read_classes_file(path, codes, report):
       if code not in codes:
         report.skip(skips.UNKNOWN_CLASS, f"{path}:{line_number}", f"class line {line!r}")
         continue
-      descriptions[code] = description.strip()
+      if description.strip():  # A bare code keeps the code as its name.
+        descriptions[code] = description.strip()
   return descriptions
 
 
@@ -175,15 +176,27 @@ def read_split_csv(path, code_to_label, report):
   return rows
 
 
-def _find_videos(videos_480, videos_rgb, video_id):
-  """The existing sources of `video_id`, best first: its mp4 (any extension case), then its
+def _mp4_files(videos_480):
+  """`{video id: path}` of the mp4 files in `videos_480` (None: none), read in one listing.
+
+  The extension may be of any case in copies of the release (`.MP4`, `.Mp4`); when two
+  files differ only there, `.mp4` wins, then the first name in sorted order.
+  """
+  if not videos_480:
+    return {}
+  files = {}
+  for name in sorted(os.listdir(videos_480), key=lambda name: (name[-4:] != ".mp4", name)):
+    stem, extension = os.path.splitext(name)
+    path = os.path.join(videos_480, name)
+    if extension.lower() == ".mp4" and stem not in files and os.path.isfile(path):
+      files[stem] = path
+  return files
+
+
+def _find_videos(mp4_files, videos_rgb, video_id):
+  """The existing sources of `video_id`, best first: its mp4 (from `_mp4_files`), then its
   JPEG frame folder."""
-  sources = []
-  if videos_480:
-    for name in (video_id + ".mp4", video_id + ".MP4"):
-      if os.path.isfile(os.path.join(videos_480, name)):
-        sources.append(os.path.join(videos_480, name))
-        break
+  sources = [mp4_files[video_id]] if video_id in mp4_files else []
   if videos_rgb and os.path.isdir(os.path.join(videos_rgb, video_id)):
     sources.append(os.path.join(videos_rgb, video_id))
   return sources
@@ -248,6 +261,7 @@ class Charades(video_builder.VideoBuilder):
                       manual_dir)
     videos_480 = find_release_path(manual_dir, "Charades_v1_480")
     videos_rgb = find_release_path(manual_dir, "Charades_v1_rgb")
+    mp4_files = _mp4_files(videos_480)
     seen = set()
     splits, annotations = {}, {}
     for split, csv_name in (("train", "Charades_v1_train.csv"),
@@ -263,7 +277,7 @@ class Charades(video_builder.VideoBuilder):
           continue
         seen.add(row["id"])
         annotated.append([row["id"], row["labels"]])
-        sources = _find_videos(videos_480, videos_rgb, row["id"])
+        sources = _find_videos(mp4_files, videos_rgb, row["id"])
         if not sources:
           self.skip_report.skip(skips.MISSING_VIDEO, row["where"],
                                 f"no {row['id']}.mp4 or frame folder {row['id']}/")
@@ -303,6 +317,8 @@ class Charades(video_builder.VideoBuilder):
       return video_lib.read_frame_folder(source, RGB_RELEASE_FPS, config.fps,
                                          config.short_side)
 
+    repairs = []
+
     def read_with_fallback():
       # A broken mp4 with an intact JPEG release of the same video: use the frames.
       try:
@@ -310,13 +326,21 @@ class Charades(video_builder.VideoBuilder):
       except video_lib.VideoReadError as e:
         if not row["fallback"]:
           raise
-        report.repair(skips.VIDEO_FROM_FRAMES, row["source"],
-                      f"{e}; using the frames in {row['fallback'][0]}")
-        return read(row["fallback"][0])
+        frames = row["fallback"][0]
+        try:
+          decoded = read(frames)
+        except video_lib.VideoReadError as frames_error:
+          # One skip, under the mp4's own reason (truncated or corrupt).
+          raise type(e)(f"{e}; its frames in {frames} could not be read either: "
+                        f"{frames_error}") from frames_error
+        repairs.append(f"{e}; using the frames in {frames}")
+        return decoded
 
     encoded = self._encode_or_skip(row["source"], row["id"], read_with_fallback, report)
     if encoded is None:
       return None
+    for detail in repairs:  # Counted only for a video that was kept.
+      report.repair(skips.VIDEO_FROM_FRAMES, row["source"], detail)
     example, decoded = encoded
     length = row["length"]
     if length is None:

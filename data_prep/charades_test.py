@@ -188,6 +188,16 @@ def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path):
       "c001": "Holding a cup"}
 
 
+def test_a_class_line_without_a_description_keeps_the_code_as_its_name(tmp_path):
+  # Before: `c002` alone gave the class an empty name, which the export's class-name table
+  # cannot hold (it failed with a raw TF error after training).
+  report = skips.SkipReport("test")
+  classes = tmp_path / "classes.txt"
+  classes.write_text("c001 Holding a cup\nc002\nc003   \n")
+  assert charades.read_classes_file(str(classes), {"c001", "c002", "c003"}, report) == {
+      "c001": "Holding a cup"}
+
+
 def test_a_bad_action_is_dropped_alone_and_a_reversed_one_kept(tmp_path):
   # The official train CSV has videos with an action whose start is after its end; the
   # official scorer counts such a class like any other (REFERENCE.md section 6).
@@ -391,3 +401,47 @@ def test_a_broken_mp4_falls_back_to_the_jpeg_frames_of_the_release(tmp_path):
   summary = skips.read_summary(builder.data_path)
   assert summary["by_reason"] == {"video_from_frames": 1}
   assert "A1-" not in summary["files"]["video_from_frames"][0]["path"]
+
+
+def test_a_broken_mp4_whose_frames_are_broken_too_is_one_skip_under_its_own_reason(
+    tmp_path):
+  # Before: the repair ("using the frames in ...") was counted before the frames were
+  # read, so a video that was not kept counted twice, once as a repair, and its skip
+  # carried only the frame folder's error (corrupt_video for a truncated mp4).
+  from data_prep import prepare  # pylint: disable=g-import-not-at-top
+  release, data_dir = str(tmp_path / "release"), str(tmp_path / "data")
+  _tiny_release(release)
+  meta, videos = os.path.join(release, "Charades"), os.path.join(release, "Charades_v1_480")
+  _write_csv(os.path.join(meta, "Charades_v1_train.csv"),
+             ["A1,S,K,6,7,Yes,x,,,c001 0.0 0.5,0.5", "A2,S,K,6,7,Yes,x,,,c004 0.0 0.5,0.5"])
+  _flat_video(os.path.join(videos, "A2.mp4"), 80, 6)
+  _maps_folder(os.path.join(release, "maps"), "A2", 6)
+  with open(os.path.join(videos, "A2.mp4"), "r+b") as f:
+    f.truncate(200)  # A download cut short.
+  frames = os.path.join(release, "Charades_v1_rgb", "A2")
+  os.makedirs(frames)
+  for k in range(3):  # Its frame folder is there, but every JPEG is empty.
+    open(os.path.join(frames, f"A2-{k + 1:06d}.jpg"), "wb").close()
+  builder = prepare.prepare("charades", release, data_dir)
+  ids = [e["video_id"] for e in tfds.as_numpy(builder.as_dataset(split="train"))]
+  assert ids == [b"A1"]
+  summary = skips.read_summary(builder.data_path)
+  assert summary["by_reason"] == {"truncated_video": 1}
+  assert summary["total_skipped"] == 1
+  detail = summary["files"]["truncated_video"][0]["detail"]
+  assert "truncated mp4" in detail and "A2" in detail and "could not be read" in detail
+
+
+def test_mp4_extensions_of_any_case_are_found(tmp_path):
+  # Before: only `.mp4` and `.MP4` were looked for; `A1.Mp4` counted as a missing video.
+  from data_prep import prepare  # pylint: disable=g-import-not-at-top
+  release, data_dir = str(tmp_path / "release"), str(tmp_path / "data")
+  _tiny_release(release)
+  videos = os.path.join(release, "Charades_v1_480")
+  os.rename(os.path.join(videos, "A1.mp4"), os.path.join(videos, "A1.Mp4"))
+  os.rename(os.path.join(videos, "B2.mp4"), os.path.join(videos, "B2.mP4"))
+  builder = prepare.prepare("charades", release, data_dir)
+  assert [e["video_id"] for e in tfds.as_numpy(builder.as_dataset(split="train"))] == [b"A1"]
+  assert sorted(e["video_id"] for e in tfds.as_numpy(builder.as_dataset(split="test"))) == [
+      b"B1", b"B2"]
+  assert skips.read_summary(builder.data_path)["by_reason"] == {}

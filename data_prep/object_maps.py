@@ -16,7 +16,8 @@ classes in the benchmark's published order. Two sources:
 * `load_map_folder`: precomputed maps, one PNG per source frame, numbered like the
   Charades JPEG release: `<object_maps_dir>/<video_id>/<video_id>-000001.png`, ...
   Stored frame k shows source frame i and takes the map numbered i + 1. A folder that does
-  not hold exactly one map per source frame is refused (counted as missing object maps).
+  not hold exactly one map per source frame, maps in a lossy format or maps of another
+  aspect ratio than the upright frames are refused (counted as missing object maps).
 """
 
 import os
@@ -120,7 +121,8 @@ def load_map_folder(directory, source_indices, num_source_frames, height, width)
   Raises:
     FileNotFoundError: no numbered map in `directory`.
     ValueError: the maps do not number the source frames one to one, or a map is not a
-      single-channel image with ids in 0..150.
+      single-channel PNG with ids in 0..150 of the frames' aspect ratio
+      (`check_map_shape`).
   """
   numbered = video_lib.numbered_frames(directory) if os.path.isdir(directory) else []
   numbers, files = [n for n, _ in numbered], [f for _, f in numbered]
@@ -134,6 +136,9 @@ def load_map_folder(directory, source_indices, num_source_frames, height, width)
   maps = []
   for i in np.asarray(source_indices):
     path = files[int(i)]
+    if not path.lower().endswith(".png"):
+      raise ValueError(f"{path}: object maps must be PNG files. A lossy format (JPEG) "
+                       "changes class ids at the edges of objects into other classes' ids.")
     with Image.open(path) as image:
       if image.mode not in ("L", "P", "I", "I;16"):
         raise ValueError(f"{path}: object map must be single-channel. Received mode "
@@ -142,7 +147,28 @@ def load_map_folder(directory, source_indices, num_source_frames, height, width)
       if ids.max() >= NUM_OBJECT_CLASSES:
         raise ValueError(f"{path}: class ids must lie in 0..150. Received max {ids.max()}")
       if ids.shape != (height, width):
+        check_map_shape(path, ids.shape, height, width)
         ids = np.asarray(Image.fromarray(ids.astype(np.uint8)).resize(
             (width, height), Image.NEAREST))
       maps.append(ids.astype(np.uint8))
   return np.stack(maps)
+
+
+def check_map_shape(path, map_shape, height, width):
+  """Raises ValueError when a map of `map_shape` (height, width) has another aspect ratio
+  than the decoded `height` x `width` frames: maps may have another size, not another
+  shape. One pixel of rounding of the map's sides is allowed.
+
+  Maps in the coded orientation of a rotated phone clip (transposed), or of a cropped
+  picture, would otherwise be stretched over the upright frames: ids in the wrong places
+  without a word.
+  """
+  map_height, map_width = map_shape
+  # |h / w - H / W| within one pixel of rounding of the map's width or height.
+  tolerance = (map_height + map_width) * max(height, width)
+  if abs(map_height * width - map_width * height) * max(map_height, map_width) > tolerance:
+    raise ValueError(
+        f"{path}: object maps of {map_height} x {map_width} (height x width) do not have "
+        f"the shape of the decoded frames, {height} x {width} (upright, as a player shows "
+        "them). Maps must be made from the upright frames (a rotated phone clip's maps in "
+        "its coded orientation are transposed); they are not stretched over the frames.")

@@ -92,3 +92,34 @@ def test_load_map_folder_refuses_a_partial_folder_instead_of_stretching_it(
   _map_folder(tmp_path, numbers)
   with pytest.raises(ValueError, match=message):
     object_maps.load_map_folder(tmp_path, [0, 5, 9], 10, 4, 6)
+
+
+def test_load_map_folder_refuses_maps_of_another_shape_than_the_frames(tmp_path):
+  # Before: preparation resized any map to the frame size, so maps of a rotated phone
+  # clip made in its coded orientation (transposed) were stretched over the upright
+  # frames: ids in the wrong places, no skip, no warning. Prediction refused them.
+  for n in range(1, 4):
+    ids = np.ones((16, 24), np.uint8)
+    ids[:, 12:] = 2  # Landscape: id 1 left, id 2 right.
+    Image.fromarray(ids).save(tmp_path / f"v-{n:06d}.png")
+  with pytest.raises(ValueError, match=r"object maps of 16 x 24 .* do not have the shape of "
+                     r"the decoded frames, 24 x 16"):
+    object_maps.load_map_folder(tmp_path, [0, 2], 3, height=24, width=16)
+  # The same shape at another size (within a pixel of rounding) is resized.
+  maps = object_maps.load_map_folder(tmp_path, [0, 2], 3, height=33, width=48)
+  assert maps.shape == (2, 33, 48)
+  np.testing.assert_array_equal(maps[:, :, :24], 1)
+  np.testing.assert_array_equal(maps[:, :, 24:], 2)
+
+
+@pytest.mark.parametrize("extension", ["jpg", "JPEG"])
+def test_load_map_folder_refuses_lossy_maps(tmp_path, extension):
+  # Before: grayscale JPEG maps passed the single-channel and range checks, and the
+  # compression turned some ids into others (e.g. 22 where only 0, 12 and 20 were).
+  for n in range(1, 3):
+    ids = np.zeros((32, 48), np.uint8)
+    ids[8:24, 8:40] = 12
+    ids[12:20, 16:32] = 20
+    Image.fromarray(ids).save(tmp_path / f"v-{n:06d}.{extension}", quality=90)
+  with pytest.raises(ValueError, match=r"v-000001\.%s: object maps must be PNG" % extension):
+    object_maps.load_map_folder(tmp_path, [0, 1], 2, height=32, width=48)

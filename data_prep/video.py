@@ -334,10 +334,16 @@ def read_video(path, fps=None, short_side=None):
       stream = container.streams.video[0]
       stream.thread_type = THREAD_TYPE
       return _decode_stream(container, stream, path, fps, short_side)
-  except (av.FFmpegError, OSError, ValueError, RuntimeError) as e:
+  except TruncatedVideoError:
+    raise
+  except (VideoReadError, av.FFmpegError, OSError, ValueError, RuntimeError) as e:
+    # A cut file can fail in any of these ways: FFmpeg cannot open it, or opens it and
+    # finds no video stream or no decodable frame (a cut inside the index box).
     if _is_cut_mp4(path):
       raise TruncatedVideoError(f"{path}: truncated mp4: it ends inside its media data or "
                                 f"index, or without an index ({type(e).__name__}: {e})") from e
+    if isinstance(e, VideoReadError):
+      raise
     raise VideoReadError(f"{type(e).__name__}: {e}") from e
 
 

@@ -344,6 +344,24 @@ def test_read_video_tells_a_cut_mp4_with_its_index_at_the_end(tmp_path):
   assert not isinstance(error.value, video.TruncatedVideoError)
 
 
+def test_read_video_tells_an_mp4_cut_inside_its_index(tmp_path):
+  # Before: a download that stopped inside the index box (moov, last without faststart)
+  # opened with no video stream, or none that decoded, and was reported as corrupt, not
+  # truncated, so preparation counted it as corrupt_video.
+  path = tmp_path / "slow.mp4"
+  _write_timed_video(path, _gray_frames(range(0, 240, 10)), *_constant_rate(24, 24))
+  data = path.read_bytes()
+  moov, udta = data.find(b"moov") - 4, data.find(b"udta") - 4
+  # Up to the index's last box, the encoder's tag (udta): a cut inside it loses no frame.
+  cuts = range(moov + 8, udta, 40)
+  assert moov < udta and len(cuts) >= 5
+  for size in cuts:
+    cut_path = tmp_path / f"cut{size}.mp4"
+    cut_path.write_bytes(data[:size])
+    with pytest.raises(video.TruncatedVideoError, match="truncated"):
+      video.read_video(cut_path, fps=12)
+
+
 def test_read_frame_folder_picks_resampled_frames(tmp_path):
   folder = tmp_path / "ABC12"
   folder.mkdir()

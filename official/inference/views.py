@@ -301,34 +301,8 @@ class ObjectMaps:
     from data_prep import object_maps  # pylint: disable=g-import-not-at-top
     name = os.path.splitext(os.path.basename(path))[0]
     folder = os.path.join(self.maps_dir, name)
-    check_map_aspect(folder, *video.frames.shape[1:3])
     return object_maps.load_map_folder(folder, video.source_indices,
                                        video.num_source_frames, *video.frames.shape[1:3])
-
-
-def check_map_aspect(folder, height, width):
-  """Raises ValueError when the first map of `folder` has another aspect ratio than the
-  decoded `height` x `width` frames (maps may have another size, not another shape).
-
-  Maps in the coded orientation of a rotated phone clip (transposed), or of a cropped
-  picture, would otherwise be stretched over the upright frames: ids in the wrong places
-  without a word. One pixel of rounding of the maps' sides is allowed.
-  """
-  from data_prep import video as video_lib  # pylint: disable=g-import-not-at-top
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  files = video_lib.numbered_files(folder) if os.path.isdir(folder) else []
-  if not files:
-    return  # `load_map_folder` names the missing maps.
-  with Image.open(files[0]) as image:
-    map_width, map_height = image.size
-  # |h / w - H / W| within one pixel of rounding of the map's width or height.
-  tolerance = (map_height + map_width) * max(height, width)
-  if abs(map_height * width - map_width * height) * max(map_height, map_width) > tolerance:
-    raise ValueError(
-        f"{files[0]}: object maps of {map_height} x {map_width} (height x width) do not have "
-        f"the shape of the decoded frames, {height} x {width} (upright, as a player shows "
-        "them). Maps must be made from the upright frames (a rotated phone clip's maps in "
-        "its coded orientation are transposed); they are not stretched over the frames.")
 
 
 def clip_indices(num_video_frames, protocol):
