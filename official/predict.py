@@ -88,8 +88,8 @@ def predict_video(classifier, path, object_maps, top_k, timeline_step_s=None,
 
   Record: `video`, `duration_s`, `fps` (of the decoded frames), `num_frames`, `views`,
   `aggregation`, `scores` {class name: probability} in class order, `top_k` [{class,
-  index, score}], and with `timeline`: `timeline` [{`start_s`, `end_s`, `scores` {class
-  name: probability}}], one per window.
+  index, score}] (`ranking`), and with `timeline`: `timeline` [{`start_s`, `end_s`,
+  `scores` {class name: probability}, `top_class`}], one per window.
 
   Raises:
     data_prep.video.VideoReadError: the file cannot be decoded.
@@ -100,9 +100,11 @@ def predict_video(classifier, path, object_maps, top_k, timeline_step_s=None,
   video = views.decode(path, protocol)
   maps = object_maps(path, video)
   num = len(video.frames)
-  view_scores = classifier.view_scores(video.frames, maps, views.clip_indices(num, protocol))
+  view_scores, view_logits = classifier.view_outputs(video.frames, maps,
+                                                     views.clip_indices(num, protocol))
   scores = views.aggregate(view_scores, protocol.aggregation, protocol.views_per_video)[0]
-  order = np.argsort(-scores, kind="stable")[:top_k]
+  logits = views.aggregate(view_logits, protocol.aggregation, protocol.views_per_video)[0]
+  order = ranking(scores, logits)[:top_k]
   record = {
       "video": path, "duration_s": video.duration, "fps": video.fps, "num_frames": num,
       "views": protocol.views_per_video, "aggregation": protocol.aggregation,
@@ -114,14 +116,27 @@ def predict_video(classifier, path, object_maps, top_k, timeline_step_s=None,
     step = (views.half_clip_step(protocol) if timeline_step_s is None
             else max(1, int(round(timeline_step_s * video.fps))))
     indices = views.timeline_indices(num, protocol, step)
-    window_scores = views.aggregate(classifier.view_scores(video.frames, maps, indices),
-                                    protocol.aggregation, protocol.num_crops)
+    window_scores, window_logits = (
+        views.aggregate(outputs, protocol.aggregation, protocol.num_crops)
+        for outputs in classifier.view_outputs(video.frames, maps, indices))
     start_s, end_s = views.clip_seconds(indices, video.fps)
     record["timeline"] = [
         {"start_s": float(a), "end_s": float(b),
-         "scores": dict(zip(classifier.class_names, s.tolist()))}
-        for a, b, s in zip(start_s, end_s, window_scores)]
+         "scores": dict(zip(classifier.class_names, s.tolist())),
+         "top_class": classifier.class_names[ranking(s, z)[0]]}
+        for a, b, s, z in zip(start_s, end_s, window_scores, window_logits)]
   return record
+
+
+def ranking(scores, logits):
+  """Class indices, highest score first; equal scores by their (aggregated) logits, then by
+  class index.
+
+  The probabilities are float32, where a sigmoid is exactly 1.0 above a logit of about
+  17.3: confident classes tie on the score and would otherwise rank by class index.
+  (Evaluation computes its scores in float64 instead, `trainer.Trainer`.)
+  """
+  return np.lexsort((-np.asarray(logits, np.float64), -np.asarray(scores, np.float64)))
 
 
 def format_record(record):
@@ -131,7 +146,7 @@ def format_record(record):
            f"{record['aggregation']})"]
   lines += [f"  {t['score']:.4f}  {t['class']}" for t in record["top_k"]]
   for window in record.get("timeline", []):
-    best = max(window["scores"], key=window["scores"].get)
+    best = window["top_class"]
     lines.append(f"  [{window['start_s']:7.2f} - {window['end_s']:7.2f} s]  "
                  f"{window['scores'][best]:.4f}  {best}")
   return "\n".join(lines)

@@ -233,14 +233,13 @@ def export_saved_model(model, export_dir, class_names, *, num_frames, image_size
 
   Returns:
     The versioned SavedModel directory.
+
+  Raises:
+    ValueError: bad `class_names` (`check_class_names`).
+    FileExistsError: the version exists. A failed export leaves no `.staging_<version>`.
   """
-  class_names = [str(n) for n in class_names]
-  num_classes = model.output_shape[-1]
-  if len(class_names) != num_classes:
-    raise ValueError(f"Expected {num_classes} class names (the model's outputs). Received: "
-                     f"{len(class_names)}")
-  if any("\n" in n for n in class_names):
-    raise ValueError(f"Class names must not contain newlines. Received: {class_names}")
+  class_names = check_class_names(class_names, model.output_shape[-1])
+  num_classes = len(class_names)
   version = next_version(export_dir) if version is None else int(version)
   path = os.path.join(export_dir, str(version))
   if tf.io.gfile.exists(path):
@@ -248,6 +247,47 @@ def export_saved_model(model, export_dir, class_names, *, num_frames, image_size
 
   staging = os.path.join(export_dir, f".staging_{version}")
   tf.io.gfile.makedirs(staging)
+  try:
+    _write_export(model, staging, path, class_names, num_classes, num_frames, image_size,
+                  uses_objects, score_activation, warmup_batch_size, view_protocol)
+  finally:
+    if tf.io.gfile.exists(staging):  # A failed export leaves nothing half-written.
+      tf.io.gfile.rmtree(staging)
+  return path
+
+
+def check_class_names(class_names, num_classes):
+  """`class_names` as a list of str, one per logit, checked.
+
+  Names key the scores of `official.predict` and the rows of the export's `class_names`
+  table, so a repeated name would put one class's score under another's, and a missing or
+  extra one would shift every later name onto another class's score.
+
+  Raises:
+    ValueError: not `num_classes` names, or a name that is empty (or blank), repeated, or
+      holds a newline.
+  """
+  class_names = [str(n) for n in class_names]
+  if len(class_names) != num_classes:
+    raise ValueError(f"Expected {num_classes} class names (the model's outputs). Received: "
+                     f"{len(class_names)}")
+  blank = [i for i, n in enumerate(class_names) if not n.strip()]
+  if blank:
+    raise ValueError(f"Class names must not be empty. Received an empty name for class "
+                     f"{blank[0]}" + (f" (and {len(blank) - 1} more)" if len(blank) > 1 else ""))
+  if any("\n" in n for n in class_names):
+    raise ValueError(f"Class names must not contain newlines. Received: {class_names}")
+  first = {}
+  for i, name in enumerate(class_names):
+    if name in first:
+      raise ValueError(f"Class names must be unique: {name!r} (classes {first[name]} and {i})")
+    first[name] = i
+  return class_names
+
+
+def _write_export(model, staging, path, class_names, num_classes, num_frames, image_size,
+                  uses_objects, score_activation, warmup_batch_size, view_protocol):
+  """Writes the export into `staging`, then renames its model folder to `path`."""
   names_file = os.path.join(staging, CLASS_NAMES_FILE)
   with tf.io.gfile.GFile(names_file, "w") as f:
     f.write("".join(n + "\n" for n in class_names))
@@ -278,5 +318,3 @@ def export_saved_model(model, export_dir, class_names, *, num_frames, image_size
   views.write_protocol(staged_model, view_protocol or views.ViewProtocol(num_frames,
                                                                          image_size))
   tf.io.gfile.rename(staged_model, path)
-  tf.io.gfile.rmtree(staging)
-  return path

@@ -7,7 +7,8 @@ give the same scores on the same views (up to float rounding between the Keras m
 the saved graph). With more than one crop per clip they differ slightly: the Keras model
 gets the evaluation crops of the frames resized to S, the signature the same squares cut
 at decoded size and resized by it (`views.serving_views`); up to 3e-3 in probability
-measured with a sharpened tiny model.
+measured with a sharpened tiny model, up to 2e-2 per view with tiny_smoke (softmax, 3
+crops; docs/serving.md).
 """
 
 import os
@@ -104,7 +105,12 @@ class SavedModelClassifier:
     self._signature = loaded.signatures[serving.SIGNATURE]
     self.uses_objects = "objects" in self._signature.structured_input_signature[1]
     names = loaded.signatures["class_names"]()["class_names"].numpy()
-    self.class_names = [n.decode("utf-8") for n in names]
+    try:  # Exports written before the names were checked may repeat one.
+      self.class_names = serving.check_class_names([n.decode("utf-8") for n in names],
+                                                   len(names))
+    except ValueError as e:
+      raise ValueError(f"{self.path}: {e}. Re-export the model with distinct class names "
+                       "(Experiment.class_names).") from e
     protocol = views_lib.read_protocol(self.path)
     if protocol is None:
       # Exported before the protocol file existed: the warm-up request has the model's
@@ -114,14 +120,21 @@ class SavedModelClassifier:
                       "say otherwise.", self.path, views_lib.PROTOCOL_FILE)
     self.protocol = protocol.replace(**(protocol_overrides or {}))
 
-  def view_scores(self, frames, maps, indices):
-    """Probabilities `[C * num_crops, num_classes]` of the clips `indices` `[C, T]`."""
-    scores = []
+  def view_outputs(self, frames, maps, indices):
+    """(probabilities, logits), each float32 `[C * num_crops, num_classes]`, of the clips
+    `indices` `[C, T]`."""
+    probabilities, logits = [], []
     for clips in _clip_batches(indices, self.batch_size, self.protocol.num_crops):
       inputs = views_lib.serving_views(frames, maps, clips, self.protocol)
       batch = {k: tf.constant(v) for k, v in inputs.items()}
-      scores.append(self._signature(**batch)["probabilities"].numpy())
-    return np.concatenate(scores)
+      outputs = self._signature(**batch)
+      probabilities.append(outputs["probabilities"].numpy())
+      logits.append(outputs["logits"].numpy())
+    return np.concatenate(probabilities), np.concatenate(logits)
+
+  def view_scores(self, frames, maps, indices):
+    """Probabilities `[C * num_crops, num_classes]` of the clips `indices` `[C, T]`."""
+    return self.view_outputs(frames, maps, indices)[0]
 
 
 class CheckpointClassifier:
@@ -197,9 +210,12 @@ class CheckpointClassifier:
   def _find_class_names(self):
     from official.data import input_pipeline  # pylint: disable=g-import-not-at-top
     exp = self._runner.exp
-    if exp.class_names is not None:
-      return list(exp.class_names)
     num_classes = int(self.model.output_shape[-1])
+    if exp.class_names is not None:
+      try:
+        return serving.check_class_names(exp.class_names, num_classes)
+      except ValueError as e:
+        raise ValueError(f"Experiment.class_names: {e}") from e
     cause = "VideoInput.dataset_name is not bound"
     video_input = self._video_input()
     name = getattr(video_input, "dataset_name", None)
@@ -213,10 +229,10 @@ class CheckpointClassifier:
       except (ValueError, TypeError, OSError, AssertionError) as e:
         cause = f"{type(e).__name__}: {e}"
       else:
-        if len(names) == num_classes:
-          return names
-        cause = (f"{name} under {data_dir} has {len(names)} classes, the model "
-                 f"{num_classes}")
+        try:
+          return serving.check_class_names(names, num_classes)
+        except ValueError as e:
+          cause = f"{name} under {data_dir}: {e}"
     logging.warning(
         "No class names (%s): scores are named class_0 .. class_%d. Set "
         "Experiment.class_names, or point VideoInput.data_dir at the prepared dataset "
@@ -246,7 +262,13 @@ class CheckpointClassifier:
     for clips in _clip_batches(indices, self.batch_size, self.protocol.num_crops):
       yield views_lib.model_views(frames, maps, clips, self.protocol)
 
+  def view_outputs(self, frames, maps, indices):
+    """(probabilities, logits), each float32 `[C * num_crops, num_classes]`, of the clips
+    `indices` `[C, T]`."""
+    logits = np.concatenate([self._forward(batch).numpy()
+                             for batch in self.model_inputs(frames, maps, indices)])
+    return self.score_activation(logits).numpy(), logits
+
   def view_scores(self, frames, maps, indices):
     """Probabilities `[C * num_crops, num_classes]` of the clips `indices` `[C, T]`."""
-    return np.concatenate([self.score_activation(self._forward(batch)).numpy()
-                           for batch in self.model_inputs(frames, maps, indices)])
+    return self.view_outputs(frames, maps, indices)[0]
