@@ -360,6 +360,45 @@ def test_continuous_eval_evaluates_each_checkpoint_once_then_stops(run_copy):
   assert out.returncode == 0 and "Evaluated steps: []" in out.stdout
 
 
+_PRUNE_DURING_CHECKS = """
+import glob, os, sys
+from absl import app
+from official import train
+from official.training import experiment
+model_dir, oldest = sys.argv[1], sys.argv[2]
+checks = experiment.Runner.check_num_classes
+def pruning_checks(self):
+  # What the training job's max_to_keep does on its next save, while this job checks the
+  # data (which may prepare it: seconds to minutes) before its first evaluation.
+  for path in glob.glob(os.path.join(model_dir, oldest + ".*")):
+    os.remove(path)
+  return checks(self)
+experiment.Runner.check_num_classes = pruning_checks
+sys.argv = [sys.argv[0]] + sys.argv[3:]
+app.run(train.main)
+"""
+
+
+@pytest.mark.slow
+def test_continuous_eval_skips_a_checkpoint_deleted_while_it_starts(run_copy, finished_run):
+  # Before: "error: --checkpoint=.../ckpt-N is not a checkpoint" (no such flag was given)
+  # and exit status 1: the FileNotFoundError of a pruned checkpoint was not counted as a
+  # skip, and the later checkpoints were never evaluated.
+  shutil.rmtree(run_copy / "eval")
+  shutil.rmtree(run_copy / "best")
+  steps = sorted(int(name[len("ckpt-"):-len(".index")]) for name in os.listdir(run_copy)
+                 if name.startswith("ckpt-") and name.endswith(".index"))
+  assert len(steps) >= 2, steps
+  out = subprocess.run(
+      [sys.executable, "-c", _PRUNE_DURING_CHECKS, str(run_copy), f"ckpt-{steps[0]}",
+       "--mode=continuous_eval", f"--model_dir={run_copy}", f"--gin_file={GIN}",
+       "--eval_timeout=5", *_data_bindings(finished_run)],
+      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert f"Evaluated steps: {steps[1:]}" in out.stdout, out.stdout + out.stderr[-3000:]
+  assert f"ckpt-{steps[0]} was deleted (max_to_keep) before it was evaluated" in out.stderr
+
+
 @pytest.mark.slow
 def test_continuous_eval_prepares_no_data_before_a_checkpoint_exists(tmp_path):
   # Before: started beside a training job on a fresh model_dir, it generated the synthetic

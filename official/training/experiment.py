@@ -524,7 +524,9 @@ class Runner:
       try:
         last = self.evaluate(path, writer, keeper)
         evaluated.append(step)
-      except checkpointing.CheckpointError:
+      except (checkpointing.CheckpointError, FileNotFoundError, tf.errors.NotFoundError):
+        # Pruned by the training job since the listing: resolving it raises
+        # FileNotFoundError, reading it CheckpointError or NotFoundError.
         if tf.io.gfile.exists(path + ".index"):
           raise  # Damaged, not deleted: the message says what to do.
         skipped.append(step)

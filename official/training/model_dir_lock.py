@@ -5,7 +5,9 @@ and metrics. The chief of a training job holds `MODEL_DIR/train.lock` (JSON: pid
 start time) for its whole run; a daemon thread refreshes the file's modification time every
 `HEARTBEAT_SECONDS`. A second job refuses to start, naming the holder. A lock left behind by
 a crash (kill -9, a lost machine) is stale, and taken over with a warning, when
-  - its host is this host and its pid is no longer running, or
+  - its host is this host and its pid is no longer running, or is this process's own
+    while this process does not hold it (a restarted container often gets the dead
+    run's pid again), or
   - its heartbeat is older than `STALE_AFTER_SECONDS`: another host, which cannot be asked,
     or this host with a running pid that is not the holder's (pid reuse after a reboot), or
   - it is unreadable (a holder killed while writing it) and older than
@@ -34,6 +36,9 @@ HEARTBEAT_SECONDS = 60.0
 STALE_AFTER_SECONDS = 600.0
 # A holder writes its lock right after creating it: unreadable for longer, it was killed.
 UNREADABLE_GRACE_SECONDS = 10.0
+# Lock files this process holds (real paths): a lock naming this process's pid that is not
+# among them was left by an earlier process that had the same pid.
+_HELD_HERE = set()
 
 
 class ModelDirLockedError(RuntimeError):
@@ -120,6 +125,9 @@ class ModelDirLock:
     if holder is None or not isinstance(holder.get("pid"), int):
       return (f"unreadable, {age:.0f} s old" if age > self.unreadable_grace else None)
     if holder.get("host") == socket.gethostname():
+      if holder["pid"] == os.getpid() and os.path.realpath(self.path) not in _HELD_HERE:
+        return (f"pid {holder['pid']} is this process, which does not hold it: an earlier "
+                "run with the same pid left it (a restarted container)")
       if not _pid_running(holder["pid"]):
         return f"pid {holder['pid']} is no longer running on this host"
       if age > self.stale_after:
@@ -173,6 +181,7 @@ class ModelDirLock:
     with os.fdopen(fd, "w") as f:
       json.dump(self._record(), f)
     self._held = True
+    _HELD_HERE.add(os.path.realpath(self.path))
     return True
 
   def _check_stale(self):
@@ -218,3 +227,4 @@ class ModelDirLock:
       if holder is not None and holder.get("pid") == os.getpid():
         os.remove(self.path)
       self._held = False
+      _HELD_HERE.discard(os.path.realpath(self.path))

@@ -132,3 +132,16 @@ def test_empty_lock_is_stale_after_a_short_grace(tmp_path):
   os.utime(lock_file, (old, old))
   with model_dir_lock.ModelDirLock(str(tmp_path)):
     assert json.loads(lock_file.read_text())["pid"] == os.getpid()
+
+
+def test_a_lock_naming_this_process_that_it_does_not_hold_is_stale(tmp_path):
+  # Before: a container restarted with the same hostname usually gets the same pid again
+  # (e.g. 1 or 7), so the dead run's lock named a running pid, this one: every restart was
+  # refused "in use by another run: pid <its own pid>" until 600 s without a heartbeat.
+  (tmp_path / "train.lock").write_text(json.dumps(
+      {"pid": os.getpid(), "host": socket.gethostname(), "mode": "train"}))
+  with model_dir_lock.ModelDirLock(str(tmp_path)):
+    assert json.loads((tmp_path / "train.lock").read_text())["pid"] == os.getpid()
+    # A lock this process holds is still live for a second lock object of this process.
+    with pytest.raises(model_dir_lock.ModelDirLockedError, match="in use by another run"):
+      model_dir_lock.ModelDirLock(str(tmp_path)).acquire()
