@@ -424,6 +424,28 @@ def test_resume_with_another_config_keeps_the_earlier_one_and_warns(run_copy):
 
 
 @pytest.mark.slow
+def test_a_failed_resume_with_another_config_does_not_rewrite_the_config_record(run_copy):
+  # Before: the failed attempt (a model that does not match the checkpoint) had already
+  # rewritten config.gin, and the next start with the original config filed that text as
+  # config-12.gin, "the config trained with up to step 12", though it never trained.
+  # Likewise flags.txt: a resume with another --seed (another data order) overwrote it
+  # without a word.
+  trained_with = (run_copy / "config.gin").read_text()
+  flags_before = (run_copy / "flags.txt").read_text()
+  other_model = ("--gin_param=build_model.structure=[[-1, 1], [-1, 1], [0, [0, 1], 16, 1, 1, 0], "
+                 "[1, [2], 16, 1, 2, 0], [2, [2, 3], 16, 1, 2, 0], [3, [4], 32, 1, 2, 0]]")
+  out = _train(run_copy, other_model, mode="train")
+  assert out.returncode != 0 and "does not match the model" in out.stderr, out.stderr[-3000:]
+  out = _train(run_copy, "--seed=1", mode="train")
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert (run_copy / "config-12.gin").read_text() == trained_with
+  assert (run_copy / "config.gin").read_text() == trained_with
+  assert (run_copy / "flags-12.txt").read_text() == flags_before
+  assert "--seed=1" in (run_copy / "flags.txt").read_text()
+  assert "--seed=1 differs from the --seed=0" in out.stderr, out.stderr[-3000:]
+
+
+@pytest.mark.slow
 def test_export_removes_the_staging_folder_of_a_killed_export(run_copy):
   # Before: every export killed mid-way left its `.staging_<version>` folder for good.
   (run_copy / "export" / ".staging_17" / "model").mkdir(parents=True)

@@ -9,6 +9,7 @@ import contextlib
 import inspect
 import json
 import os
+import re
 import time
 
 from absl import logging
@@ -294,6 +295,8 @@ class Runner:
   def train(self, with_eval):
     if self.is_chief:
       self._keep_changed_config(reproducibility.CONFIG_FILE, gin.config_str())
+      self._keep_changed_config(reproducibility.FLAGS_FILE, self.flags_text,
+                                what="command-line flags")
       reproducibility.write_start_files(self.model_dir, self.flags_text)
     keeper = None
     if with_eval:
@@ -319,10 +322,17 @@ class Runner:
       self._final_evaluation()
     return step
 
-  def _keep_changed_config(self, name, text):
-    """A resumed run whose gin config differs from the one saved in model_dir: keeps the
-    earlier file as `<name>-<step>.gin` (the checkpoint step it was used up to) instead
-    of overwriting it, with a warning."""
+  def _keep_changed_config(self, name, text, what="gin configuration"):
+    """A resumed run whose gin config (or flags) differs from the one saved in model_dir:
+    keeps the earlier file as `<stem>-<step><ext>` (the checkpoint step it was used up to)
+    instead of overwriting it, with a warning.
+
+    An existing `<stem>-<step><ext>` is never replaced: the file saved now was then written
+    by a start that trained no checkpoint past `step` (it failed, e.g. on a model that did
+    not match the checkpoint, or was killed first), so the kept one is still the record of
+    the run up to `step`. A changed `--seed` gets its own warning: it changes the order of
+    the training data from the resumed step on.
+    """
     path = os.path.join(self.model_dir, name)
     if not tf.io.gfile.exists(path):
       return
@@ -334,14 +344,28 @@ class Runner:
     if latest is None:
       return  # Nothing trained with it.
     step = os.path.basename(latest).rsplit("-", 1)[1]
-    kept = os.path.join(self.model_dir, f"{name[:-len('.gin')]}-{step}.gin")
-    tf.io.gfile.copy(path, kept, overwrite=True)
+    stem, extension = os.path.splitext(name)
+    kept = os.path.join(self.model_dir, f"{stem}-{step}{extension}")
+    seeds = [re.findall(r"^--seed=(.*)$", t, re.MULTILINE) for t in (saved, text)]
+    if seeds[0] != seeds[1]:
+      logging.warning(
+          "This run's --seed=%s differs from the --seed=%s that %s was trained with up to "
+          "step %s: the training data from step %s on come in another order than in an "
+          "uninterrupted run.", ",".join(seeds[1]) or "(none)", ",".join(seeds[0]) or "(none)",
+          self.model_dir, step, step)
+    if tf.io.gfile.exists(kept):
+      logging.warning(
+          "%s in %s was written by a start that trained no checkpoint past step %s; %s "
+          "(the record of the run up to step %s) is kept, and %s now holds this run's.",
+          name, self.model_dir, step, kept, step, name)
+      return
+    tf.io.gfile.copy(path, kept)
     changed = sorted(set(saved.splitlines()) ^ set(text.splitlines()))
     changed = [line for line in changed if line.strip() and not line.startswith("#")]
     logging.warning(
-        "This run's gin configuration differs from the one %s was trained with up to step "
-        "%s (%d line(s) differ, e.g. %s); the earlier %s is kept as %s.", self.model_dir,
-        step, len(changed), changed[:4], name, kept)
+        "This run's %s differs from the one %s was trained with up to step %s (%d line(s) "
+        "differ, e.g. %s); the earlier %s is kept as %s.", what, self.model_dir, step,
+        len(changed), changed[:4], name, kept)
 
   @property
   def eval_dir(self):

@@ -178,10 +178,11 @@ class ModelDirLock:
       fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
       return False
+    # Listed before the record names this pid: until then the file reads as unreadable.
+    _HELD_HERE.add(os.path.realpath(self.path))
     with os.fdopen(fd, "w") as f:
       json.dump(self._record(), f)
     self._held = True
-    _HELD_HERE.add(os.path.realpath(self.path))
     return True
 
   def _check_stale(self):
