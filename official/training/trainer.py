@@ -360,6 +360,10 @@ class Trainer:
     window = _new_window()
     timed_steps, timed_seconds = 0, 0.0
     while step < self.train_steps:
+      if (step + 1) % self.log_interval == 0 or step + 1 == self.train_steps:
+        # The rate this step trains at: afterwards the optimizer reports the next step's.
+        window["learning_rate"] = float(
+            keras.ops.convert_to_numpy(self.optimizer.learning_rate))
       t0 = time.perf_counter()
       features, labels = next(iterator)
       t1 = time.perf_counter()
@@ -401,7 +405,7 @@ class Trainer:
     timed = max(window["timed"], 1)
     steps_per_s = timed_steps / timed_seconds if timed_seconds > 0 else float("nan")
     eta_s = (self.train_steps - step) / steps_per_s if timed_seconds > 0 else float("nan")
-    learning_rate = float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+    learning_rate = window["learning_rate"]  # The rate `step` trained at.
     values = {
         "loss": window["loss"] / n,
         "learning_rate": learning_rate,
@@ -476,7 +480,8 @@ class Trainer:
 
 
 def _new_window():
-  return {"steps": 0, "timed": 0, "data": 0.0, "compute": 0.0, "loss": 0.0}
+  return {"steps": 0, "timed": 0, "data": 0.0, "compute": 0.0, "loss": 0.0,
+          "learning_rate": float("nan")}
 
 
 def write_scalar(name, value, step):

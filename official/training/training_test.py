@@ -288,3 +288,21 @@ def test_confident_videos_keep_their_order_in_evaluation_scores(tmp_path):
   assert by_id["neg"] > by_id["pos"] > 0.5
   from official.evaluation import metrics  # pylint: disable=g-import-not-at-top
   assert metrics.average_precision([1, 0], [by_id["pos"], by_id["neg"]]) == 0.5
+
+
+def test_logged_learning_rate_is_the_one_the_logged_step_used(tmp_path):
+  # Before: the learning rate logged (and written to TensorBoard) at step s was the
+  # schedule at the optimizer's iterations after step s, i.e. the rate of step s + 1: a
+  # warm-up read 0.2, 0.4, 0.4 for steps that trained at 0, 0.2 and 0.4.
+  schedule = optimization.build_learning_rate(8, base_learning_rate=0.4, schedule="cosine",
+                                              warmup_steps=2)
+  trainer = tiny_trainer(tmp_path, schedule, steps=3, checkpoint_interval=10)
+  trainer.train(_dataset())
+  logged = {}
+  for path in tf.io.gfile.glob(str(tmp_path / "train" / "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == "learning_rate":
+          logged[event.step] = float(tf.make_ndarray(value.tensor))
+  expected = {step: float(schedule(step - 1)) for step in (1, 2, 3)}
+  assert logged == pytest.approx(expected)
