@@ -3,7 +3,8 @@
 Two training jobs on one model_dir would overwrite each other's checkpoints, config, `best/`
 and metrics. The chief of a training job holds `MODEL_DIR/train.lock` (JSON: pid, host, mode,
 start time) for its whole run; a daemon thread refreshes the file's modification time every
-`HEARTBEAT_SECONDS`. A second job refuses to start, naming the holder. A lock left behind by
+`HEARTBEAT_SECONDS`, and rewrites it if it was damaged from outside. A second job refuses to
+start, naming the holder. A lock left behind by
 a crash (kill -9, a lost machine) is stale, and taken over with a warning, when
   - its host is this host and its pid is no longer running, or is this process's own
     while this process does not hold it (a restarted container often gets the dead
@@ -32,7 +33,9 @@ import time
 from absl import logging
 
 LOCK_FILE = "train.lock"
-HEARTBEAT_SECONDS = 60.0
+# Shorter than UNREADABLE_GRACE_SECONDS: a live holder repairs a lock damaged from outside
+# before another run may judge it stale.
+HEARTBEAT_SECONDS = 5.0
 STALE_AFTER_SECONDS = 600.0
 # A holder writes its lock right after creating it: unreadable for longer, it was killed.
 UNREADABLE_GRACE_SECONDS = 10.0
@@ -93,6 +96,7 @@ class ModelDirLock:
     self._stop = threading.Event()
     self._thread = None
     self._held = False
+    self._own_record = None
 
   def __enter__(self):
     self.acquire()
@@ -180,8 +184,9 @@ class ModelDirLock:
       return False
     # Listed before the record names this pid: until then the file reads as unreadable.
     _HELD_HERE.add(os.path.realpath(self.path))
+    self._own_record = self._record()
     with os.fdopen(fd, "w") as f:
-      json.dump(self._record(), f)
+      json.dump(self._own_record, f)
     self._held = True
     return True
 
@@ -212,6 +217,20 @@ class ModelDirLock:
 
   def _beat(self):
     while not self._stop.wait(self.heartbeat):
+      holder = self._read()
+      if holder is None and os.path.exists(self.path):
+        # Damaged from outside (cut or overwritten): rewritten at once, as an unreadable
+        # lock is stale after `unreadable_grace` seconds.
+        repaired = f"{self.path}.{os.getpid()}.repair"
+        with open(repaired, "w") as f:
+          json.dump(self._own_record, f)
+        os.replace(repaired, self.path)
+        logging.warning("The lock %s was unreadable while this run held it; rewritten.",
+                        self.path)
+      elif holder is not None and holder != self._own_record:
+        logging.error("Another run took over the lock %s of this run: %s. Two runs now write "
+                      "to %s; stop one of them.", self.path, holder, self.model_dir)
+        return
       try:
         os.utime(self.path)
       except FileNotFoundError:

@@ -145,3 +145,19 @@ def test_a_lock_naming_this_process_that_it_does_not_hold_is_stale(tmp_path):
     # A lock this process holds is still live for a second lock object of this process.
     with pytest.raises(model_dir_lock.ModelDirLockedError, match="in use by another run"):
       model_dir_lock.ModelDirLock(str(tmp_path)).acquire()
+
+
+def test_a_damaged_lock_of_a_live_holder_is_repaired_before_another_run_may_take_it(
+    tmp_path):
+  # Before: the holder only touched the lock's modification time (every 60 s) and an
+  # unreadable lock is stale after 10 s, so a lock damaged from outside while its run was
+  # alive was taken over, and two trainers ran on one model_dir.
+  lock_file = tmp_path / "train.lock"
+  with model_dir_lock.ModelDirLock(str(tmp_path), heartbeat=0.05):
+    record = json.loads(lock_file.read_text())
+    lock_file.write_text("{garbage")
+    time.sleep(0.5)
+    assert json.loads(lock_file.read_text()) == record
+    with pytest.raises(model_dir_lock.ModelDirLockedError, match="in use by another run"):
+      model_dir_lock.ModelDirLock(str(tmp_path), unreadable_grace=0.1).acquire()
+  assert not lock_file.exists()
