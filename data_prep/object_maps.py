@@ -157,16 +157,20 @@ def load_map_folder(directory, source_indices, num_source_frames, height, width)
 def check_map_shape(path, map_shape, height, width):
   """Raises ValueError when a map of `map_shape` (height, width) has another aspect ratio
   than the decoded `height` x `width` frames: maps may have another size, not another
-  shape. One pixel of rounding of the map's sides is allowed.
+  shape.
 
-  Maps in the coded orientation of a rotated phone clip (transposed), or of a cropped
-  picture, would otherwise be stretched over the upright frames: ids in the wrong places
-  without a word.
+  Both sizes are roundings of one picture's: the shapes agree when some height / width
+  ratio is within one pixel of both, i.e. the ranges `(h - 1) / (w + 1) .. (h + 1) /
+  (w - 1)` of the maps and of the frames overlap. Maps in the coded orientation of a
+  rotated phone clip (transposed), or of a cropped picture, would otherwise be stretched
+  over the upright frames: ids in the wrong places without a word.
   """
-  map_height, map_width = map_shape
-  # |h / w - H / W| within one pixel of rounding of the map's width or height.
-  tolerance = (map_height + map_width) * max(height, width)
-  if abs(map_height * width - map_width * height) * max(map_height, map_width) > tolerance:
+  def ratios(rows, cols):
+    return (rows - 1) / (cols + 1), (rows + 1) / max(cols - 1, 0.5)
+  map_low, map_high = ratios(*map_shape)
+  frame_low, frame_high = ratios(height, width)
+  if map_high < frame_low or frame_high < map_low:
+    map_height, map_width = map_shape
     raise ValueError(
         f"{path}: object maps of {map_height} x {map_width} (height x width) do not have "
         f"the shape of the decoded frames, {height} x {width} (upright, as a player shows "

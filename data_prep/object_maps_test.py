@@ -123,3 +123,20 @@ def test_load_map_folder_refuses_lossy_maps(tmp_path, extension):
     Image.fromarray(ids).save(tmp_path / f"v-{n:06d}.{extension}", quality=90)
   with pytest.raises(ValueError, match=r"v-000001\.%s: object maps must be PNG" % extension):
     object_maps.load_map_folder(tmp_path, [0, 1], 2, height=32, width=48)
+
+
+@pytest.mark.parametrize("map_shape, frame_shape", [
+    ((2160, 4096), (256, 485)),  # DCI 4K maps of frames at short side 256.
+    ((3024, 4032), (224, 299)),  # A phone photo-size map.
+    ((1080, 1920), (128, 228)),  # 1080p maps of frames at short side 128.
+])
+def test_maps_much_larger_than_the_frames_keep_their_shape_within_rounding(map_shape,
+                                                                          frame_shape):
+  # Before: one pixel of rounding was allowed on the maps' sides only, not the frames' own
+  # rounding, which scaled up to the maps' size exceeds it: correctly shaped maps of about
+  # 5.5x the frames' size or more were refused (485 of 11,025 source sizes x short sides).
+  object_maps.check_map_shape("m.png", map_shape, *frame_shape)
+  with pytest.raises(ValueError, match="do not have the shape"):
+    object_maps.check_map_shape("m.png", map_shape[::-1], *frame_shape)  # Transposed.
+  with pytest.raises(ValueError, match="do not have the shape"):  # A 10% narrower crop.
+    object_maps.check_map_shape("m.png", (map_shape[0], map_shape[1] * 9 // 10), *frame_shape)

@@ -61,7 +61,7 @@ def main(argv):
     gin_flags.parse_gin(FLAGS.gin_file, gin_flags.gin_bindings_from_flags())
   except (ValueError, KeyError, SyntaxError, IOError) as e:
     return _error(f"gin configuration: {e}", 2)
-  flags_text = FLAGS.flags_into_string()
+  flags_text = command_flags_text()
   try:
     result = experiment.run_mode(FLAGS.mode, FLAGS.model_dir, FLAGS.strategy, FLAGS.tpu,
                                  FLAGS.seed, FLAGS.checkpoint, FLAGS.export_dir, flags_text,
@@ -88,6 +88,19 @@ def main(argv):
 def _disk_full(error):
   return (getattr(error, "errno", None) == errno.ENOSPC or
           "No space left on device" in str(error))
+
+
+def command_flags_text():
+  """The package's own flags as `--name=value` lines (flags.txt): the record of the
+  command. The flags that absl, TensorFlow and TFDS define are left out: they say nothing
+  about the run, and some follow the environment (absl's `--test_tmpdir` is under
+  $TMPDIR, set per job on clusters), which made the same command look changed."""
+  lines = []
+  for module, module_flags in sorted(FLAGS.flags_by_module_dict().items()):
+    if module.split(".")[0] in ("absl", "tensorflow", "tensorflow_datasets", "keras"):
+      continue
+    lines += [flag.serialize() for flag in module_flags if flag.serialize()]
+  return "\n".join(sorted(set(lines))) + "\n"
 
 
 def _error(message, status):

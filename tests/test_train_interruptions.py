@@ -446,6 +446,46 @@ def test_a_failed_resume_with_another_config_does_not_rewrite_the_config_record(
 
 
 @pytest.mark.slow
+def test_the_same_command_in_another_job_keeps_no_flags_copy(run_copy, tmp_path):
+  # Before: flags.txt held every flag absl knows, --test_tmpdir (which follows $TMPDIR, set
+  # per job on clusters) and --test_random_seed among them, so the same command resumed in
+  # another batch job "changed its flags": a flags-<step>.txt and a warning every time.
+  job_tmp = tmp_path / "job2"
+  job_tmp.mkdir()
+  out = subprocess.run(
+      [sys.executable, "-m", "official.train", "--mode=train", f"--model_dir={run_copy}",
+       f"--gin_file={GIN}", "--gin_param=Experiment.train_steps=14"],
+      cwd=ROOT, env=dict(_env(), TMPDIR=str(job_tmp)), capture_output=True, text=True,
+      timeout=300, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  out = subprocess.run(
+      [sys.executable, "-m", "official.train", "--mode=train", f"--model_dir={run_copy}",
+       f"--gin_file={GIN}", "--gin_param=Experiment.train_steps=14"],
+      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert not [name for name in os.listdir(run_copy) if name.startswith("flags-14")]
+  assert "command-line flags differs" not in out.stderr
+  flags_text = (run_copy / "flags.txt").read_text()
+  assert "--test_tmpdir" not in flags_text and "--seed=0" in flags_text
+  assert f"--model_dir={run_copy}" in flags_text
+
+
+@pytest.mark.slow
+def test_bad_class_names_are_one_error_line_at_export_and_before_training(run_copy):
+  # Before: a repeated or blank name (or a wrong count) in Experiment.class_names ended
+  # --mode=export in a traceback, after training, without naming where the names came from.
+  names = [f"action {i}" for i in range(11)] + ["action 0"]
+  bad = f"--gin_param=Experiment.class_names = {names!r}"
+  error = _one_error(_train(run_copy, bad, mode="export"), returncode=2)
+  assert "Experiment.class_names" in error and "'action 0' (classes 0 and 11)" in error
+  before = sorted(os.listdir(run_copy))
+  error = _one_error(_train(run_copy, bad, "--gin_param=Experiment.train_steps=14",
+                            mode="train"), returncode=2)
+  assert "Experiment.class_names" in error
+  assert sorted(os.listdir(run_copy)) == before  # Refused before anything was written.
+
+
+@pytest.mark.slow
 def test_export_removes_the_staging_folder_of_a_killed_export(run_copy):
   # Before: every export killed mid-way left its `.staging_<version>` folder for good.
   (run_copy / "export" / ".staging_17" / "model").mkdir(parents=True)

@@ -166,6 +166,14 @@ def _input_keys(model):
   return ("rgb", "objects") if assemblenet.uses_objects(model) else ("rgb",)
 
 
+def _free_name(prefix, extension):
+  """`<prefix><extension>`, or `<prefix>-<n><extension>` with the first n that is free."""
+  path, n = prefix + extension, 1
+  while tf.io.gfile.exists(path):
+    path, n = f"{prefix}-{n}{extension}", n + 1
+  return path
+
+
 class Runner:
   """Builds the strategy, model, optimiser and trainer of an `Experiment` and runs a mode."""
 
@@ -293,6 +301,8 @@ class Runner:
   # Modes ---------------------------------------------------------------------------------
 
   def train(self, with_eval):
+    if self.exp.class_names is not None:
+      self._class_names()  # Checked now, not at the export after training.
     if self.is_chief:
       self._keep_changed_config(reproducibility.CONFIG_FILE, gin.config_str())
       self._keep_changed_config(reproducibility.FLAGS_FILE, self.flags_text,
@@ -327,10 +337,12 @@ class Runner:
     keeps the earlier file as `<stem>-<step><ext>` (the checkpoint step it was used up to)
     instead of overwriting it, with a warning.
 
-    An existing `<stem>-<step><ext>` is never replaced: the file saved now was then written
-    by a start that trained no checkpoint past `step` (it failed, e.g. on a model that did
-    not match the checkpoint, or was killed first), so the kept one is still the record of
-    the run up to `step`. A changed `--seed` gets its own warning: it changes the order of
+    An existing `<stem>-<step><ext>` newer than the checkpoint is not replaced: the file
+    saved now was then written by a start that trained no checkpoint past `step` (it
+    failed, e.g. on a model that did not match the checkpoint, or was killed first), so the
+    kept one is still the record of the run up to `step`. One older than the checkpoint
+    records an earlier run whose checkpoints were moved out; it is renamed
+    `<stem>-<step>.earlier<ext>`. A changed `--seed` gets its own warning: it changes the order of
     the training data from the resumed step on.
     """
     path = os.path.join(self.model_dir, name)
@@ -354,11 +366,19 @@ class Runner:
           "uninterrupted run.", ",".join(seeds[1]) or "(none)", ",".join(seeds[0]) or "(none)",
           self.model_dir, step, step)
     if tf.io.gfile.exists(kept):
-      logging.warning(
-          "%s in %s was written by a start that trained no checkpoint past step %s; %s "
-          "(the record of the run up to step %s) is kept, and %s now holds this run's.",
-          name, self.model_dir, step, kept, step, name)
-      return
+      if (tf.io.gfile.stat(kept).mtime_nsec >=
+          tf.io.gfile.stat(latest + ".index").mtime_nsec):
+        logging.warning(
+            "%s in %s was written by a start that trained no checkpoint past step %s; %s "
+            "(the record of the run up to step %s) is kept, and %s now holds this run's.",
+            name, self.model_dir, step, kept, step, name)
+        return
+      # Older than the checkpoint: the record of an earlier run whose checkpoints were
+      # moved out before this model_dir was trained again. Kept aside, not replaced.
+      earlier = _free_name(os.path.join(self.model_dir, f"{stem}-{step}.earlier"), extension)
+      tf.io.gfile.rename(kept, earlier)
+      logging.warning("%s is older than %s: it records an earlier run, and is kept as %s.",
+                      kept, latest, earlier)
     tf.io.gfile.copy(path, kept)
     changed = sorted(set(saved.splitlines()) ^ set(text.splitlines()))
     changed = [line for line in changed if line.strip() and not line.startswith("#")]
@@ -594,10 +614,22 @@ class Runner:
     return export_path
 
   def _class_names(self):
+    """Names in logit order, checked (`serving.check_class_names`): `Experiment.class_names`,
+    else the prepared dataset's (TFDS metadata).
+
+    Raises:
+      errors.ConfigError: naming where the names came from.
+    """
+    num_classes = int(self.model.output_shape[-1])
     if self.exp.class_names is not None:
-      return list(self.exp.class_names)
-    # The prepared dataset knows its class names (TFDS metadata).
-    return list(self._dataset_info().class_names)
+      source, names = "Experiment.class_names", self.exp.class_names
+    else:
+      source = f"the class names of the prepared dataset {self.input.dataset_name}"
+      names = self._dataset_info().class_names
+    try:
+      return serving.check_class_names(names, num_classes)
+    except ValueError as e:
+      raise errors.ConfigError(f"{source}: {e}") from e
 
   def _dataset_info(self):
     """`input_pipeline.DatasetInfo` of the dataset the input reads.

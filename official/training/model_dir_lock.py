@@ -29,6 +29,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 
 from absl import logging
 
@@ -39,9 +40,10 @@ HEARTBEAT_SECONDS = 5.0
 STALE_AFTER_SECONDS = 600.0
 # A holder writes its lock right after creating it: unreadable for longer, it was killed.
 UNREADABLE_GRACE_SECONDS = 10.0
-# Lock files this process holds (real paths): a lock naming this process's pid that is not
-# among them was left by an earlier process that had the same pid.
-_HELD_HERE = set()
+# {real path of a lock file: the `ModelDirLock` of this process that holds it}: a lock
+# naming this process's pid that no lock here holds was left by an earlier process that
+# had the same pid.
+_HELD_HERE = {}
 
 
 class ModelDirLockedError(RuntimeError):
@@ -106,8 +108,10 @@ class ModelDirLock:
     self.release()
 
   def _record(self):
+    # `token` tells apart two locks of one process (threads) started in the same second.
     return {"pid": os.getpid(), "host": socket.gethostname(), "mode": self.mode,
-            "started": datetime.datetime.now().isoformat(timespec="seconds")}
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+            "token": uuid.uuid4().hex}
 
   def _read(self):
     try:
@@ -129,7 +133,7 @@ class ModelDirLock:
     if holder is None or not isinstance(holder.get("pid"), int):
       return (f"unreadable, {age:.0f} s old" if age > self.unreadable_grace else None)
     if holder.get("host") == socket.gethostname():
-      if holder["pid"] == os.getpid() and os.path.realpath(self.path) not in _HELD_HERE:
+      if holder["pid"] == os.getpid() and _HELD_HERE.get(os.path.realpath(self.path)) is None:
         return (f"pid {holder['pid']} is this process, which does not hold it: an earlier "
                 "run with the same pid left it (a restarted container)")
       if not _pid_running(holder["pid"]):
@@ -183,7 +187,7 @@ class ModelDirLock:
     except FileExistsError:
       return False
     # Listed before the record names this pid: until then the file reads as unreadable.
-    _HELD_HERE.add(os.path.realpath(self.path))
+    _HELD_HERE[os.path.realpath(self.path)] = self
     self._own_record = self._record()
     with os.fdopen(fd, "w") as f:
       json.dump(self._own_record, f)
@@ -243,8 +247,12 @@ class ModelDirLock:
     if self._thread is not None:
       self._thread.join()
     if self._held:
-      holder = self._read()
-      if holder is not None and holder.get("pid") == os.getpid():
-        os.remove(self.path)
+      if self._read() == self._own_record:  # Not a lock another run took over since.
+        try:
+          os.remove(self.path)
+        except FileNotFoundError:
+          pass
+      path = os.path.realpath(self.path)
+      if _HELD_HERE.get(path) is self:  # Another lock here may hold it again already.
+        del _HELD_HERE[path]
       self._held = False
-      _HELD_HERE.discard(os.path.realpath(self.path))

@@ -161,3 +161,58 @@ def test_a_damaged_lock_of_a_live_holder_is_repaired_before_another_run_may_take
     with pytest.raises(model_dir_lock.ModelDirLockedError, match="in use by another run"):
       model_dir_lock.ModelDirLock(str(tmp_path), unreadable_grace=0.1).acquire()
   assert not lock_file.exists()
+
+
+def test_a_lock_taken_while_another_lock_of_this_process_releases_stays_live(
+    tmp_path, monkeypatch):
+  # Before (a regression of the own-pid check): lock B took the lock between lock A's
+  # removal of the file and A's unlisting of the path, so the path was unlisted while B held
+  # it, and a third lock C of this process took B's live lock over as stale.
+  a, b, c = (model_dir_lock.ModelDirLock(str(tmp_path), heartbeat=3600) for _ in range(3))
+  a.acquire()
+  real_remove = os.remove
+
+  def remove_then_b_acquires(path):
+    real_remove(path)
+    monkeypatch.setattr(os, "remove", real_remove)
+    b.acquire()  # Another thread, scheduled right after the removal.
+  monkeypatch.setattr(os, "remove", remove_then_b_acquires)
+  a.release()
+  with pytest.raises(model_dir_lock.ModelDirLockedError, match="in use by another run"):
+    c.acquire()
+  b.release()
+  assert not (tmp_path / "train.lock").exists()
+
+
+def test_threads_taking_and_releasing_the_lock_never_hold_it_together(tmp_path):
+  holders, overlaps, errors = [0], [], []
+  guard = threading.Lock()
+
+  def work():
+    for _ in range(150):
+      lock = model_dir_lock.ModelDirLock(str(tmp_path), heartbeat=3600)
+      try:
+        lock.acquire()
+      except model_dir_lock.ModelDirLockedError:
+        continue
+      except Exception as e:  # pylint: disable=broad-except
+        errors.append(repr(e))
+        continue
+      with guard:
+        holders[0] += 1
+        if holders[0] > 1:
+          overlaps.append(holders[0])
+      time.sleep(0.0005)
+      with guard:
+        holders[0] -= 1
+      try:
+        lock.release()
+      except Exception as e:  # pylint: disable=broad-except
+        errors.append(repr(e))
+
+  workers = [threading.Thread(target=work) for _ in range(6)]
+  for worker in workers:
+    worker.start()
+  for worker in workers:
+    worker.join()
+  assert not errors and not overlaps, (errors[:3], len(overlaps))

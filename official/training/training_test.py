@@ -306,3 +306,52 @@ def test_logged_learning_rate_is_the_one_the_logged_step_used(tmp_path):
           logged[event.step] = float(tf.make_ndarray(value.tensor))
   expected = {step: float(schedule(step - 1)) for step in (1, 2, 3)}
   assert logged == pytest.approx(expected)
+
+
+def test_a_config_record_of_checkpoints_moved_out_gives_way_to_the_new_run(tmp_path):
+  # Before: config-100.gin, kept when run B resumed run A, blocked the record of run C,
+  # which trained the model_dir afresh to step 100 after A's checkpoints were moved out
+  # (as the CheckpointError messages say to do): resuming C kept nothing of C's config.
+  import glob  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  import types  # pylint: disable=g-import-not-at-top
+  from official.training import experiment  # pylint: disable=g-import-not-at-top
+  model_dir = str(tmp_path / "run")
+  os.makedirs(model_dir)
+  runner = types.SimpleNamespace(model_dir=model_dir)
+
+  def start(config):  # What Runner.train does first (chief), then it writes config.gin.
+    experiment.Runner._keep_changed_config(runner, "config.gin", config)  # pylint: disable=protected-access
+    with open(os.path.join(model_dir, "config.gin"), "w") as f:
+      f.write(config)
+
+  def train_to(step):
+    checkpoint = tf.train.Checkpoint(v=tf.Variable(1.0))
+    tf.train.CheckpointManager(checkpoint, model_dir, max_to_keep=3).save(
+        checkpoint_number=step)
+
+  def read(name):
+    with open(os.path.join(model_dir, name)) as f:
+      return f.read()
+
+  start("lr = 0.1  # run A\n")
+  train_to(100)
+  start("lr = 0.2  # run B resumes A, then fails\n")
+  assert read("config-100.gin") == "lr = 0.1  # run A\n"
+  start("lr = 0.1  # run A again\n")  # B trained nothing: A's record stays.
+  assert read("config-100.gin") == "lr = 0.1  # run A\n"
+  moved = str(tmp_path / "moved_out")
+  os.makedirs(moved)
+  for path in glob.glob(os.path.join(model_dir, "ckpt-*")) + [
+      os.path.join(model_dir, "checkpoint")]:
+    shutil.move(path, moved)
+  start("lr = 0.3  # run C, from scratch\n")
+  # C's 100 steps take a while (TF's local file times have whole seconds).
+  kept_time = os.stat(os.path.join(model_dir, "config-100.gin")).st_mtime - 60
+  os.utime(os.path.join(model_dir, "config-100.gin"), (kept_time, kept_time))
+  train_to(100)
+  start("lr = 0.4  # run D resumes C\n")
+  assert read("config-100.gin") == "lr = 0.3  # run C, from scratch\n"
+  earlier = [read(os.path.basename(p)) for p in
+             glob.glob(os.path.join(model_dir, "config-100.earlier*.gin"))]
+  assert earlier == ["lr = 0.1  # run A\n"]
