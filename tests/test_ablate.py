@@ -125,3 +125,26 @@ def test_one_command_writes_table_chart_and_json(tmp_path):
   assert image.std() > 10
   # One dataset for all variants.
   assert os.listdir(tmp_path / "synthetic_data")
+
+
+@pytest.mark.slow
+def test_a_rerun_never_reports_another_configurations_run(tmp_path):
+  # Before: out/<variant>_seed<seed> was reused without a check: a rerun with another budget
+  # or config found the old checkpoint at or past train_steps, trained nothing, and
+  # reported the old run's mAP, with the ~1 s of the no-op as its seconds.
+  tiny = ["prepare_synthetic_charades.num_train = 16",
+          "prepare_synthetic_charades.num_test = 8", "NUM_FRAMES = 4",
+          "Experiment.train_batch_size = 4", "Experiment.eval_batch_size = 8",
+          "Experiment.eval_interval = 0", "Experiment.log_interval = 2",
+          "Experiment.checkpoint_interval = 100"]
+  first = ablate.run(str(tmp_path), [demo.DEFAULT_GIN], seeds=(0,), steps=4, only=["plain"],
+                     extra_bindings=tiny)
+  with pytest.raises(ValueError, match=r"plain_seed0 holds a run of another configuration "
+                     r"or budget"):
+    ablate.run(str(tmp_path), [demo.DEFAULT_GIN], seeds=(0,), steps=2, only=["plain"],
+               extra_bindings=tiny)
+  # The same command again reuses the finished run: its mAP and its own training time.
+  again = ablate.run(str(tmp_path), [demo.DEFAULT_GIN], seeds=(0,), steps=4, only=["plain"],
+                     extra_bindings=tiny)
+  assert again["records"][0]["map"] == first["records"][0]["map"]
+  assert again["records"][0]["seconds"] == first["records"][0]["seconds"]

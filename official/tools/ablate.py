@@ -178,27 +178,65 @@ ABLATION_BUDGET = (
 # Running ----------------------------------------------------------------------------------
 
 
+# In each variant's folder: the configuration it was started with and, once it finished,
+# its training + evaluation time. A rerun reuses a finished run only of the same
+# configuration, and refuses a folder of another one.
+RUN_RECORD = "ablation_run.json"
+
+
 def run_variant(variant, out, gin_files, budget_bindings, data_dir, seed):
-  """Trains and evaluates one variant in `out/<name>_seed<seed>`; returns its record."""
+  """Trains and evaluates one variant in `out/<name>_seed<seed>`; returns its record.
+
+  A folder that holds this variant's finished run of the same gin files and bindings is
+  reused (its mAP and its own time); an interrupted one is resumed (`resumed`: its time
+  covers only the part run now).
+
+  Raises:
+    ValueError: the folder holds a run of another configuration or budget, or one this
+      tool did not start: its numbers would be reported for this command.
+  """
   import keras  # pylint: disable=g-import-not-at-top
   from official import demo  # pylint: disable=g-import-not-at-top
+  from official.evaluation import writers  # pylint: disable=g-import-not-at-top
   from official.tools import plots  # pylint: disable=g-import-not-at-top
   from official.training import experiment  # pylint: disable=g-import-not-at-top
   model_dir = os.path.join(out, f"{variant.name}_seed{seed}")
   bindings = (list(budget_bindings) + variant.bindings() +
               [f"prepare_synthetic_charades.data_dir = {data_dir!r}"])
-  keras.backend.clear_session()
-  demo.parse_gin(gin_files, bindings)
-  start = time.perf_counter()
-  experiment.run_mode("train_and_eval", model_dir, seed=seed,
-                      flags_text="".join(f"--gin_param={b}\n" for b in bindings))
-  seconds = time.perf_counter() - start
+  config = {"gin_files": [os.path.abspath(f) for f in gin_files], "bindings": bindings}
+  record_path = os.path.join(model_dir, RUN_RECORD)
+  earlier = None
+  if os.path.exists(record_path):
+    with open(record_path) as f:
+      earlier = json.load(f)
+    if {key: earlier.get(key) for key in config} != config:
+      raise ValueError(
+          f"{model_dir} holds a run of another configuration or budget (see its "
+          f"{RUN_RECORD}); its numbers would be reported for this command. Use another "
+          "--out, or delete that folder to run the variant again.")
+  elif os.path.isdir(model_dir) and os.listdir(model_dir):
+    raise ValueError(f"{model_dir} holds files without a {RUN_RECORD}: a run this tool did "
+                     "not start. Use another --out, or delete that folder.")
+  if earlier is not None and earlier.get("seconds") is not None:
+    logging.info("%s finished before with this configuration: its results are reused.",
+                 model_dir)
+    seconds, resumed = earlier["seconds"], earlier.get("resumed", False)
+  else:
+    os.makedirs(model_dir, exist_ok=True)
+    writers.write_json(record_path, config)
+    keras.backend.clear_session()
+    demo.parse_gin(gin_files, bindings)
+    start = time.perf_counter()
+    experiment.run_mode("train_and_eval", model_dir, seed=seed,
+                        flags_text="".join(f"--gin_param={b}\n" for b in bindings))
+    seconds, resumed = time.perf_counter() - start, earlier is not None
+    writers.write_json(record_path, {**config, "seconds": seconds, "resumed": resumed})
   with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
     metrics = json.load(f)
   losses = plots.read_scalars(os.path.join(model_dir, "train"), "loss")
   return {"variant": variant.name, "seed": seed, "map": metrics["map"],
-          "seconds": seconds, "first_loss": losses[0][1], "last_loss": losses[-1][1],
-          "model_dir": model_dir}
+          "seconds": seconds, "resumed": resumed, "first_loss": losses[0][1],
+          "last_loss": losses[-1][1], "model_dir": model_dir}
 
 
 def summarise(records):
@@ -217,7 +255,8 @@ def summarise(records):
             "streams": v.streams, "attention": v.attention_mode or "none",
             "edge_weights": v.edge_weights if _has_fusion(v.structure) else "none (chain)",
             "object_connections": v.object_connections,
-            "seconds": float(np.mean([r["seconds"] for r in runs]))}
+            "seconds": float(np.mean([r["seconds"] for r in runs])),
+            "resumed": any(r.get("resumed", False) for r in runs)}
 
   rows = []
   for group in GROUP_ORDER:
@@ -243,9 +282,10 @@ def markdown_table(rows, chance, seeds, command, budget_bindings):
   ]
   for r in rows:
     value = f"{r['map']:.3f}" + (f" ± {r['map_std']:.3f}" if several else "")
+    resumed = " (resumed: the part after the interruption)" if r.get("resumed") else ""
     lines.append(f"| {r['group']} | {r['name']} | {r['streams']} | {r['attention']} | "
                  f"{r['edge_weights']} | {r['object_connections']} | {value} | "
-                 f"{r['seconds']:.0f} |")
+                 f"{r['seconds']:.0f}{resumed} |")
   lines += [
       "",
       f"Chance level (mean positive rate per class of the test videos): "
@@ -320,9 +360,13 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   runtime.prefer_bfc_cpu_allocator()  # before TF's first op (official/runtime.py)
   from official import demo  # pylint: disable=g-import-not-at-top
-  result = run(os.path.abspath(FLAGS.out), FLAGS.gin_file or [demo.DEFAULT_GIN],
-               [int(s) for s in FLAGS.seeds], FLAGS.steps, FLAGS.only,
-               list(ABLATION_BUDGET) + gin_flags.gin_bindings_from_flags())
+  try:
+    result = run(os.path.abspath(FLAGS.out), FLAGS.gin_file or [demo.DEFAULT_GIN],
+                 [int(s) for s in FLAGS.seeds], FLAGS.steps, FLAGS.only,
+                 list(ABLATION_BUDGET) + gin_flags.gin_bindings_from_flags())
+  except ValueError as e:  # A folder of another configuration (run_variant).
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   print(result["table"])
   print(f"Table: {result['paths']['markdown']}\nChart: {result['paths']['chart']}")
   return 0
