@@ -220,8 +220,10 @@ class MutationOptions:
     num_flips: connections the random-flip baseline flips.
     dilation_probability: chance of also re-drawing one node's dilation.
     split_probability, merge_probability: chances of also splitting / merging nodes.
-    max_attempts: a child equal to its parent is drawn again, up to this many times; then
-      one random connection flip is forced, so that no trial repeats its parent.
+    max_attempts: a child that trains its parent's network (`trained_key`: equal once
+      dead nodes are removed) is drawn again, up to this many times; then one random
+      connection flip is forced (up to this many draws), so that no trial repeats its
+      parent.
   """
   edge_mutation: str = GUIDED
   threshold: float = 0.5
@@ -244,13 +246,23 @@ def mutate(parent, space, rng, options: MutationOptions,
            edge_weights: Optional[Dict[genome_lib.Edge, float]] = None):
   """A child of `parent`: its connection mutation, then each optional mutation with its
   probability. Returns `(child, info)`; `info['steps']` lists what was applied."""
-  key = genome_lib.genome_key(parent)
+  key = trained_key(parent)
   for _ in range(options.max_attempts):
     child, steps = _mutate_once(parent, space, rng, options, edge_weights or {})
-    if genome_lib.genome_key(child) != key:
+    if trained_key(child) != key:
       return child, {"steps": steps}
-  child, info = random_flip(parent, rng, num_flips=1)
+  for _ in range(options.max_attempts):
+    child, info = random_flip(parent, rng, num_flips=1)
+    if trained_key(child) != key:
+      break
   return child, {"steps": [("forced_flip", info)]}
+
+
+def trained_key(structure):
+  """`genome_key` of the network a trial trains from `structure`: its dead nodes (from
+  which no level-3 node is reached) removed. Two genomes differing only there train the
+  same network, so a child is compared with its parent by this key."""
+  return genome_lib.genome_key(genome_lib.remove_dead_nodes(structure)[0])
 
 
 def _mutate_once(parent, space, rng, options, edge_weights):
