@@ -19,6 +19,7 @@ from official import gin_flags
 from official.modeling import assemblenet
 from official.modeling import builders
 from official.modeling import structures
+from official.search import genome as genome_lib
 from official.search import run
 from official.search import searchers
 
@@ -179,3 +180,41 @@ def test_comparison_retrains_the_best_and_the_reference(tmp_path, local_ray):
   assert f"| random | 1 | {entry['best_fitness']:.3f} (0) |" in table
   assert "| demo_asnp (reference, not searched) |" in table
   assert _image_std(os.path.join(out, "best_fitness.png")) > 10
+
+
+def _fake_tune(outcomes):
+  """A stand-in for `run._tune` that completes one trial per entry of `outcomes` (a fitness,
+  or None for a failed trial) and returns, as Tune does after Ctrl-C when trials remain."""
+  def fake(searcher, *unused_args):
+    for k, fitness in enumerate(outcomes):
+      config = searcher.suggest(f"t{k}")
+      if fitness is None:
+        searcher.on_trial_complete(f"t{k}", error=True)
+        continue
+      structure = structures.Structure.from_list(config["structure"])
+      pruned, _ = genome_lib.remove_dead_nodes(structure)
+      weights = genome_lib.edges_to_weights(pruned, {e: 0.6 for e in genome_lib.edges(pruned)})
+      searcher.on_trial_complete(f"t{k}", {
+          "fitness": fitness, "metric": "map", "seconds": 1.0, "steps": 2,
+          "model_dir": "/x", "index": config["index"],
+          "result_json": json.dumps({"metrics": {"map": fitness}, "edge_weights": weights,
+                                     "peers": [], "pruned_structure": pruned.to_list()})})
+  return fake
+
+
+def test_an_interrupted_search_stops_the_command_and_all_failed_is_not_success(
+    tmp_path, monkeypatch):
+  # Before: Tune returns normally after Ctrl-C, so an interrupted search wrote its best
+  # files as if finished, exited 0, and a comparison went on to the next algorithm. And a
+  # search whose every trial failed exited 0 too ("best: none").
+  monkeypatch.setattr(run, "init_ray", lambda *args: None)
+  monkeypatch.setattr(run, "_tune", _fake_tune([0.3]))
+  with pytest.raises(run.SearchIncomplete, match=r"1 of 3 trials .* rerun the same command"):
+    run.run_search("random", str(tmp_path / "a"), [GIN_FILE], TINY, trials=3,
+                   data_dir=str(tmp_path))
+  assert not (tmp_path / "a" / "best.gin").exists()
+  monkeypatch.setattr(run, "_tune", _fake_tune([None, None]))
+  log = run.run_search("random", str(tmp_path / "b"), [GIN_FILE], TINY, trials=2,
+                       data_dir=str(tmp_path))
+  assert log.best() is None and run.exit_status([log.best()]) == 1
+  gin.clear_config()

@@ -88,12 +88,22 @@ def main(argv):
       best = log.best()
       print(f"{FLAGS.algorithm[0]}: {len(log.records)} trials; best: "
             f"{run.fitness_text(best)}; outputs in {FLAGS.out}")
+      bests = [best]
     else:
       comparison = run.run_all(FLAGS.algorithm, FLAGS.out, FLAGS.gin_file, bindings,
                                retrain_best=FLAGS.retrain,
                                retrain_data_seed=FLAGS.retrain_data_seed, command=command,
                                **kwargs)
       print(run.comparison_table(comparison))
+      bests = [entry["best_fitness"] for entry in comparison["algorithms"].values()]
+    status = run.exit_status(bests)
+    if status:
+      print("error: a search has no successful trial (see the trial errors above and "
+            "trials.json); there is no best network.", file=sys.stderr)
+    return status
+  except run.SearchIncomplete as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 130
   except (ValueError, FileNotFoundError) as e:
     # A search of other settings in --out, a bad gin value, a missing file: the message
     # names the input; the traceback adds nothing.

@@ -206,3 +206,28 @@ def test_searcher_logs_every_trial_and_resumes_from_the_log(tmp_path):
   assert resumed_log.best()["index"] == 1
   with pytest.raises(ValueError, match=r"belongs to another search \(differs in \['seed'\]\)"):
     searchers.TrialLog(path, {"algorithm": "evolution", "seed": 1})
+
+
+def test_a_failed_supernet_ends_the_one_shot_search_without_a_result(tmp_path):
+  # Before: with the supernet failed, the retrain proposal stayed None ("waiting for the
+  # supernet") and the searcher answered "not ready yet" forever: Tune polled with no trial
+  # running, the command hung, and a rerun replayed the failure and hung again. And when
+  # the retrain failed, best() fell back to the supernet, reported as the found network.
+  header = {"algorithm": evolution.ONE_SHOT, "seed": 0}
+  log = searchers.TrialLog(str(tmp_path / "trials.json"), header)
+  searcher = searchers.ConnectivitySearcher(
+      evolution.build_algorithm(evolution.ONE_SHOT, SPACE), log, 2, {}, evolution.ONE_SHOT)
+  assert searcher.suggest("t0")["index"] == 0
+  assert searcher.suggest("t1") is None  # The supernet still runs: wait.
+  searcher.on_trial_complete("t0", error=True)
+  assert searcher.suggest("t1") == searchers.Searcher.FINISHED
+  assert log.best() is None
+  # A supernet that trained, then a failed retrain: no result either.
+  log = searchers.TrialLog(str(tmp_path / "other.json"), header)
+  searcher = searchers.ConnectivitySearcher(
+      evolution.build_algorithm(evolution.ONE_SHOT, SPACE), log, 2, {}, evolution.ONE_SHOT)
+  supernet = structures.Structure.from_list(searcher.suggest("t0")["structure"])
+  searcher.on_trial_complete("t0", _result(supernet, 0.39))
+  assert searcher.suggest("t1")["index"] == 1
+  searcher.on_trial_complete("t1", error=True)
+  assert log.best() is None

@@ -89,6 +89,16 @@ def _tune(configs_or_searcher, num_samples, storage, name, cpus_per_trial, gpus_
   return tuner.fit()
 
 
+class SearchIncomplete(RuntimeError):
+  """A search ended before its trial budget with trials left to run (e.g. Ctrl-C)."""
+
+
+def exit_status(bests):
+  """The command's exit status for the searches' best records (`TrialLog.best()`) or best
+  fitnesses: 1 when one is None (no successful trial: no best network), else 0."""
+  return 1 if any(best is None for best in bests) else 0
+
+
 def run_search(algorithm, out, gin_files, gin_bindings=(), trials=12, population=4,
                sample=2, proxy_steps=100, seed=0, threshold=0.5, ray_address=None,
                num_cpus=2, cpus_per_trial=2, gpus_per_trial=0, max_concurrent=1,
@@ -143,6 +153,13 @@ def run_search(algorithm, out, gin_files, gin_bindings=(), trials=12, population
     init_ray(ray_address, num_cpus)
     _tune(searcher, remaining, os.path.join(out, "ray"), f"search_{len(log.records):04d}",
           cpus_per_trial, gpus_per_trial, max_concurrent)
+    log.save()
+    if len(log.records) < trials and not searcher.exhausted:
+      # Tune returns normally after Ctrl-C (or when it stops otherwise): not a result.
+      raise SearchIncomplete(
+          f"The {algorithm} search in {out} stopped after {len(log.records)} of {trials} "
+          "trials (interrupted?). Its finished trials are kept: rerun the same command to "
+          "resume it.")
   log.save()
   outputs.write_best(out, log, gin_files, gin_bindings, command)
   outputs.plot_best_fitness({algorithm: log.records}, os.path.join(out, "best_fitness.png"),

@@ -19,6 +19,7 @@ import os
 import time
 from typing import Dict, List, Optional
 
+from absl import logging
 from ray.tune.search import Searcher
 
 from official.search import evolution
@@ -73,8 +74,8 @@ class TrialLog:
     scored."""
     good = [r for r in self.records if r.get("fitness") is not None]
     retrained = [r for r in good if r.get("origin") == "one_shot_retrain"]
-    if self.header.get("algorithm") == evolution.ONE_SHOT and retrained:
-      return retrained[0]
+    if self.header.get("algorithm") == evolution.ONE_SHOT:
+      return retrained[0] if retrained else None  # Never the supernet.
     return max(good, key=lambda r: (r["fitness"], -r["index"])) if good else None
 
 
@@ -110,13 +111,21 @@ class ConnectivitySearcher(Searcher):
     self.algorithm_name = algorithm_name
     self.running: Dict[str, evolution.Proposal] = {}
     self.next_index = max(log.finished_indices, default=-1) + 1
+    self.exhausted = False  # Ended before the budget: nothing left to propose.
 
   def suggest(self, trial_id) -> Optional[Dict]:
     if len(self.log.records) + len(self.running) >= self.num_trials:
       return Searcher.FINISHED
     proposal = self.algorithm.propose(self.next_index)
-    if proposal is None:  # the one-shot retrain waits for its supernet
-      return None
+    if proposal is None:
+      if self.running:  # The one-shot retrain waits for its supernet.
+        return None
+      # Nothing runs that could make a proposal possible (the one-shot supernet failed):
+      # "not ready yet" would keep Tune polling forever.
+      logging.error("%s: no trial can be proposed (the one-shot supernet failed); the "
+                    "search ends without a result.", self.algorithm_name)
+      self.exhausted = True
+      return Searcher.FINISHED
     self.next_index += 1
     self.running[trial_id] = proposal
     return {"index": proposal.index, "structure": proposal.structure.to_list(),
