@@ -22,6 +22,7 @@ from official.modeling import structures
 from official.search import genome as genome_lib
 from official.search import run
 from official.search import searchers
+from official.search import trial as trial_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_FILE = os.path.join(ROOT, "gin", "experiments", "search_synthetic.gin")
@@ -217,4 +218,57 @@ def test_an_interrupted_search_stops_the_command_and_all_failed_is_not_success(
   log = run.run_search("random", str(tmp_path / "b"), [GIN_FILE], TINY, trials=2,
                        data_dir=str(tmp_path))
   assert log.best() is None and run.exit_status([log.best()]) == 1
+  gin.clear_config()
+
+
+def test_retrain_result_reads_the_held_out_evaluation_of_that_very_network(tmp_path):
+  # Before: the retrained number was always eval/metrics.json, the split the best
+  # checkpoint was chosen on, not final_eval/ (the held-out evaluation of experiments with
+  # Experiment.final_eval_split); a folder holding another network's run (retrain folders
+  # are numbered by position, so an extended search put its new best in the old best's
+  # folder) gave that network's number; a failed retrain crashed the comparison.
+  structure = [[-1, 1], [-3, 1], [0, [0, 1], 4, 1, 1, 0], [1, [2], 4, 1, 2, 0],
+               [2, [3], 8, 1, 2, 0], [3, [4], 8, 1, 2, 0]]
+  folder = tmp_path / "trial_0000"
+  (folder / "eval").mkdir(parents=True)
+  (folder / "eval" / "metrics.json").write_text(json.dumps({"map": 0.53, "step": 4}))
+  (folder / trial_lib.TRIAL_RECORD).write_text(json.dumps({"structure": structure}))
+  assert run.retrain_result(str(folder), structure)["metrics"]["map"] == 0.53
+  (folder / "final_eval").mkdir()
+  (folder / "final_eval" / "metrics.json").write_text(json.dumps({"map": 0.51, "step": 4}))
+  assert run.retrain_result(str(folder), structure)["metrics"]["map"] == 0.51
+  other = [list(node) for node in structure]
+  other[3][3] = 2  # Another network (a dilation differs): the folder's number is not its.
+  assert run.retrain_result(str(folder), other) == {
+      "metrics": None, "model_dir": str(folder), "structure": other,
+      "error": f"{folder} holds no finished run of this network (its retraining failed: "
+               "see Ray's log)"}
+  assert run.retrain_result(str(tmp_path / "absent"), structure)["metrics"] is None
+
+
+@pytest.mark.slow
+def test_a_trial_folder_of_another_network_is_set_aside_not_resumed(tmp_path):
+  # Before: trial folders are numbered, and a resumed asynchronous search (or an extended
+  # retrain) could put another genome into a folder holding a finished run: a
+  # CheckpointError (a failed trial), or with equal variable shapes (a dilation changed)
+  # the old run's fitness and weights reported for the new genome.
+  data_dir = run.prepare_data([GIN_FILE], TINY, str(tmp_path))
+  first = [[-1, 1], [-3, 1], [0, [0, 1], 4, 1, 1, 0], [1, [2], 4, 1, 2, 0],
+           [2, [3], 8, 1, 2, 0], [3, [4], 8, 1, 2, 0]]
+  second = [list(node) for node in first]
+  second[3][3] = 2  # Only a temporal dilation differs: the same variable shapes.
+  folder = str(tmp_path / "trials" / "trial_0000")
+  kwargs = dict(gin_files=[GIN_FILE], gin_bindings=TINY, model_dir=folder, steps=2,
+                data_dir=data_dir)
+  trial_lib.train_genome(first, **kwargs)
+  result = trial_lib.train_genome(second, **kwargs)
+  assert result["pruned_structure"][3][3] == 2 and result["steps"] == 2
+  aside = [name for name in os.listdir(tmp_path / "trials") if name != "trial_0000"]
+  assert aside == ["trial_0000.replaced"]
+  record = json.loads((tmp_path / "trials" / "trial_0000" /
+                       trial_lib.TRIAL_RECORD).read_text())
+  assert record["structure"] == second
+  # The same genome again resumes its own finished run: nothing is set aside.
+  again = trial_lib.train_genome(second, **kwargs)
+  assert again["fitness"] == result["fitness"] and len(os.listdir(tmp_path / "trials")) == 2
   gin.clear_config()

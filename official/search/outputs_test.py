@@ -1,7 +1,10 @@
 """`official.search.outputs` and the comparison table: the best-so-far curve, the weight
 clipping, the gin text and the Markdown table, exactly."""
 
+import os
+
 import gin
+import pytest
 
 from official import gin_flags
 from official.modeling import builders
@@ -73,3 +76,19 @@ def test_comparison_table():
 def test_gin_include_path():
   assert outputs.gin_include_path(outputs.ROOT + "/gin/a.gin") == "gin/a.gin"
   assert outputs.gin_include_path("/elsewhere/a.gin") == "/elsewhere/a.gin"
+
+
+def test_a_search_space_depth_other_than_the_models_is_refused():
+  # Before: build_search_space.depth was recorded in the search's header and genomes, but
+  # every trial built build_model.depth: changing only the space's depth searched depth-26
+  # networks without a word.
+  import gin  # pylint: disable=g-import-not-at-top
+  from official.search import run  # pylint: disable=g-import-not-at-top
+  gin_file = os.path.join(run.ROOT, "gin", "experiments", "search_synthetic.gin")
+  try:
+    assert run.parse_experiment([gin_file], []).depth == 26
+    with pytest.raises(ValueError, match=r"build_search_space.depth = 50, .* "
+                       r"build_model.depth = 26"):
+      run.parse_experiment([gin_file], ["build_search_space.depth = 50"])
+  finally:
+    gin.clear_config()

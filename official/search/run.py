@@ -31,10 +31,26 @@ REFERENCE = "demo_asnp"
 
 
 def parse_experiment(gin_files, gin_bindings):
-  """Parses the search's gin (clears gin first); returns its `SearchSpace`."""
+  """Parses the search's gin (clears gin first); returns its `SearchSpace`.
+
+  Raises:
+    ValueError: the space's depth is not the depth the trials build (`build_model.depth`;
+      unbound, a genome of list form is built at 50, `assemblenet._resolve`).
+  """
+  import gin  # pylint: disable=g-import-not-at-top
   from official import demo  # pylint: disable=g-import-not-at-top
   demo.parse_gin(gin_files, gin_bindings)
-  return genome_lib.build_search_space()
+  space = genome_lib.build_search_space()
+  try:
+    model_depth = gin.query_parameter("build_model.depth")
+  except ValueError:
+    model_depth = None
+  model_depth = 50 if model_depth is None else model_depth
+  if model_depth != space.depth:
+    raise ValueError(
+        f"build_search_space.depth = {space.depth}, but the trials build networks of "
+        f"build_model.depth = {model_depth}: bind both to the same depth.")
+  return space
 
 
 def prepare_data(gin_files, gin_bindings, data_root):
@@ -193,13 +209,28 @@ def retrain(out, runs, gin_files, gin_bindings, seed=0, data_seed=1, ray_address
   _tune([{"index": k, "structure": structure, "edge_weights": None, "setup": setup}
          for k, (_, structure) in enumerate(runs)], 1, os.path.join(out, "ray"),
         f"retrain_{int(time.time())}", cpus_per_trial, gpus_per_trial, max_concurrent)
-  results = {}
-  for k, (name, structure) in enumerate(runs):
-    model_dir = os.path.join(out, "trials", f"trial_{k:04d}")
-    with open(os.path.join(model_dir, "eval", "metrics.json")) as f:
-      metrics = json.load(f)
-    results[name] = {"metrics": metrics, "model_dir": model_dir, "structure": structure}
-  return results
+  return {name: retrain_result(os.path.join(out, "trials", f"trial_{k:04d}"), structure)
+          for k, (name, structure) in enumerate(runs)}
+
+
+def retrain_result(model_dir, structure):
+  """{'metrics', 'model_dir', 'structure'} of a retrained network: its held-out final
+  evaluation (`final_eval/`, the best checkpoint scored once on `final_eval_split`) where
+  the experiment has one, else its last evaluation. 'metrics' is None, with an 'error',
+  when the folder holds no finished run of this very `structure` (its retraining failed)."""
+  from official.search import trial as trial_lib  # pylint: disable=g-import-not-at-top
+  from official.training import experiment  # pylint: disable=g-import-not-at-top
+  structure = json.loads(json.dumps(structure))
+  record = trial_lib.read_record(model_dir)
+  if record is not None and record.get("structure") == structure:
+    for folder in (experiment.FINAL_EVAL_DIR, "eval"):
+      path = os.path.join(model_dir, folder, "metrics.json")
+      if os.path.exists(path):
+        with open(path) as f:
+          return {"metrics": json.load(f), "model_dir": model_dir, "structure": structure}
+  return {"metrics": None, "model_dir": model_dir, "structure": structure,
+          "error": f"{model_dir} holds no finished run of this network (its retraining "
+                   "failed: see Ray's log)"}
 
 
 def run_all(algorithms, out, gin_files, gin_bindings=(), retrain_best=False,
@@ -244,9 +275,14 @@ def run_all(algorithms, out, gin_files, gin_bindings=(), retrain_best=False,
     results = retrain(out, runs, gin_files, gin_bindings, data_seed=retrain_data_seed,
                       **retrain_kwargs)
     comparison["retrain"] = {"data_seed": retrain_data_seed, "results": {
-        name: {"fitness": r["metrics"][metric], "step": r["metrics"].get("step"),
-               "structure": r["structure"], "model_dir": r["model_dir"]}
+        name: {"fitness": r["metrics"][metric] if r["metrics"] else None,
+               "step": r["metrics"].get("step") if r["metrics"] else None,
+               "structure": r["structure"], "model_dir": r["model_dir"],
+               **({"error": r["error"]} if "error" in r else {})}
         for name, r in results.items()}}
+    for name, r in results.items():
+      if "error" in r:
+        logging.error("Retraining %s: %s.", name, r["error"])
   with open(os.path.join(out, "comparison.json"), "w") as f:
     json.dump(comparison, f, indent=1)
   with open(os.path.join(out, "comparison.md"), "w") as f:
@@ -272,13 +308,19 @@ def comparison_table(comparison):
     mean = "-" if entry["mean_fitness"] is None else f"{entry['mean_fitness']:.3f}"
     row = f"| {name} | {entry['trials']} | {best} | {mean} |"
     if "retrain" in comparison:
-      row += (f" {retrained[name]['fitness']:.3f} |" if name in retrained else " - |")
+      row += f" {_retrained_text(retrained.get(name))} |"
     lines.append(row)
   if REFERENCE in retrained:
     lines.append(f"| {REFERENCE} (reference, not searched) | - | - | - | "
-                 f"{retrained[REFERENCE]['fitness']:.3f} |")
+                 f"{_retrained_text(retrained[REFERENCE])} |")
   lines += ["", f"Command: `{comparison['command']}`", ""]
   return "\n".join(lines)
+
+
+def _retrained_text(result):
+  if result is None:
+    return "-"
+  return "failed" if result.get("fitness") is None else f"{result['fitness']:.3f}"
 
 
 def command_line():

@@ -17,10 +17,15 @@ import json
 import os
 import time
 
+from absl import logging
+
 from official.modeling import structures
 from official.search import genome as genome_lib
 
 TRIAL_METRIC = "fitness"
+# In each trial's folder: what it trains (genome, fixed weights, budget, experiment). A folder
+# numbered like a new trial but holding another run is set aside, never resumed.
+TRIAL_RECORD = "trial.json"
 
 
 def genome_bindings(pruned, edge_weights=None):
@@ -73,6 +78,10 @@ def train_genome(structure_list, *, gin_files, gin_bindings, model_dir, steps, s
     bindings += budget_bindings(steps)
   if data_dir is not None:
     bindings.append(f"prepare_synthetic_charades.data_dir = {data_dir!r}")
+  claim_folder(model_dir, json.loads(json.dumps({
+      "structure": structure_list, "edge_weights": edge_weights, "steps": steps,
+      "seed": seed, "gin_files": [os.path.abspath(f) for f in gin_files],
+      "gin_bindings": list(gin_bindings), "data_dir": data_dir})))
   keras.backend.clear_session()
   demo.parse_gin(gin_files, bindings)
   metric = gin.query_parameter("Experiment.eval_metric") if _bound(
@@ -98,6 +107,35 @@ def train_genome(structure_list, *, gin_files, gin_bindings, model_dir, steps, s
       "steps": step,
       "seconds": seconds,
   }
+
+
+def read_record(model_dir):
+  """The folder's `TRIAL_RECORD`, or None."""
+  path = os.path.join(model_dir, TRIAL_RECORD)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def claim_folder(model_dir, record):
+  """Makes `model_dir` this trial's: resumed when its `TRIAL_RECORD` is `record`, else (a
+  run of another genome or setup: folders are numbered, and a resumed asynchronous search
+  or an extended retraining proposes another genome under a used number) renamed
+  `<model_dir>.replaced[-n]` with a warning, so that its checkpoint is never restored
+  into, or its result reported for, this genome."""
+  if read_record(model_dir) == record:
+    return
+  if os.path.isdir(model_dir) and os.listdir(model_dir):
+    aside, n = f"{model_dir}.replaced", 1
+    while os.path.exists(aside):
+      aside, n = f"{model_dir}.replaced-{n}", n + 1
+    os.rename(model_dir, aside)
+    logging.warning("%s held a run of another genome or setup; it is kept as %s and this "
+                    "trial starts afresh.", model_dir, aside)
+  os.makedirs(model_dir, exist_ok=True)
+  with open(os.path.join(model_dir, TRIAL_RECORD), "w") as f:
+    json.dump(record, f, indent=1)
 
 
 def node_aligned_weights(structure, graph_edges):
