@@ -292,7 +292,9 @@ def markdown_table(rows, chance, seeds, command, budget_bindings):
       f"{chance['positive_rate']:.3f}; uniformly random scores give mAP "
       f"{chance['random_map']:.3f} ± {chance['random_map_std']:.3f}.",
       f"Seeds: {', '.join(str(s) for s in seeds)} (initialisation, data order and "
-      "augmentation; the dataset itself is generated with seed 0).",
+      "augmentation; the dataset itself is generated with seed 0)"
+      + ("; ± is the standard deviation over the seeds (numpy's, ddof = 0)." if several
+         else "."),
       f"Budget: {'; '.join(budget_bindings)}.",
       f"Command: `{command}`",
   ]
