@@ -4,6 +4,7 @@ correctly, and one command writes the table, chart and JSON."""
 
 import json
 import os
+import shutil
 
 import gin
 import numpy as np
@@ -148,3 +149,29 @@ def test_a_rerun_never_reports_another_configurations_run(tmp_path):
                      extra_bindings=tiny)
   assert again["records"][0]["map"] == first["records"][0]["map"]
   assert again["records"][0]["seconds"] == first["records"][0]["seconds"]
+
+
+@pytest.mark.slow
+def test_a_rerun_after_the_gin_file_changed_is_refused(tmp_path):
+  # Before: the run record held the gin files' paths, not what they say: after an edit of
+  # the file (or a package upgrade changing the demo's), a rerun reused the old mAP.
+  tiny = ["prepare_synthetic_charades.num_train = 16",
+          "prepare_synthetic_charades.num_test = 8", "NUM_FRAMES = 4",
+          "Experiment.train_batch_size = 4", "Experiment.eval_batch_size = 8",
+          "Experiment.eval_interval = 0", "Experiment.log_interval = 2",
+          "Experiment.checkpoint_interval = 100"]
+  gin_file = tmp_path / "edited.gin"
+  shutil.copy(demo.DEFAULT_GIN, gin_file)
+  out = tmp_path / "out"
+  ablate.run(str(out), [str(gin_file)], seeds=(0,), steps=2, only=["plain"],
+             extra_bindings=tiny)
+  with open(gin_file, "a") as f:
+    f.write("\nBASE_LEARNING_RATE = 5.0\n")
+  with pytest.raises(ValueError, match="holds a run of another configuration or budget"):
+    ablate.run(str(out), [str(gin_file)], seeds=(0,), steps=2, only=["plain"],
+               extra_bindings=tiny)
+  # A folder written before the record existed is named as such.
+  os.remove(out / "plain_seed0" / ablate.RUN_RECORD)
+  with pytest.raises(ValueError, match="an earlier version of this tool"):
+    ablate.run(str(out), [str(gin_file)], seeds=(0,), steps=2, only=["plain"],
+               extra_bindings=tiny)

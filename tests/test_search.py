@@ -224,26 +224,37 @@ def test_an_interrupted_search_stops_the_command_and_all_failed_is_not_success(
 def test_retrain_result_reads_the_held_out_evaluation_of_that_very_network(tmp_path):
   # Before: the retrained number was always eval/metrics.json, the split the best
   # checkpoint was chosen on, not final_eval/ (the held-out evaluation of experiments with
-  # Experiment.final_eval_split); a folder holding another network's run (retrain folders
-  # are numbered by position, so an extended search put its new best in the old best's
-  # folder) gave that network's number; a failed retrain crashed the comparison.
+  # Experiment.final_eval_split); a folder holding another run (retrain folders are
+  # numbered by position, so an extended search put its new best in the old best's folder;
+  # or an earlier retraining on another data seed, with this one interrupted) gave that
+  # run's number; a failed retraining crashed the comparison.
   structure = [[-1, 1], [-3, 1], [0, [0, 1], 4, 1, 1, 0], [1, [2], 4, 1, 2, 0],
                [2, [3], 8, 1, 2, 0], [3, [4], 8, 1, 2, 0]]
+  record = trial_lib.trial_record(structure, [GIN_FILE], ["prepare_synthetic_charades.seed = 1"],
+                                  None, 0, None, "/data")
   folder = tmp_path / "trial_0000"
   (folder / "eval").mkdir(parents=True)
   (folder / "eval" / "metrics.json").write_text(json.dumps({"map": 0.53, "step": 4}))
-  (folder / trial_lib.TRIAL_RECORD).write_text(json.dumps({"structure": structure}))
-  assert run.retrain_result(str(folder), structure)["metrics"]["map"] == 0.53
+  (folder / trial_lib.TRIAL_RECORD).write_text(json.dumps(record))
+  result = lambda structure, record, final=False: run.retrain_result(
+      str(folder), structure, record, 4, final)
+  assert result(structure, record)["metrics"]["map"] == 0.53
+  assert result(structure, record, final=True)["metrics"] is None  # Its final one is due.
+  assert run.retrain_result(str(folder), structure, record, 8, False)["metrics"] is None
   (folder / "final_eval").mkdir()
   (folder / "final_eval" / "metrics.json").write_text(json.dumps({"map": 0.51, "step": 4}))
-  assert run.retrain_result(str(folder), structure)["metrics"]["map"] == 0.51
+  assert result(structure, record)["metrics"]["map"] == 0.51
   other = [list(node) for node in structure]
   other[3][3] = 2  # Another network (a dilation differs): the folder's number is not its.
-  assert run.retrain_result(str(folder), other) == {
+  other_record = dict(record, structure=other)
+  assert result(other, other_record) == {
       "metrics": None, "model_dir": str(folder), "structure": other,
-      "error": f"{folder} holds no finished run of this network (its retraining failed: "
-               "see Ray's log)"}
-  assert run.retrain_result(str(tmp_path / "absent"), structure)["metrics"] is None
+      "error": f"{folder} holds no finished run of this retraining (it failed or did not "
+               "run: see Ray's log)"}
+  other_data = dict(record, gin_bindings=["prepare_synthetic_charades.seed = 2"])
+  assert result(structure, other_data)["metrics"] is None
+  assert run.retrain_result(str(tmp_path / "absent"), structure, record, 4,
+                            False)["metrics"] is None
 
 
 @pytest.mark.slow
@@ -271,4 +282,40 @@ def test_a_trial_folder_of_another_network_is_set_aside_not_resumed(tmp_path):
   # The same genome again resumes its own finished run: nothing is set aside.
   again = trial_lib.train_genome(second, **kwargs)
   assert again["fitness"] == result["fitness"] and len(os.listdir(tmp_path / "trials")) == 2
+  gin.clear_config()
+
+
+def test_a_search_resumed_through_a_symlink_is_the_same_search(tmp_path, monkeypatch):
+  # Before: `out` was made absolute but not resolved, so a trial's record (its out and
+  # data paths) differed when the same folder was reached through a link, and every
+  # trial folder was set aside and trained again from scratch.
+  (tmp_path / "real").mkdir()
+  os.symlink(tmp_path / "real", tmp_path / "link")
+  seen = []
+
+  def recording_tune(searcher, *unused_args):
+    seen.append(dict(searcher.setup))
+    _fake_tune([0.3])(searcher)
+  monkeypatch.setattr(run, "init_ray", lambda *args: None)
+  monkeypatch.setattr(run, "_tune", recording_tune)
+  run.run_search("random", str(tmp_path / "link" / "s"), [GIN_FILE], TINY, trials=1,
+                 data_dir=str(tmp_path / "link" / "data"))
+  assert seen[0]["out"] == str(tmp_path / "real" / "s")
+  assert seen[0]["data_dir"] == str(tmp_path / "real" / "data")
+  gin.clear_config()
+
+
+def test_an_interrupted_retraining_stops_the_command(tmp_path, monkeypatch):
+  # Before: retrain() had no check that Tune ran every network: after Ctrl-C the command
+  # rewrote comparison.json/md with "failed" rows (or an earlier retraining's numbers) and
+  # exited 0.
+  class _Result:  # What Tune's ResultGrid holds for a trial that never reported.
+    error, metrics = None, {}
+  monkeypatch.setattr(run, "init_ray", lambda *args: None)
+  monkeypatch.setattr(run, "_tune", lambda *args: [_Result()])
+  structure = [[-1, 1], [-3, 1], [0, [0, 1], 4, 1, 1, 0], [1, [2], 4, 1, 2, 0],
+               [2, [3], 8, 1, 2, 0], [3, [4], 8, 1, 2, 0]]
+  with pytest.raises(run.SearchIncomplete, match=r"1 of 1 networks unfinished"):
+    run.retrain(str(tmp_path), [("random", structure)], [GIN_FILE], TINY)
+  assert run.exit_status([0.4, None]) == 1  # A failed retraining is no result.
   gin.clear_config()

@@ -96,10 +96,12 @@ def main(argv):
                                **kwargs)
       print(run.comparison_table(comparison))
       bests = [entry["best_fitness"] for entry in comparison["algorithms"].values()]
+      # A failed retraining is no result either.
+      bests += [r["fitness"] for r in comparison.get("retrain", {}).get("results", {}).values()]
     status = run.exit_status(bests)
     if status:
-      print("error: a search has no successful trial (see the trial errors above and "
-            "trials.json); there is no best network.", file=sys.stderr)
+      print("error: a search has no successful trial, or a retraining failed (see the "
+            "errors above, trials.json and comparison.md).", file=sys.stderr)
     return status
   except run.SearchIncomplete as e:
     print(f"error: {e}", file=sys.stderr)

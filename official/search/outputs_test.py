@@ -92,3 +92,15 @@ def test_a_search_space_depth_other_than_the_models_is_refused():
       run.parse_experiment([gin_file], ["build_search_space.depth = 50"])
   finally:
     gin.clear_config()
+
+
+def test_a_depth_bound_through_a_macro_is_resolved_before_the_comparison():
+  # Before: query_parameter returned the unevaluated %DEPTH, which never equals an int.
+  from official.search import run  # pylint: disable=g-import-not-at-top
+  gin_file = os.path.join(run.ROOT, "gin", "experiments", "search_synthetic.gin")
+  try:
+    space = run.parse_experiment([gin_file], [
+        "DEPTH = 50", "build_model.depth = %DEPTH", "build_search_space.depth = %DEPTH"])
+    assert space.depth == 50
+  finally:
+    gin.clear_config()

@@ -45,6 +45,8 @@ def parse_experiment(gin_files, gin_bindings):
     model_depth = gin.query_parameter("build_model.depth")
   except ValueError:
     model_depth = None
+  if isinstance(model_depth, gin.config.ConfigurableReference):  # A macro: %DEPTH.
+    model_depth = model_depth.scoped_configurable_fn()
   model_depth = 50 if model_depth is None else model_depth
   if model_depth != space.depth:
     raise ValueError(
@@ -140,10 +142,14 @@ def run_search(algorithm, out, gin_files, gin_bindings=(), trials=12, population
   from official.search import searchers  # pylint: disable=g-import-not-at-top
   if algorithm == evolution.ONE_SHOT:
     trials = 2
-  out = os.path.abspath(out)
+  # Resolved (links too): trial records hold these paths, and a folder reached another way
+  # must still be the same search.
+  out = os.path.realpath(out)
   os.makedirs(out, exist_ok=True)
   if data_dir is None:
     data_dir = prepare_data(gin_files, gin_bindings, out)
+  elif data_dir:
+    data_dir = os.path.realpath(data_dir)
   space = parse_experiment(gin_files, gin_bindings)
   options = mutation_options or mutations.MutationOptions()
   # The budget (`trials`) is not part of the search's identity: rerunning with a larger
@@ -152,7 +158,7 @@ def run_search(algorithm, out, gin_files, gin_bindings=(), trials=12, population
             "sample": sample, "proxy_steps": proxy_steps, "seed": seed,
             "threshold": threshold, "space": _jsonable(space.__dict__),
             "mutation_options": _jsonable(options.__dict__),
-            "gin_files": [os.path.abspath(f) for f in gin_files],
+            "gin_files": [os.path.realpath(f) for f in gin_files],
             "gin_bindings": list(gin_bindings)}
   log = searchers.TrialLog(os.path.join(out, searchers.LOG_FILE), header)
   algo = evolution.build_algorithm(algorithm, space, population, sample, seed, threshold,
@@ -197,40 +203,64 @@ def retrain(out, runs, gin_files, gin_bindings, seed=0, data_seed=1, ray_address
   `Experiment.train_steps`, connection weights learned, on a synthetic dataset generated
   with `data_seed` (one the search did not score on); returns {name: result}."""
   from official.modeling import structures  # pylint: disable=g-import-not-at-top
-  out = os.path.join(os.path.abspath(out), RETRAIN_DIR)
+  out = os.path.join(os.path.realpath(out), RETRAIN_DIR)
   os.makedirs(out, exist_ok=True)
   bindings = list(gin_bindings) + [f"prepare_synthetic_charades.seed = {data_seed}"]
   data_dir = prepare_data(gin_files, bindings, out)
-  setup = {"out": out, "gin_files": [os.path.abspath(f) for f in gin_files],
+  from official.search import trial as trial_lib  # pylint: disable=g-import-not-at-top
+  from official.training import experiment  # pylint: disable=g-import-not-at-top
+  exp = experiment.Experiment()  # gin as prepare_data parsed it
+  setup = {"out": out, "gin_files": [os.path.realpath(f) for f in gin_files],
            "gin_bindings": bindings, "steps": None, "seed": seed, "data_dir": data_dir}
   for _, structure in runs:
     structures.Structure.from_list(structure)  # fails here, not in a worker
   init_ray(ray_address, num_cpus)
-  _tune([{"index": k, "structure": structure, "edge_weights": None, "setup": setup}
-         for k, (_, structure) in enumerate(runs)], 1, os.path.join(out, "ray"),
-        f"retrain_{int(time.time())}", cpus_per_trial, gpus_per_trial, max_concurrent)
-  return {name: retrain_result(os.path.join(out, "trials", f"trial_{k:04d}"), structure)
+  grid = _tune([{"index": k, "structure": structure, "edge_weights": None, "setup": setup}
+                for k, (_, structure) in enumerate(runs)], 1, os.path.join(out, "ray"),
+               f"retrain_{int(time.time())}", cpus_per_trial, gpus_per_trial, max_concurrent)
+  if grid is not None:
+    ended = [r for r in grid if r.error is not None or
+             trial_lib.TRIAL_METRIC in (r.metrics or {})]
+    if len(ended) < len(runs):  # Tune returns normally after Ctrl-C.
+      raise SearchIncomplete(
+          f"Retraining in {out} stopped with {len(runs) - len(ended)} of {len(runs)} "
+          "networks unfinished (interrupted?); rerun the same command to finish it.")
+  return {name: retrain_result(
+      os.path.join(out, "trials", f"trial_{k:04d}"), structure,
+      trial_lib.trial_record(structure, gin_files, bindings, None, seed, None, data_dir),
+      exp.train_steps, exp.final_eval_split is not None)
           for k, (name, structure) in enumerate(runs)}
 
 
-def retrain_result(model_dir, structure):
-  """{'metrics', 'model_dir', 'structure'} of a retrained network: its held-out final
-  evaluation (`final_eval/`, the best checkpoint scored once on `final_eval_split`) where
-  the experiment has one, else its last evaluation. 'metrics' is None, with an 'error',
-  when the folder holds no finished run of this very `structure` (its retraining failed)."""
+def retrain_result(model_dir, structure, expected_record, train_steps,
+                   final_eval_required):
+  """{'metrics', 'model_dir', 'structure'} of a retrained network: its final evaluation
+  (`final_eval/`, written when the run ended: the best checkpoint scored once, on
+  `final_eval_split` where the experiment has one; the only result when
+  `final_eval_required`), else its evaluation at `train_steps`.
+
+  'metrics' is None, with an 'error', unless the folder holds a finished run of this
+  retraining (`expected_record`, `trial.trial_record`: this network, data, budget).
+  """
   from official.search import trial as trial_lib  # pylint: disable=g-import-not-at-top
   from official.training import experiment  # pylint: disable=g-import-not-at-top
   structure = json.loads(json.dumps(structure))
-  record = trial_lib.read_record(model_dir)
-  if record is not None and record.get("structure") == structure:
-    for folder in (experiment.FINAL_EVAL_DIR, "eval"):
-      path = os.path.join(model_dir, folder, "metrics.json")
-      if os.path.exists(path):
-        with open(path) as f:
-          return {"metrics": json.load(f), "model_dir": model_dir, "structure": structure}
-  return {"metrics": None, "model_dir": model_dir, "structure": structure,
-          "error": f"{model_dir} holds no finished run of this network (its retraining "
-                   "failed: see Ray's log)"}
+  failed = {"metrics": None, "model_dir": model_dir, "structure": structure,
+            "error": f"{model_dir} holds no finished run of this retraining (it failed or "
+                     "did not run: see Ray's log)"}
+  if trial_lib.read_record(model_dir) != expected_record:
+    return failed
+  folders = [experiment.FINAL_EVAL_DIR] + ([] if final_eval_required else ["eval"])
+  for folder in folders:
+    path = os.path.join(model_dir, folder, "metrics.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        metrics = json.load(f)
+      # The final evaluation is written once a run has ended (of its best checkpoint);
+      # a last evaluation only counts at the last step.
+      if folder == experiment.FINAL_EVAL_DIR or metrics.get("step") == train_steps:
+        return {"metrics": metrics, "model_dir": model_dir, "structure": structure}
+  return failed
 
 
 def run_all(algorithms, out, gin_files, gin_bindings=(), retrain_best=False,
@@ -238,7 +268,7 @@ def run_all(algorithms, out, gin_files, gin_bindings=(), retrain_best=False,
   """Runs each algorithm at the same budget into `out/<algorithm>`, on one prepared
   dataset; writes `out/best_fitness.png` and `out/comparison.{json,md}`; returns the
   comparison dict."""
-  out = os.path.abspath(out)
+  out = os.path.realpath(out)
   os.makedirs(out, exist_ok=True)
   data_dir = prepare_data(gin_files, gin_bindings, out)
   logs, seconds = {}, {}

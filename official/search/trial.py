@@ -78,10 +78,8 @@ def train_genome(structure_list, *, gin_files, gin_bindings, model_dir, steps, s
     bindings += budget_bindings(steps)
   if data_dir is not None:
     bindings.append(f"prepare_synthetic_charades.data_dir = {data_dir!r}")
-  claim_folder(model_dir, json.loads(json.dumps({
-      "structure": structure_list, "edge_weights": edge_weights, "steps": steps,
-      "seed": seed, "gin_files": [os.path.abspath(f) for f in gin_files],
-      "gin_bindings": list(gin_bindings), "data_dir": data_dir})))
+  claim_folder(model_dir, trial_record(structure_list, gin_files, gin_bindings, steps, seed,
+                                       edge_weights, data_dir))
   keras.backend.clear_session()
   demo.parse_gin(gin_files, bindings)
   metric = gin.query_parameter("Experiment.eval_metric") if _bound(
@@ -107,6 +105,15 @@ def train_genome(structure_list, *, gin_files, gin_bindings, model_dir, steps, s
       "steps": step,
       "seconds": seconds,
   }
+
+
+def trial_record(structure_list, gin_files, gin_bindings, steps, seed, edge_weights,
+                 data_dir):
+  """What a trial trains (its folder's `TRIAL_RECORD`), JSON-normalised."""
+  return json.loads(json.dumps({
+      "structure": structure_list, "edge_weights": edge_weights, "steps": steps,
+      "seed": seed, "gin_files": [os.path.realpath(f) for f in gin_files],
+      "gin_bindings": list(gin_bindings), "data_dir": data_dir}))
 
 
 def read_record(model_dir):

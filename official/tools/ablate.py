@@ -187,14 +187,15 @@ RUN_RECORD = "ablation_run.json"
 def run_variant(variant, out, gin_files, budget_bindings, data_dir, seed):
   """Trains and evaluates one variant in `out/<name>_seed<seed>`; returns its record.
 
-  A folder that holds this variant's finished run of the same gin files and bindings is
-  reused (its mAP and its own time); an interrupted one is resumed (`resumed`: its time
+  A folder that holds this variant's finished run of the same configuration (what the gin
+  files and bindings say, `gin.config_str()`) is reused (its mAP and its own time); an interrupted one is resumed (`resumed`: its time
   covers only the part run now).
 
   Raises:
     ValueError: the folder holds a run of another configuration or budget, or one this
       tool did not start: its numbers would be reported for this command.
   """
+  import gin  # pylint: disable=g-import-not-at-top
   import keras  # pylint: disable=g-import-not-at-top
   from official import demo  # pylint: disable=g-import-not-at-top
   from official.evaluation import writers  # pylint: disable=g-import-not-at-top
@@ -203,7 +204,11 @@ def run_variant(variant, out, gin_files, budget_bindings, data_dir, seed):
   model_dir = os.path.join(out, f"{variant.name}_seed{seed}")
   bindings = (list(budget_bindings) + variant.bindings() +
               [f"prepare_synthetic_charades.data_dir = {data_dir!r}"])
-  config = {"gin_files": [os.path.abspath(f) for f in gin_files], "bindings": bindings}
+  keras.backend.clear_session()
+  demo.parse_gin(gin_files, bindings)
+  # What the gin files (their includes too) and bindings say, not their names: an edited
+  # file, or an upgrade changing the demo's, is another configuration.
+  config = {"gin_config": gin.config_str(), "bindings": bindings}
   record_path = os.path.join(model_dir, RUN_RECORD)
   earlier = None
   if os.path.exists(record_path):
@@ -215,8 +220,10 @@ def run_variant(variant, out, gin_files, budget_bindings, data_dir, seed):
           f"{RUN_RECORD}); its numbers would be reported for this command. Use another "
           "--out, or delete that folder to run the variant again.")
   elif os.path.isdir(model_dir) and os.listdir(model_dir):
-    raise ValueError(f"{model_dir} holds files without a {RUN_RECORD}: a run this tool did "
-                     "not start. Use another --out, or delete that folder.")
+    raise ValueError(f"{model_dir} holds files without a {RUN_RECORD}: a run of an earlier "
+                     "version of this tool (which did not record its configuration), or one "
+                     "it did not start; which configuration it ran cannot be checked. Use "
+                     "another --out, or delete that folder to run the variant again.")
   if earlier is not None and earlier.get("seconds") is not None:
     logging.info("%s finished before with this configuration: its results are reused.",
                  model_dir)
@@ -224,8 +231,6 @@ def run_variant(variant, out, gin_files, budget_bindings, data_dir, seed):
   else:
     os.makedirs(model_dir, exist_ok=True)
     writers.write_json(record_path, config)
-    keras.backend.clear_session()
-    demo.parse_gin(gin_files, bindings)
     start = time.perf_counter()
     experiment.run_mode("train_and_eval", model_dir, seed=seed,
                         flags_text="".join(f"--gin_param={b}\n" for b in bindings))
