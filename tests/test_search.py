@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import gin
 import pytest
@@ -215,8 +216,10 @@ def test_an_interrupted_search_stops_the_command_and_all_failed_is_not_success(
                    data_dir=str(tmp_path))
   assert not (tmp_path / "a" / "best.gin").exists()
   monkeypatch.setattr(run, "_tune", _fake_tune([None, None]))
-  log = run.run_search("random", str(tmp_path / "b"), [GIN_FILE], TINY, trials=2,
-                       data_dir=str(tmp_path))
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")  # The chart of no successful trial has no legend.
+    log = run.run_search("random", str(tmp_path / "b"), [GIN_FILE], TINY, trials=2,
+                         data_dir=str(tmp_path))
   assert log.best() is None and run.exit_status([log.best()]) == 1
   gin.clear_config()
 

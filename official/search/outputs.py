@@ -142,14 +142,19 @@ def plot_best_fitness(records_by_algorithm, path, metric="map"):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(6.5, 4))
+  plotted = False
   for name, records in records_by_algorithm.items():
     curve = best_so_far(records)
     if curve:
       ax.plot(*zip(*curve), marker="o", markersize=3, label=name, drawstyle="steps-post")
+      plotted = True
   ax.set_xlabel("trials finished")
   ax.set_ylabel(f"best held-out {metric} so far")
   ax.grid(alpha=0.3)
-  ax.legend()
+  if plotted:
+    ax.legend()
+  else:
+    ax.text(0.5, 0.5, "no successful trial", transform=ax.transAxes, ha="center")
   fig.tight_layout()
   fig.savefig(path, dpi=90)
   plt.close(fig)
