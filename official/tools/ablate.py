@@ -188,8 +188,8 @@ def run_variant(variant, out, gin_files, budget_bindings, data_dir, seed):
   """Trains and evaluates one variant in `out/<name>_seed<seed>`; returns its record.
 
   A folder that holds this variant's finished run of the same configuration (what the gin
-  files and bindings say, `gin.config_str()`) is reused (its mAP and its own time); an interrupted one is resumed (`resumed`: its time
-  covers only the part run now).
+  files and bindings say, `gin.config_str()`) is reused (its mAP and its own time); an
+  interrupted one is resumed (`resumed`: its time covers only the part run now).
 
   Raises:
     ValueError: the folder holds a run of another configuration or budget, or one this

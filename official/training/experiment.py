@@ -342,8 +342,8 @@ class Runner:
     failed, e.g. on a model that did not match the checkpoint, or was killed first), so the
     kept one is still the record of the run up to `step`. One older than the checkpoint
     records an earlier run whose checkpoints were moved out; it is renamed
-    `<stem>-<step>.earlier<ext>`. A changed `--seed` gets its own warning: it changes the order of
-    the training data from the resumed step on.
+    `<stem>-<step>.earlier<ext>`. A changed `--seed` gets its own warning: it changes the
+    order of the training data from the resumed step on.
     """
     path = os.path.join(self.model_dir, name)
     if not tf.io.gfile.exists(path):
