@@ -78,6 +78,12 @@ class Segmenter:
       if len(inputs) != 1:
         raise ValueError(f"Segmenter signature must take one input. Received: {inputs}")
       name = next(iter(inputs))
+      spec = inputs[name]
+      if spec.dtype != tf.uint8:
+        raise ValueError(
+            f"Segmenter {path}: its signature must take uint8 [B, H, W, 3] RGB frames "
+            f"(0..255; the module docstring). Received: {spec.dtype.name} {spec.shape}. "
+            "Wrap the model in a function that converts and scales the frames itself.")
       self._call = lambda x: self._fn(**{name: x})
     elif callable(self._loaded):
       self._call = self._loaded

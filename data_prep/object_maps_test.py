@@ -140,3 +140,17 @@ def test_maps_much_larger_than_the_frames_keep_their_shape_within_rounding(map_s
     object_maps.check_map_shape("m.png", map_shape[::-1], *frame_shape)  # Transposed.
   with pytest.raises(ValueError, match="do not have the shape"):  # A 10% narrower crop.
     object_maps.check_map_shape("m.png", (map_shape[0], map_shape[1] * 9 // 10), *frame_shape)
+
+
+def test_a_segmenter_signature_that_does_not_take_uint8_frames_is_refused_at_load(tmp_path):
+  # Before: a float32 signature (what Keras' model.export() writes) loaded, then stopped at
+  # the first video with TF's "expected to be a float tensor but is a uint8 tensor".
+  class FloatSegmenter(tf.Module):
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def __call__(self, frames):
+      return tf.cast(frames[..., 0] > 0.5, tf.int32)
+  module = FloatSegmenter()
+  tf.saved_model.save(module, str(tmp_path / "seg"), signatures=module.__call__)
+  with pytest.raises(ValueError, match=r"uint8 \[B, H, W, 3\].*Received: float32"):
+    object_maps.Segmenter(str(tmp_path / "seg"))

@@ -96,7 +96,8 @@ class KerasHubSegmenter:
 
   Raises:
     ImportError: keras-hub is not installed (pip install -r requirements-segmenters.txt).
-    ValueError: the model predicts neither 150 nor 151 classes.
+    ValueError: the model predicts neither 150 nor 151 classes, or the preset has no image
+      converter (the input scale is then unknown).
   """
 
   def __init__(self, preset, batch_size=16):
@@ -112,8 +113,16 @@ class KerasHubSegmenter:
                                       f"KerasHub segmenter {preset!r}")
     preprocessor = getattr(self.model, "preprocessor", None)
     self._converter = getattr(preprocessor, "image_converter", None)
+    if self._converter is None:
+      # ADE-20K weights expect 0..1 or ImageNet-normalised input; raw 0..255 frames give
+      # plausible but wrong maps.
+      raise ValueError(
+          f"KerasHub segmenter {preset!r} has no image converter (preprocessor), so the "
+          "input scale its weights expect is unknown. Save the preset with its "
+          "preprocessor (e.g. SegFormerImageSegmenterPreprocessor with the image converter "
+          "it was trained with).")
     size = tuple(self.model.inputs[0].shape[1:3])
-    if None in size and self._converter is not None and self._converter.image_size:
+    if None in size and self._converter.image_size:
       size = tuple(self._converter.image_size)
     # The converter's own resize would crop to its aspect ratio: the maps would then cover
     # the middle of the frame only. Resizing the whole frame first makes it a no-op.
@@ -124,8 +133,7 @@ class KerasHubSegmenter:
     x = tf.cast(frames, tf.float32)
     if self._size is not None:
       x = tf.image.resize(x, self._size, method="bilinear")
-    if self._converter is not None:
-      x = self._converter(x)
+    x = self._converter(x)
     return self.model(x, training=False)
 
   def __call__(self, frames):
@@ -156,7 +164,7 @@ class DeepLabFrozenGraph:
 
   Raises:
     ValueError: the file is not a binary GraphDef, lacks DeepLab's tensor names, or its
-      scores have neither 150 nor 151 classes.
+      scores have neither 150 nor 151 classes, or a count the graph does not say.
   """
 
   INPUT = "ImageTensor:0"
@@ -184,8 +192,14 @@ class DeepLabFrozenGraph:
           f"(uint8 images) and gives {self.OUTPUT} (class ids).") from e
     self._run = wrapped.prune(inputs, outputs)
     num_classes = _argmax_depth(outputs.op)
-    self._offset = 0 if num_classes is None else _check_class_count(
-        num_classes, f"DeepLab graph {path}")
+    if num_classes is None:
+      # 150 and 151 classes need different ids (+1 or not): never guessed.
+      raise ValueError(
+          f"The class count of DeepLab graph {path} cannot be read (no ArgMax above "
+          f"{self.OUTPUT}, or scores without a static last dimension), so 150 classes "
+          "(ids + 1) cannot be told from 151 (0 = other). Export the graph with static "
+          "shapes, as DeepLab's export_model.py does.")
+    self._offset = _check_class_count(num_classes, f"DeepLab graph {path}")
     fixed_batch = inputs.shape[0] if inputs.shape.rank else None
     self.batch_size = min(batch_size, fixed_batch or batch_size)
 

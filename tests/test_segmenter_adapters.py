@@ -107,6 +107,31 @@ def test_keras_hub_model_with_another_class_count_is_refused(tmp_path):
     segmenters.load("keras_hub:" + str(tmp_path / "preset10"))
 
 
+def test_a_deeplab_graph_whose_class_count_cannot_be_read_is_refused(tmp_path):
+  # Before: an unreadable count (scores without a static last dimension) was taken as 151,
+  # so a 150-class graph gave every pixel the id of the neighbouring class.
+  graph = tf.Graph()
+  with graph.as_default():
+    images = tf.compat.v1.placeholder(tf.uint8, [1, None, None, 3], name="ImageTensor")
+    depth = tf.compat.v1.placeholder_with_default(150, [])
+    scores = tf.one_hot(tf.cast(images[..., 0], tf.int32) // 2, depth)
+    tf.identity(tf.argmax(scores, axis=3), name="SemanticPredictions")
+  tf.io.write_graph(graph.as_graph_def(), str(tmp_path), "frozen.pb", as_text=False)
+  with pytest.raises(ValueError, match=r"class count .* cannot be read"):
+    segmenters.load("deeplab:" + str(tmp_path / "frozen.pb"))
+
+
+def test_a_keras_hub_preset_without_an_image_converter_is_refused(tmp_path):
+  # Before: without a preprocessor the frames went in as 0..255 floats, which an ADE-20K
+  # SegFormer or DeepLabV3 (0..1 or ImageNet-normalised input) turns into plausible but
+  # wrong maps, without a word.
+  model = _tiny_segformer(151)
+  bare = keras_hub.models.SegFormerImageSegmenter(backbone=model.backbone, num_classes=151)
+  bare.save_to_preset(str(tmp_path / "bare"))
+  with pytest.raises(ValueError, match="no image converter"):
+    segmenters.load("keras_hub:" + str(tmp_path / "bare"))
+
+
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
   root = str(tmp_path_factory.mktemp("release"))
