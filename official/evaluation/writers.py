@@ -24,6 +24,15 @@ def write_json(path, value):
   tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
+def free_name(prefix, extension=""):
+  """`<prefix><extension>`, or `<prefix>-<n><extension>` with the first n that is free: where
+  to set aside a file or folder that must not be overwritten."""
+  path, n = prefix + extension, 1
+  while tf.io.gfile.exists(path):
+    path, n = f"{prefix}-{n}{extension}", n + 1
+  return path
+
+
 def write_per_video_scores(path, video_scores, missing=()):
   """One JSON object per line: `{"video_id", "scores": [C], "labels": [C]}`; a video of the
   annotated test list that was not scored has `"scores": null, "missing": true`.

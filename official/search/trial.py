@@ -131,18 +131,17 @@ def claim_folder(model_dir, record):
   or an extended retraining proposes another genome under a used number) renamed
   `<model_dir>.replaced[-n]` with a warning, so that its checkpoint is never restored
   into, or its result reported for, this genome."""
+  from official.evaluation import writers  # pylint: disable=g-import-not-at-top
   if read_record(model_dir) == record:
     return
   if os.path.isdir(model_dir) and os.listdir(model_dir):
-    aside, n = f"{model_dir}.replaced", 1
-    while os.path.exists(aside):
-      aside, n = f"{model_dir}.replaced-{n}", n + 1
+    aside = writers.free_name(f"{model_dir}.replaced")
     os.rename(model_dir, aside)
     logging.warning("%s held a run of another genome or setup; it is kept as %s and this "
                     "trial starts afresh.", model_dir, aside)
   os.makedirs(model_dir, exist_ok=True)
-  with open(os.path.join(model_dir, TRIAL_RECORD), "w") as f:
-    json.dump(record, f, indent=1)
+  # Atomic: a trial killed while writing it must not leave a record that cannot be read.
+  writers.write_json(os.path.join(model_dir, TRIAL_RECORD), record)
 
 
 def node_aligned_weights(structure, graph_edges):

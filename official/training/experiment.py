@@ -166,14 +166,6 @@ def _input_keys(model):
   return ("rgb", "objects") if assemblenet.uses_objects(model) else ("rgb",)
 
 
-def _free_name(prefix, extension):
-  """`<prefix><extension>`, or `<prefix>-<n><extension>` with the first n that is free."""
-  path, n = prefix + extension, 1
-  while tf.io.gfile.exists(path):
-    path, n = f"{prefix}-{n}{extension}", n + 1
-  return path
-
-
 class Runner:
   """Builds the strategy, model, optimiser and trainer of an `Experiment` and runs a mode."""
 
@@ -375,7 +367,8 @@ class Runner:
         return
       # Older than the checkpoint: the record of an earlier run whose checkpoints were
       # moved out before this model_dir was trained again. Kept aside, not replaced.
-      earlier = _free_name(os.path.join(self.model_dir, f"{stem}-{step}.earlier"), extension)
+      earlier = writers.free_name(os.path.join(self.model_dir, f"{stem}-{step}.earlier"),
+                                  extension)
       tf.io.gfile.rename(kept, earlier)
       logging.warning("%s is older than %s: it records an earlier run, and is kept as %s.",
                       kept, latest, earlier)
