@@ -519,8 +519,11 @@ def build_dataset(dataset_name=gin.REQUIRED,
     def epoch_clips(epoch):
       # Clip k = epoch * num_examples + j of the stream: its seed depends on k alone.
       clips = examples.enumerate().map(lambda j, example: (epoch * num_examples + j, example))
-      clips = clips.map(select, num_parallel_calls=num_parallel_calls,
-                        deterministic=deterministic)
+      # Always in order, whatever `deterministic`: the epoch's stream is read more than
+      # once (`shuffle_epoch`'s first window, the resume skip below), and two unordered
+      # reads disagree on which clips come first: some would be repeated, others dropped.
+      # Selection only slices undecoded frames; the decoding map below may reorder.
+      clips = clips.map(select, num_parallel_calls=num_parallel_calls, deterministic=True)
       return shuffle_epoch(clips, shuffle_buffer, tf.stack([tf.constant(seed, tf.int64),
                                                             epoch]))
 
@@ -537,8 +540,9 @@ def build_dataset(dataset_name=gin.REQUIRED,
     ds = ds.unbatch()
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
   ds = ds.prefetch(tf.data.AUTOTUNE)
+  # `deterministic` is set on the maps it may reorder, not as the pipeline's option: that
+  # option would also let the stages that must stay in order (above) reorder.
   options = tf.data.Options()
-  options.deterministic = deterministic
   if private_threadpool_size:
     options.threading.private_threadpool_size = private_threadpool_size
   return ds.with_options(options)
