@@ -138,7 +138,7 @@ def test_skip_summary_counts_and_json(prepared):
   assert summary["by_reason"] == {
       "bad_length": 1, "corrupt_video": 1, "duplicate_id": 1, "malformed_row": 1,
       "missing_object_maps": 1, "missing_video": 3, "unknown_class": 2}
-  assert summary["total_skipped"] == 10
+  assert (summary["total_skipped"], summary["total_repaired"]) == (9, 1)  # bad_length kept
   files = {r: [f["path"] for f in v] for r, v in summary["files"].items()}
   assert files["corrupt_video"][0].endswith("V0003.mp4")
   assert files["missing_object_maps"][0].endswith("T0002.mp4")
@@ -200,7 +200,7 @@ def test_a_class_line_without_a_description_keeps_the_code_as_its_name(tmp_path)
 
 def test_a_bad_action_is_dropped_alone_and_a_reversed_one_kept(tmp_path):
   # The official train CSV has videos with an action whose start is after its end; the
-  # official scorer counts such a class like any other (REFERENCE.md section 6).
+  # official scorer counts such a class like any other (docs/facts.md §6).
   path = tmp_path / "split.csv"
   _write_csv(path, [
       'R1,S,K,6,7,Yes,x,,,"c001 5.0 2.0;c003 0.5 1.5",6.0',

@@ -35,13 +35,27 @@ NOT_IN_SPLIT = "not_in_split"
 MISSING_OBJECT_MAPS = "missing_object_maps"
 SEGMENTER_FAILED = "segmenter_failed"
 
+# What a counted input became, by reason: kept after a repair (`SkipReport.repair`),
+# excluded as the protocol says (`SkipReport.note`); every other reason is a skip. The
+# summary totals each kind apart (a repaired video is in the data).
+REPAIRED = frozenset({REVERSED_ACTION, BAD_LENGTH, VIDEO_FROM_FRAMES})
+EXCLUDED = frozenset({EXCLUDED_CLASS, NOT_IN_SPLIT})
+
+
+def kind(reason):
+  """'repaired', 'excluded' or 'skipped': what an input counted under `reason` became."""
+  return "repaired" if reason in REPAIRED else "excluded" if reason in EXCLUDED else "skipped"
+
 
 class SkipReport:
   """Counts skipped inputs per reason and remembers which files they were.
 
   `skip()` logs a warning; `repair()` logs a warning for an input kept with a fix (a
   reversed action, a bad length); `note()` records an expected exclusion (for example a clip of a
-  class that a cross-view protocol does not use) at info level. Both are counted.
+  class that a cross-view protocol does not use) at info level. All are counted, each under
+  its reason; the summary totals skipped, repaired and excluded inputs apart (`kind`).
+
+  Raises (each method): ValueError for a reason of another kind (`REPAIRED`, `EXCLUDED`).
   """
 
   def __init__(self, dataset_name):
@@ -50,15 +64,18 @@ class SkipReport:
     self._details = collections.defaultdict(list)
 
   def skip(self, reason, path, detail=""):
+    _check_kind(reason, "skipped")
     logging.warning("Skipping %s (%s)%s", path, reason, f": {detail}" if detail else "")
     self._add(reason, path, detail)
 
   def repair(self, reason, path, detail=""):
     """Counts an input kept after a repair (for example an action with swapped ends)."""
+    _check_kind(reason, "repaired")
     logging.warning("Repairing %s (%s)%s", path, reason, f": {detail}" if detail else "")
     self._add(reason, path, detail)
 
   def note(self, reason, path, detail=""):
+    _check_kind(reason, "excluded")
     logging.info("Excluding %s (%s)%s", path, reason, f": {detail}" if detail else "")
     self._add(reason, path, detail)
 
@@ -83,12 +100,18 @@ class SkipReport:
 
   @property
   def total(self):
+    """Inputs counted under any reason: skipped, repaired or excluded."""
     return sum(len(v) for v in self._files.values())
 
   def as_dict(self):
+    totals = collections.Counter()
+    for reason, files in self._files.items():
+      totals[kind(reason)] += len(files)
     return {
         "dataset": self.dataset_name,
-        "total_skipped": self.total,
+        "total_skipped": totals["skipped"],
+        "total_repaired": totals["repaired"],
+        "total_excluded": totals["excluded"],
         "by_reason": {r: len(f) for r, f in sorted(self._files.items())},
         "files": {
             r: [{"path": p, "detail": d} for p, d in zip(f, self._details[r])]
@@ -110,6 +133,12 @@ class SkipReport:
     return path
 
 
+def _check_kind(reason, expected):
+  if kind(reason) != expected:
+    raise ValueError(f"Reason {reason!r} is counted as {kind(reason)}, not {expected} "
+                     "(data_prep/skips.py: REPAIRED, EXCLUDED).")
+
+
 def read_summary(directory):
   """The summary `SkipReport.write` left in `directory`, or None."""
   path = os.path.join(os.fspath(directory), SUMMARY_FILENAME)
@@ -121,7 +150,11 @@ def read_summary(directory):
 
 def format_summary(summary):
   """Human-readable lines of an `as_dict()` summary."""
-  lines = [f"{summary['dataset']}: {summary['total_skipped']} input(s) skipped"]
+  # Summaries written before the totals were split hold total_skipped alone.
+  lines = [f"{summary['dataset']}: {summary['total_skipped']} input(s) skipped"
+           + (f", {summary['total_repaired']} kept with a repair, "
+              f"{summary['total_excluded']} excluded by the protocol"
+              if "total_repaired" in summary else "")]
   for reason, files in summary["files"].items():
     shown = ", ".join(os.path.basename(f["path"]) or f["path"] for f in files[:5])
     more = f" (+{len(files) - 5} more)" if len(files) > 5 else ""
