@@ -68,7 +68,17 @@ def main(argv):
                                  FLAGS.eval_timeout)
   except errors.ConfigError as e:
     return _error(f"gin configuration: {e}", 2)
-  except (FileNotFoundError, RuntimeError, FloatingPointError) as e:
+  except RuntimeError as e:
+    if not str(e).startswith(_GIN_MISSING_BINDINGS):
+      return _error(str(e), 1)
+    return _error(f"gin configuration: {e}. The gin files give no value for these: a "
+                  "model-only file (gin/base/model_*.gin, gin/experiments/"
+                  "charades_assemblenet50.gin) needs the data, training and optimizer "
+                  "files after it (e.g. --gin_file=gin/base/data_charades.gin "
+                  "--gin_file=gin/base/train.gin --gin_file=gin/base/optimizer.gin), or "
+                  "use a whole experiment file such as gin/experiments/"
+                  "charades_assemblenet_plus50.gin.", 2)
+  except (FileNotFoundError, FloatingPointError) as e:
     # Checkpoints damaged or missing, data not prepared, model_dir locked, NaN stop, a full
     # disk: the message names the input and the way out; the traceback is not needed.
     return _error(str(e), 1)
@@ -83,6 +93,11 @@ def main(argv):
   for line in experiment.output_summary(FLAGS.mode, FLAGS.model_dir, result):
     print(line)
   return 0
+
+
+# How gin's RuntimeError for a configurable called without its gin.REQUIRED arguments
+# starts (gin/config.py).
+_GIN_MISSING_BINDINGS = "Required bindings for"
 
 
 def _disk_full(error):

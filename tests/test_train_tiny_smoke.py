@@ -151,3 +151,15 @@ def test_accuracy_over_multi_label_data_is_refused_before_training(tmp_path):
   assert ("Experiment.eval_metric = 'mean_class_accuracy', but the dataset "
           "charades/synthetic is multi-label") in out.stdout + out.stderr
   assert not list(tmp_path.glob("ckpt-*"))
+
+
+def test_a_model_only_gin_file_is_a_configuration_error_naming_what_to_add(tmp_path):
+  # gin raises a RuntimeError for missing required bindings; it ended as exit 1 (a run
+  # failure) with gin's bare message, not as the configuration error it is.
+  out = _cli("--mode=train", f"--model_dir={tmp_path / 'run'}",
+             "--gin_file=gin/experiments/charades_assemblenet50.gin", check=False)
+  assert out.returncode == 2, out.stderr[-3000:]
+  assert "Traceback" not in out.stderr
+  lines = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+  assert len(lines) == 1 and "gin configuration:" in lines[0], out.stderr[-3000:]
+  assert "'input_fn'" in lines[0] and "gin/base/data_charades.gin" in lines[0]
