@@ -1,7 +1,7 @@
 """Charades (Sigurdsson et al., ECCV 2016) as a TFDS dataset, from the release as shipped.
 
 Configs: `full` (the 157 Charades classes) and `synthetic` (the built-in synthetic dataset
-of `data_prep.synthetic`, written in the same release layout). See REFERENCE.md §4.
+of `data_prep.synthetic`, written in the same release layout). See docs/facts.md §4.
 """
 
 import csv
@@ -85,7 +85,7 @@ def read_classes_file(path, codes, report):
 def parse_actions(text, code_to_label, report=None, where="", video_id=""):
   """`c092 11.90 21.20;c147 0.00 12.60` -> (segments [(label, start, end)], labels).
 
-  One bad action never loses the video's other actions (REFERENCE.md section 6); each is
+  One bad action never loses the video's other actions (docs/facts.md §6); each is
   counted in `report` under its own reason:
   * `reversed_action`: start after end (several videos of the official train CSV). Kept
     with its ends swapped; the official scorer counts its class like any other.

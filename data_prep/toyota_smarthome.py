@@ -1,4 +1,4 @@
-"""Toyota Smarthome (trimmed; Das et al., ICCV 2019) as a TFDS dataset. REFERENCE.md §5.
+"""Toyota Smarthome (trimmed; Das et al., ICCV 2019) as a TFDS dataset. docs/facts.md §5.
 
 Configs `cs` (cross-subject, 31 classes), `cv1` and `cv2` (cross-view, 19 classes). Clips
 are the release's `.mp4` files, found anywhere under `manual_dir`.

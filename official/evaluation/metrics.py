@@ -90,7 +90,7 @@ def per_class_average_precision(labels, scores):
 
 
 def charades_map(labels, scores):
-  """Charades mAP (REFERENCE.md §4): the mean of the per-class APs over the classes that have
+  """Charades mAP (docs/facts.md §4): the mean of the per-class APs over the classes that have
   at least one positive video. Videos without any positive rank last in every class, as in
   the official scorer (`per_class_average_precision`).
 

@@ -22,7 +22,7 @@ The authors' file has three faults; this model decides per fault:
    channel count (`lg_channel = inp.shape[3]` in `fusion_with_peer_attention`, with the
    comparison `inp.shape[-1] > lg_channel` then mixing channels and widths). Every fused
    node therefore projects its inputs to a spatial size's worth of channels (112 at the
-   level-0 and -1 nodes of a 224 x 224 network, 14 at the level-3 node), and the network
+   level-0, -1 and -2 nodes of a 224 x 224 network, 14 at the level-3 node), and the network
    depends on the image size. `authors_fusion_width=True` (default) reproduces it: the
    parameter count then equals the authors' graph (50,108,773 trainable at 224 x 224, 157
    classes, peer-attention). `False` uses the widest non-object input, as AssembleNet++
