@@ -348,6 +348,59 @@ def shuffle_epoch(clips, window, epoch_seed):
   return windows.enumerate().flat_map(permute)
 
 
+# Folded into (seed, epoch) for the epoch's file order; `shuffle_epoch` folds in window
+# indices from 0 up, so the streams do not meet.
+_FILE_ORDER_STREAM = 2**40
+
+
+def epoch_examples(builder, split, decoders, epoch_seed, cycle_length=4,
+                   num_parallel_calls=tf.data.AUTOTUNE):
+  """One epoch of `split`'s examples, its files read in an order drawn from `epoch_seed`.
+
+  TFDS shuffles a split's files once per seed, or again for each pass over its dataset
+  (`shuffle_reshuffle_each_iteration`), which makes pass e's order depend on how many passes
+  this process has made: a resumed run would repeat epoch 0's order. Here the order of
+  epoch e is a function of (seed, e) alone, so epochs differ and a resumed run continues
+  the same sequence. The files (TFDS's file instructions, slices such as 'train[:90%]'
+  included) are read `cycle_length` at a time, one record from each in turn, and parsed
+  with TFDS's own deserializer.
+
+  Args:
+    builder: the prepared dataset's TFDS builder (TFRecord files, as `data_prep` writes).
+    split: split name, TFDS slicing allowed.
+    decoders: TFDS decoders for `deserialize_example`.
+    epoch_seed: int64 [2] stateless seed, e.g. (seed, epoch).
+    cycle_length: files read at a time.
+    num_parallel_calls: parallelism of the parsing.
+
+  Returns:
+    A finite `tf.data.Dataset` of the split's examples, in a fixed order for the seed.
+
+  Raises:
+    ValueError: the data are not TFRecord files.
+  """
+  file_format = getattr(builder.info.file_format, "value", builder.info.file_format)
+  if file_format != "tfrecord":
+    raise ValueError(f"{builder.data_path} holds {file_format} files; training reads the "
+                     "TFRecord files that `python -m data_prep.prepare` writes. Prepare the "
+                     "dataset with it.")
+  instructions = builder.info.splits[split].file_instructions
+  files = tf.constant([os.fspath(i.filename) for i in instructions])
+  skips = tf.constant([i.skip for i in instructions], tf.int64)
+  takes = tf.constant([i.take for i in instructions], tf.int64)
+  file_seed = tf.random.experimental.stateless_fold_in(epoch_seed, _FILE_ORDER_STREAM)
+  order = tf.argsort(tf.random.stateless_uniform([len(instructions)], file_seed))
+  records = tf.data.Dataset.from_tensor_slices(
+      (tf.gather(files, order), tf.gather(skips, order), tf.gather(takes, order)))
+  records = records.interleave(
+      lambda name, skip, take: tf.data.TFRecordDataset(name).skip(skip).take(take),
+      cycle_length=cycle_length, block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True)
+  features = builder.info.features
+  return records.map(lambda record: features.deserialize_example(record, decoders=decoders),
+                     num_parallel_calls=num_parallel_calls, deterministic=True)
+
+
 def _video_labels(example, num_classes, multi_label):
   if multi_label:
     return multi_hot(example["labels"], num_classes)
@@ -378,10 +431,10 @@ def build_dataset(dataset_name=gin.REQUIRED,
                   start_batch=0):
   """Builds the training or evaluation `tf.data.Dataset` of `(features, labels)` batches.
 
-  The training order is a function of (`seed`, epoch): every epoch reads the split in the
-  same seeded file order, samples clip k of the stream with the stateless seed (`seed`, k)
-  and shuffles within windows of `shuffle_buffer` clips drawn from (`seed`, e)
-  (`shuffle_epoch`). `start_batch` starts that order at a later
+  The training order is a function of (`seed`, epoch): epoch e reads the split's files in
+  an order drawn from (`seed`, e) (`epoch_examples`), samples clip k of the stream with the
+  stateless seed (`seed`, k) and shuffles within windows of `shuffle_buffer` clips drawn
+  from (`seed`, e) (`shuffle_epoch`). `start_batch` starts that order at a later
   batch without producing the earlier ones: whole epochs are never read, and within the
   starting epoch the skipped clips are only read and selected, not decoded or augmented. So
   a resumed run sees exactly the batches an uninterrupted one would (with
@@ -405,7 +458,9 @@ def build_dataset(dataset_name=gin.REQUIRED,
       evenly spaced along the long side after resizing the short side to S).
     area_range, aspect_ratio_range: random resized crop (training).
     random_flip: random horizontal flip (training).
-    shuffle_buffer: training shuffle window, in clips (`shuffle_epoch`).
+    shuffle_buffer: training shuffle window, in clips (`shuffle_epoch`). Records of one
+      file otherwise keep their order, so for a split of one file (a small dataset) this
+      window is all the mixing within an epoch: make it a good part of the split there.
     repeat: repeat forever; defaults to `is_training`.
     deterministic: fixed element order (with `seed`, identical batches across runs).
     seed: seed of file shuffling, element shuffling and augmentation; None = random.
@@ -446,13 +501,6 @@ def build_dataset(dataset_name=gin.REQUIRED,
 
   decoders = {"frames": tfds.decode.SkipDecoding(),
               "object_maps": tfds.decode.SkipDecoding()}
-  # The same seeded file order in every epoch (reshuffling would tie the order of epoch e
-  # to how many epochs this process has read, breaking resume).
-  read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False,
-                                shuffle_reshuffle_each_iteration=False,
-                                interleave_cycle_length=4 if is_training else 1)
-  ds = builder.as_dataset(split=split, shuffle_files=is_training, decoders=decoders,
-                          read_config=read_config)
   num_examples = builder.info.splits[split].num_examples
   if is_training and num_examples < 1:
     raise ValueError(f"Split {split!r} of {info.name} in {builder.data_dir} is empty.")
@@ -513,10 +561,12 @@ def build_dataset(dataset_name=gin.REQUIRED,
     return features, labels
 
   if is_training:
-    examples = ds
     first_epoch, offset = divmod(start_batch * batch_size, num_examples)
 
     def epoch_clips(epoch):
+      epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
+      examples = epoch_examples(builder, split, decoders, epoch_seed,
+                                num_parallel_calls=num_parallel_calls)
       # Clip k = epoch * num_examples + j of the stream: its seed depends on k alone.
       clips = examples.enumerate().map(lambda j, example: (epoch * num_examples + j, example))
       # Always in order, whatever `deterministic`: the epoch's stream is read more than
@@ -524,8 +574,7 @@ def build_dataset(dataset_name=gin.REQUIRED,
       # reads disagree on which clips come first: some would be repeated, others dropped.
       # Selection only slices undecoded frames; the decoding map below may reorder.
       clips = clips.map(select, num_parallel_calls=num_parallel_calls, deterministic=True)
-      return shuffle_epoch(clips, shuffle_buffer, tf.stack([tf.constant(seed, tf.int64),
-                                                            epoch]))
+      return shuffle_epoch(clips, shuffle_buffer, epoch_seed)
 
     ds = tf.data.Dataset.range(first_epoch, _NO_END if repeat else 1).flat_map(epoch_clips)
     # The batches already trained on end here, before decoding (see the docstring).
@@ -533,6 +582,9 @@ def build_dataset(dataset_name=gin.REQUIRED,
     ds = ds.map(decode_train, num_parallel_calls=num_parallel_calls,
                 deterministic=deterministic)
   else:
+    ds = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders,
+                            read_config=tfds.ReadConfig(try_autocache=False,
+                                                        interleave_cycle_length=1))
     ds = ds.enumerate()
     ds = ds.map(select, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
     ds = ds.map(decode_eval, num_parallel_calls=num_parallel_calls,

@@ -347,11 +347,33 @@ def test_shuffle_epoch_is_a_seeded_permutation_that_moves_clips_between_windows(
 @pytest.fixture(scope="module")
 def twenty_four_videos(tmp_path_factory):
   release = str(tmp_path_factory.mktemp("release24"))
-  synthetic.generate(release, seed=2, num_train=24, num_test=1, height=16, width=16,
+  synthetic.generate(release, seed=2, num_train=24, num_test=12, height=16, width=16,
                      min_frames=8, max_frames=10)
   data_dir = str(tmp_path_factory.mktemp("data24"))
-  prepare.prepare("charades/synthetic", release, data_dir)
+  # 12 files of 2 videos, as a large dataset has many files (Charades: dozens).
+  tfds.builder("charades/synthetic", data_dir=data_dir).download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=release, num_shards=12))
   return data_dir
+
+
+def _video_stream(monkeypatch, data_dir, delay=0.0, **kwargs):
+  """build_dataset's training clips, each made of its video's first frames, uncropped: the
+  clip's bytes name the video. `delay`: random waits (s) in the parallel clip selection."""
+  rng = np.random.default_rng(0)
+
+  def first_frames(video_frames, num_frames, frame_stride, seed):
+    del frame_stride, seed
+    if delay:
+      wait = lambda n: (time.sleep(rng.random() * delay), n)[1]
+      video_frames = tf.py_function(wait, [video_frames], tf.int32)
+    return tf.range(num_frames, dtype=tf.int32) % video_frames
+
+  monkeypatch.setattr(ip, "train_clip_indices", first_frames)
+  monkeypatch.setattr(ip, "random_crop_window", lambda h, w, *_: (0, 0, h, w))
+  options = dict(batch_size=1, num_frames=2, image_size=16, random_flip=False, seed=3)
+  options.update(kwargs)
+  ds = ip.build_dataset("charades/synthetic", "train", data_dir, **options)
+  return (features["rgb"].numpy().tobytes() for features, _ in ds)
 
 
 @pytest.mark.slow
@@ -362,21 +384,29 @@ def test_unordered_pipeline_still_yields_each_video_once_per_epoch(
   # clip stream is read more than once (shuffle_epoch's windows, the resume skip), so an
   # unordered stream there repeated some videos and dropped others. Random delays in the
   # clip selection provoke the reordering that uneven videos and busy cores give.
-  rng = np.random.default_rng(0)
-
-  def delayed(video_frames, num_frames, frame_stride, seed):
-    del frame_stride, seed
-    wait = lambda n: (time.sleep(rng.random() * 0.01), n)[1]
-    video_frames = tf.py_function(wait, [video_frames], tf.int32)
-    return tf.range(num_frames, dtype=tf.int32) % video_frames  # First frames: the video.
-
-  monkeypatch.setattr(ip, "train_clip_indices", delayed)
-  monkeypatch.setattr(ip, "random_crop_window", lambda h, w, *_: (0, 0, h, w))
-  ds = ip.build_dataset("charades/synthetic", "train", twenty_four_videos, batch_size=1,
-                        num_frames=2, image_size=16, shuffle_buffer=8, deterministic=False,
-                        seed=3, random_flip=False, num_parallel_calls=8,
-                        start_batch=start_batch)
-  clips = [features["rgb"].numpy().tobytes() for features, _ in ds.take(48 - start_batch)]
+  stream = _video_stream(monkeypatch, twenty_four_videos, delay=0.01, shuffle_buffer=8,
+                         deterministic=False, num_parallel_calls=8, start_batch=start_batch)
+  clips = list(itertools.islice(stream, 48 - start_batch))
   # Epoch 1 (clips 24-47) is whole whatever the start; epoch 0 from the start batch on.
   distinct = [len(set(clips[24 - start_batch:])), len(set(clips[:24 - start_batch]))]
   assert distinct == [24, 24 - start_batch]
+
+
+@pytest.mark.slow
+def test_each_epoch_reads_the_files_in_another_seeded_order(twenty_four_videos, monkeypatch):
+  # The files were read in one order in every epoch (TFDS's seeded order, fixed so that a
+  # resumed run continues it); only the window shuffle moved clips, by less than two
+  # windows, so each epoch repeated the last one's order and batch-mates.
+  stream = _video_stream(monkeypatch, twenty_four_videos, shuffle_buffer=2,
+                         deterministic=True)
+  clips = list(itertools.islice(stream, 24 * 4))
+  epochs = [clips[24 * e:24 * (e + 1)] for e in range(4)]
+  assert all(sorted(epoch) == sorted(epochs[0]) for epoch in epochs)
+  rank = {clip: k for k, clip in enumerate(epochs[0])}
+  for epoch in epochs[1:]:
+    correlation = np.corrcoef(np.arange(24), [rank[clip] for clip in epoch])[0, 1]
+    assert correlation < 0.7, correlation
+  # Still a function of (seed, epoch): the same again, and a resumed run continues it.
+  again = _video_stream(monkeypatch, twenty_four_videos, shuffle_buffer=2,
+                        deterministic=True, start_batch=30)
+  assert list(itertools.islice(again, 66)) == clips[30:]
