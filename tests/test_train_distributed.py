@@ -107,3 +107,68 @@ def test_kill_9_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path):
   resumed = _train(tmp_path, "resumed", *args)  # The same command again.
   uninterrupted = _train(tmp_path, "uninterrupted", *args)
   _assert_same_weights(uninterrupted, resumed, atol=0)
+
+
+def _check(*args, **env):
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "distributed_checks.py"),
+                        *args], env=_env(**env), cwd=ROOT, capture_output=True, text=True,
+                       timeout=240)
+  lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+  assert out.returncode == 0 and lines, out.stderr[-3000:]
+  return json.loads(lines[-1][len("RESULT "):])
+
+
+@pytest.mark.slow
+def test_a_float16_overflow_on_any_replica_skips_the_step_on_all():
+  # Keras' LossScaleOptimizer decided on the first replica's gradients alone: an overflow
+  # on replica 1 went into the weights (training stopped on non-finite weights), and under
+  # MultiWorkerMirroredStrategy the workers disagreed and hung in the all-reduce.
+  one = _check("loss_scale", "1", "1")
+  assert one["error"] is None and one["finite"] and one["moved"], one
+  for replica in (0, 1):
+    two = _check("loss_scale", "2", str(replica))
+    assert two == one, (replica, two, one)
+  # Two worker processes, the overflow on the second one's half of the batch.
+  ports = _free_ports(2)
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  procs = [subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, "tests", "distributed_checks.py"), "loss_scale",
+       "multi_worker", "1"],
+      env=_env(TF_CONFIG=json.dumps({"cluster": cluster,
+                                     "task": {"type": "worker", "index": index}})),
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for index in range(2)]
+  try:
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for out in outputs:
+    result = [line for line in out.splitlines() if line.startswith("RESULT ")]
+    assert result and json.loads(result[-1][len("RESULT "):]) == one, out[-3000:]
+
+
+@pytest.mark.slow
+def test_evaluation_with_an_empty_replica_batch_scores_every_view():
+  # 5 views in batches of 4 on 2 replicas: the last batch leaves replica 1 without a view.
+  # With oneDNN's kernels (TF's default on AVX-512 CPUs) a conv of an empty batch fails.
+  result = _check("empty_replica_eval", TF_ENABLE_ONEDNN_OPTS="1")
+  assert "error" not in result["1"] and "error" not in result["2"], result
+  assert result["2"]["ids"] == result["1"]["ids"] == ["v0", "v1", "v2", "v3", "v4"]
+  np.testing.assert_allclose(result["2"]["scores"], result["1"]["scores"], rtol=1e-5,
+                             atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_batch_that_does_not_divide_over_the_replicas_is_a_configuration_error(tmp_path):
+  # It was a ValueError from the trainer's constructor: a traceback, exit 1.
+  out = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "tests", "distributed_checks.py"), "train",
+       "--mode=train", "--strategy=mirrored", f"--model_dir={tmp_path / 'run'}",
+       "--gin_file=gin/experiments/tiny_smoke.gin",
+       "--gin_param=Experiment.train_batch_size = 3"],
+      env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=240)
+  assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+  errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+  assert len(errors) == 1 and "Experiment.train_batch_size" in errors[0], errors
+  assert "2 replicas" in errors[0]

@@ -206,6 +206,12 @@ class Runner:
       optimizer = optimization.build_optimizer(schedule)
       if experiment.mixed_precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    replicas = strategy.num_replicas_in_sync
+    if experiment.train_batch_size % replicas:
+      raise errors.ConfigError(
+          f"Experiment.train_batch_size = {experiment.train_batch_size} does not divide over "
+          f"the {replicas} replicas of --strategy: use a multiple of {replicas} (the "
+          "global batch is split evenly).")
     self.trainer = trainer_lib.Trainer(
         strategy, self.model, optimizer, losses.build_loss(experiment.loss_kind), model_dir,
         global_batch_size=experiment.train_batch_size, train_steps=experiment.train_steps,

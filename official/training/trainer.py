@@ -248,6 +248,8 @@ class Trainer:
 
     def replica_step(features, labels):
       loss, grads = loss_and_grads(features, labels)
+      if scale_loss and self.strategy.num_replicas_in_sync > 1:
+        grads = _skip_together(grads)
       optimizer.apply_gradients(zip(grads, model.trainable_variables))
       return loss
 
@@ -266,9 +268,13 @@ class Trainer:
     model = self.model
 
     def replica_step(features, labels):
-      logits = model(self._select_inputs(features), training=False)
-      return (tf.cast(logits, tf.float32), tf.cast(labels, tf.float32),
-              features[_ID_CODES])
+      # A replica's share of a short last batch can be empty, and with oneDNN's kernels
+      # (TF's default on AVX-512 CPUs) a conv of an empty batch fails: skip the model then.
+      logits = tf.cond(
+          tf.shape(labels)[0] > 0,
+          lambda: tf.cast(model(self._select_inputs(features), training=False), tf.float32),
+          lambda: tf.zeros([0, labels.shape[-1]], tf.float32))
+      return logits, tf.cast(labels, tf.float32), features[_ID_CODES]
 
     @tf.function(reduce_retracing=True)
     def eval_step(features, labels):
@@ -477,6 +483,27 @@ class Trainer:
     return metrics_lib.aggregate_views(
         decode_video_ids(np.concatenate(codes)), np.concatenate(scores),
         np.concatenate(labels), method=aggregation, views_per_video=views_per_video)
+
+
+def _skip_together(grads):
+  """Per-replica gradients, all made non-finite when any replica's are (replica context).
+
+  Keras' `LossScaleOptimizer` decides whether to skip a step (and lower the loss scale)
+  from the gradients it is given, assuming they are already summed over replicas; here each
+  replica passes its own, summed later by the inner optimizer. So Keras looked at the first
+  replica only (`MirroredStrategy`: another replica's float16 overflow went into the
+  weights) or at each worker's own (`MultiWorkerMirroredStrategy`: one worker skipped, the
+  other waited in the gradient all-reduce for ever). With every replica non-finite as soon
+  as one is, all skip the step together, as one device would.
+  """
+  present = [g for g in grads if g is not None]
+  finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in present])
+  non_finite_replicas = tf.distribute.get_replica_context().all_reduce(
+      tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(finite), tf.float32))
+  agreed = iter(tf.cond(non_finite_replicas > 0,
+                        lambda: [g * tf.constant(float("nan"), g.dtype) for g in present],
+                        lambda: list(present)))
+  return [None if g is None else next(agreed) for g in grads]
 
 
 def _new_window():
