@@ -109,6 +109,35 @@ def test_kill_9_then_rerun_resumes_and_matches_uninterrupted_run(tmp_path):
   _assert_same_weights(uninterrupted, resumed, atol=0)
 
 
+def _run_cluster(commands, tmp_path, timeout):
+  """Runs one command per worker of a local two-worker cluster; returns (status, output)
+  pairs. Outputs go to files: two workers writing into pipes read one after the other
+  would block each other (one stalls on a full pipe, the other waits for it in a
+  collective)."""
+  ports = _free_ports(len(commands))
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  procs, logs = [], []
+  for index, command in enumerate(commands):
+    logs.append(open(tmp_path / f"worker_{index}.log", "w+"))
+    procs.append(subprocess.Popen(
+        command, cwd=ROOT, stdout=logs[-1], stderr=subprocess.STDOUT, text=True,
+        env=_env(TF_CONFIG=json.dumps({"cluster": cluster,
+                                       "task": {"type": "worker", "index": index}}))))
+  try:
+    deadline = time.time() + timeout
+    for p in procs:
+      p.wait(timeout=max(1.0, deadline - time.time()))
+  finally:
+    for p in procs:
+      p.kill()
+  results = []
+  for p, log in zip(procs, logs):
+    log.seek(0)
+    results.append((p.wait(), log.read()))
+    log.close()
+  return results
+
+
 def _check(*args, **env):
   out = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "distributed_checks.py"),
                         *args], env=_env(**env), cwd=ROOT, capture_output=True, text=True,
@@ -119,7 +148,7 @@ def _check(*args, **env):
 
 
 @pytest.mark.slow
-def test_a_float16_overflow_on_any_replica_skips_the_step_on_all():
+def test_a_float16_overflow_on_any_replica_skips_the_step_on_all(tmp_path):
   # Keras' LossScaleOptimizer decided on the first replica's gradients alone: an overflow
   # on replica 1 went into the weights (training stopped on non-finite weights), and under
   # MultiWorkerMirroredStrategy the workers disagreed and hung in the all-reduce.
@@ -129,21 +158,9 @@ def test_a_float16_overflow_on_any_replica_skips_the_step_on_all():
     two = _check("loss_scale", "2", str(replica))
     assert two == one, (replica, two, one)
   # Two worker processes, the overflow on the second one's half of the batch.
-  ports = _free_ports(2)
-  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-  procs = [subprocess.Popen(
-      [sys.executable, os.path.join(ROOT, "tests", "distributed_checks.py"), "loss_scale",
-       "multi_worker", "1"],
-      env=_env(TF_CONFIG=json.dumps({"cluster": cluster,
-                                     "task": {"type": "worker", "index": index}})),
-      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for index in range(2)]
-  try:
-    outputs = [p.communicate(timeout=120)[0] for p in procs]
-  finally:
-    for p in procs:
-      p.kill()
-  for out in outputs:
+  command = [sys.executable, os.path.join(ROOT, "tests", "distributed_checks.py"),
+             "loss_scale", "multi_worker", "1"]
+  for _, out in _run_cluster([command, command], tmp_path, timeout=120):
     result = [line for line in out.splitlines() if line.startswith("RESULT ")]
     assert result and json.loads(result[-1][len("RESULT "):]) == one, out[-3000:]
 
@@ -172,3 +189,23 @@ def test_a_batch_that_does_not_divide_over_the_replicas_is_a_configuration_error
   errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
   assert len(errors) == 1 and "Experiment.train_batch_size" in errors[0], errors
   assert "2 replicas" in errors[0]
+
+
+@pytest.mark.slow
+def test_multi_worker_train_and_eval_of_a_self_preparing_experiment(tmp_path):
+  # Every worker prepared the synthetic data into the shared model_dir at once (the second
+  # one stopped on the first one's preparation lock). Then the evaluation set was split
+  # between the workers by position in each worker's own, unordered, stream: views were
+  # scored twice or never ("6 of 7 videos do not have 2 views", after training).
+  command = [sys.executable, "-m", "official.train", "--mode=train_and_eval",
+             "--strategy=multi_worker", f"--model_dir={tmp_path / 'mw'}",
+             "--gin_file=gin/experiments/tiny_smoke.gin",
+             "--gin_param=Experiment.train_steps = 4",
+             "--gin_param=Experiment.eval_batch_size = 6"]
+  for status, out in _run_cluster([command, command], tmp_path, timeout=300):
+    assert status == 0, out[-3000:]
+  with open(tmp_path / "mw" / "eval" / "per_video_scores.jsonl") as f:
+    videos = [json.loads(line)["video_id"] for line in f]
+  assert len(videos) == len(set(videos)) == 8
+  metrics = json.loads((tmp_path / "mw" / "eval" / "metrics.json").read_text())
+  assert metrics["num_videos_scored"] == 8 and metrics["num_videos_missing"] == 0

@@ -288,12 +288,21 @@ class Runner:
         logging.warning("The dataset function takes no start_batch: skipping %d batches "
                         "by producing them (slow for long runs).", start_batch)
         skip = start_batch
+    deterministic = self.exp.deterministic
+    if not deterministic and strategies.num_workers(self.strategy) > 1:
+      # Each worker reads the whole dataset and keeps its share of it by position
+      # (tf.data's DATA auto-sharding): the workers' streams must be in the same order, or
+      # some clips and views are used twice and others never.
+      logging.info("Experiment.deterministic = False, but the %d workers read the data in "
+                   "one order: deterministic input pipelines.",
+                   strategies.num_workers(self.strategy))
+      deterministic = True
     dataset = self.input.dataset(
         split=split or (self.exp.train_split if is_training else self.exp.eval_split),
         is_training=is_training,
         batch_size=self.exp.train_batch_size if is_training else self.exp.eval_batch_size,
         use_objects=assemblenet.uses_objects(self.model), seed=self.seed,
-        deterministic=self.exp.deterministic, **kwargs)
+        deterministic=deterministic, **kwargs)
     return dataset.skip(skip) if skip else dataset
 
   # Modes ---------------------------------------------------------------------------------
@@ -708,6 +717,33 @@ def _prepare(experiment, model_dir):
     raise RuntimeError(f"Preparing the data of model_dir {model_dir} failed: {e}") from e
 
 
+def _prepare_chief_first(experiment, model_dir, strategy):
+  """`_prepare` on the chief, then on the other workers of a multi-worker cluster, which
+  find the chief's data prepared (each worker preparing into the shared model_dir at once
+  stopped all but one on the preparation lock). Returns the data_dir.
+
+  Raises:
+    RuntimeError: this worker's preparation failed, or the chief's did (other workers).
+  """
+  if strategies.num_workers(strategy) == 1:
+    return _prepare(experiment, model_dir)
+  chief = strategies.is_chief(strategy)
+  data_dir, error = None, None
+  if chief:
+    logging.info("Preparing the data on the chief; the other workers wait for it.")
+    try:
+      data_dir = _prepare(experiment, model_dir)
+    except RuntimeError as e:
+      error = e
+  succeeded = strategies.all_succeeded(strategy, error is None)
+  if error is not None:
+    raise error
+  if not succeeded:
+    raise RuntimeError("The chief worker failed to prepare the data (its log says why); "
+                       "this worker stops with it. Fix that and rerun every worker.")
+  return data_dir if chief else _prepare(experiment, model_dir)
+
+
 @contextlib.contextmanager
 def _exclusive_exports(export_dir):
   """One export at a time into `export_dir` (an `flock` of it, local file systems); while it
@@ -784,7 +820,7 @@ def _run_mode(mode, model_dir, strategy_name, tpu, seed, checkpoint, export_dir,
     # Under the lock: it writes into model_dir. Continuous evaluation prepares when it first
     # evaluates (after the training job beside it has prepared the same data).
     if experiment.prepare_data_fn is not None and mode != "continuous_eval":
-      data_dir = _prepare(experiment, model_dir)
+      data_dir = _prepare_chief_first(experiment, model_dir, strategy)
       _check_data(video_input, experiment, data_dir, mode)
     runner = Runner(experiment, model_dir, strategy, seed=seed, flags_text=flags_text,
                     data_dir=data_dir, initialize=mode in TRAINING_MODES,

@@ -456,7 +456,9 @@ class Trainer:
 
     dataset = dataset.map(keep_inputs_and_ids)
     options = tf.data.Options()
-    # Every view goes to exactly one worker, whatever the file layout.
+    # Every view goes to exactly one worker, whatever the file layout, provided every
+    # worker's pipeline yields the views in the same order (the runner makes multi-worker
+    # input pipelines deterministic).
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.DATA)
     dataset = dataset.with_options(options)
