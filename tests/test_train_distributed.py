@@ -209,3 +209,15 @@ def test_multi_worker_train_and_eval_of_a_self_preparing_experiment(tmp_path):
   assert len(videos) == len(set(videos)) == 8
   metrics = json.loads((tmp_path / "mw" / "eval" / "metrics.json").read_text())
   assert metrics["num_videos_scored"] == 8 and metrics["num_videos_missing"] == 0
+
+
+@pytest.mark.slow
+def test_a_failed_preparation_on_the_chief_stops_every_worker_with_a_message(tmp_path):
+  # An error other than ValueError (here a TypeError from a bad gin value) left the chief
+  # before the barrier: the other worker died later with a raw collective traceback.
+  command = [sys.executable, "-m", "official.train", "--mode=train", "--strategy=multi_worker",
+             f"--model_dir={tmp_path / 'mw'}", "--gin_file=gin/experiments/tiny_smoke.gin",
+             "--gin_param=prepare_synthetic_charades.num_train = 'sixteen'"]
+  (chief_status, _), (status, out) = _run_cluster([command, command], tmp_path, timeout=120)
+  assert chief_status != 0 and status == 1, out[-3000:]
+  assert "error: The chief worker failed to prepare the data" in out, out[-3000:]

@@ -733,7 +733,9 @@ def _prepare_chief_first(experiment, model_dir, strategy):
     logging.info("Preparing the data on the chief; the other workers wait for it.")
     try:
       data_dir = _prepare(experiment, model_dir)
-    except RuntimeError as e:
+    except Exception as e:  # pylint: disable=broad-except  (raised again below)
+      # Whatever the error, the chief reaches the barrier first, so the others are told
+      # instead of waiting in it until the connection breaks.
       error = e
   succeeded = strategies.all_succeeded(strategy, error is None)
   if error is not None:
