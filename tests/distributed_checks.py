@@ -106,11 +106,36 @@ def empty_replica_eval():
   return result
 
 
+def shard_resume(data_dir):
+  """Under a two-worker cluster: the clips (bytes) this worker trains on at steps 6-11 of
+  `build_dataset`'s stream, uninterrupted and resumed at step 6, as the trainer shares
+  the global batches of 4 out."""
+  from official.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  strategy = _strategy("multi_worker")
+  steps = {}
+  for start in (0, 6):
+    dataset = input_pipeline.build_dataset(
+        "charades/synthetic", "train", data_dir, batch_size=4, num_frames=2, image_size=16,
+        seed=3, shuffle_buffer=4, deterministic=True, start_batch=start)
+    iterator = iter(trainer_lib.distribute(strategy, dataset))
+    clips = []
+    for _ in range(12 - start):
+      features, _ = next(iterator)
+      clips.append([clip.tobytes().hex()[:64] for part in
+                    strategy.experimental_local_results(features["rgb"])
+                    for clip in part.numpy()])
+    steps[start] = clips[6 - start:]
+  return steps
+
+
 if __name__ == "__main__":
   if sys.argv[1] == "train":
     from absl import app  # pylint: disable=g-import-not-at-top
     from official import train  # pylint: disable=g-import-not-at-top
     app.run(lambda argv: sys.exit(train.main(argv)), argv=[sys.argv[0]] + sys.argv[2:])
+  if sys.argv[1] == "shard_resume":
+    print("RESULT " + json.dumps(shard_resume(sys.argv[2])))
+    sys.exit(0)
   if sys.argv[1] == "loss_scale":
     replicas = sys.argv[2] if sys.argv[2] == "multi_worker" else int(sys.argv[2])
     output = loss_scale(replicas, int(sys.argv[3]))

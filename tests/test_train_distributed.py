@@ -221,3 +221,28 @@ def test_a_failed_preparation_on_the_chief_stops_every_worker_with_a_message(tmp
   (chief_status, _), (status, out) = _run_cluster([command, command], tmp_path, timeout=120)
   assert chief_status != 0 and status == 1, out[-3000:]
   assert "error: The chief worker failed to prepare the data" in out, out[-3000:]
+
+
+@pytest.mark.slow
+def test_workers_share_each_global_batch_and_resume_it(tmp_path):
+  # tf.data's default sharding found the TFRecord readers under build_dataset's per-epoch
+  # flat_map and gave the workers alternate epochs: a run resumed at step s skipped to
+  # global batch s of a stream each worker had only half read, so clips were never trained.
+  from data_prep import prepare  # pylint: disable=g-import-not-at-top
+  from data_prep import synthetic  # pylint: disable=g-import-not-at-top
+  synthetic.generate(str(tmp_path / "release"), seed=2, num_train=10, num_test=1, height=16,
+                     width=16, min_frames=8, max_frames=10)
+  prepare.prepare("charades/synthetic", str(tmp_path / "release"), str(tmp_path / "data"))
+  command = [sys.executable, os.path.join(ROOT, "tests", "distributed_checks.py"),
+             "shard_resume", str(tmp_path / "data")]
+  results = []
+  for status, out in _run_cluster([command, command], tmp_path, timeout=120):
+    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+    assert status == 0 and lines, out[-3000:]
+    results.append(json.loads(lines[-1][len("RESULT "):]))
+  for worker in results:
+    assert worker["6"] == worker["0"]  # The resumed steps are the uninterrupted ones.
+  for step in range(6):
+    # Two clips each, together one global batch of 4 (the 10 videos' clips differ).
+    halves = [results[0]["0"][step], results[1]["0"][step]]
+    assert len(halves[0]) == len(halves[1]) == 2 and len(set(halves[0] + halves[1])) == 4

@@ -357,7 +357,7 @@ class Trainer:
     elif start_batch:
       dataset = dataset.skip(start_batch)
     dataset = dataset.map(lambda f, l: (self._select_inputs(f), l))
-    iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+    iterator = iter(distribute(self.strategy, dataset))
     if self._train_step_fn is None:
       self._train_step_fn = self._build_train_step()
 
@@ -455,20 +455,13 @@ class Trainer:
       return kept, labels
 
     dataset = dataset.map(keep_inputs_and_ids)
-    options = tf.data.Options()
-    # Every view goes to exactly one worker, whatever the file layout, provided every
-    # worker's pipeline yields the views in the same order (the runner makes multi-worker
-    # input pipelines deterministic).
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.DATA)
-    dataset = dataset.with_options(options)
     if self._eval_step_fn is None:
       self._eval_step_fn = self._build_eval_step()
     if self.ema is not None:
       self.ema.swap()
     try:
       scores, labels, codes = [], [], []
-      for features, batch_labels in self.strategy.experimental_distribute_dataset(dataset):
+      for features, batch_labels in distribute(self.strategy, dataset):
         s, l, c = self._eval_step_fn(features, batch_labels)
         scores.append(s.numpy())
         labels.append(l.numpy())
@@ -485,6 +478,30 @@ class Trainer:
     return metrics_lib.aggregate_views(
         decode_video_ids(np.concatenate(codes)), np.concatenate(scores),
         np.concatenate(labels), method=aggregation, views_per_video=views_per_video)
+
+
+def distribute(strategy, dataset):
+  """`strategy.experimental_distribute_dataset` of global batches, shared out by position.
+
+  Every worker reads the whole stream and keeps its part of each global batch (tf.data's
+  `AutoShardPolicy.DATA`), so the workers train on exactly the global batches one process
+  would, and a resumed run's `start_batch` means the same on every worker. tf.data's
+  default (`AUTO`) shards by file when it finds file readers: in `build_dataset` it found
+  them under the per-epoch `flat_map` and gave each worker every other epoch, so a resumed
+  run skipped clips. The workers' streams must be in the same order (the runner makes
+  multi-worker input pipelines deterministic).
+
+  Args:
+    strategy: a `tf.distribute.Strategy`.
+    dataset: `tf.data.Dataset` of global batches.
+
+  Returns:
+    The strategy's distributed dataset.
+  """
+  options = tf.data.Options()
+  options.experimental_distribute.auto_shard_policy = (
+      tf.data.experimental.AutoShardPolicy.DATA)
+  return strategy.experimental_distribute_dataset(dataset.with_options(options))
 
 
 def _skip_together(grads):
