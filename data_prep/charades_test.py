@@ -138,7 +138,7 @@ def test_skip_summary_counts_and_json(prepared):
   assert summary["by_reason"] == {
       "bad_length": 1, "corrupt_video": 1, "duplicate_id": 1, "malformed_row": 1,
       "missing_object_maps": 1, "missing_video": 3, "unknown_class": 2}
-  assert (summary["total_skipped"], summary["total_repaired"]) == (9, 1)  # bad_length kept
+  assert (summary["total_skipped"], summary["total_repaired"]) == (9, 1)  # bad_length repaired
   files = {r: [f["path"] for f in v] for r, v in summary["files"].items()}
   assert files["corrupt_video"][0].endswith("V0003.mp4")
   assert files["missing_object_maps"][0].endswith("T0002.mp4")

@@ -35,9 +35,11 @@ NOT_IN_SPLIT = "not_in_split"
 MISSING_OBJECT_MAPS = "missing_object_maps"
 SEGMENTER_FAILED = "segmenter_failed"
 
-# What a counted input became, by reason: kept after a repair (`SkipReport.repair`),
-# excluded as the protocol says (`SkipReport.note`); every other reason is a skip. The
-# summary totals each kind apart (a repaired video is in the data).
+# What a counted input became, by reason: repaired (`SkipReport.repair`: an annotation
+# fixed while reading, or a video decoded from its frames), excluded as the protocol says
+# (`SkipReport.note`); every other reason is a skip. The summary totals each kind apart.
+# A repair is counted where it is made: a row repaired while the annotations are read can
+# still be skipped later (its video missing), and then counts under both.
 REPAIRED = frozenset({REVERSED_ACTION, BAD_LENGTH, VIDEO_FROM_FRAMES})
 EXCLUDED = frozenset({EXCLUDED_CLASS, NOT_IN_SPLIT})
 
@@ -152,7 +154,7 @@ def format_summary(summary):
   """Human-readable lines of an `as_dict()` summary."""
   # Summaries written before the totals were split hold total_skipped alone.
   lines = [f"{summary['dataset']}: {summary['total_skipped']} input(s) skipped"
-           + (f", {summary['total_repaired']} kept with a repair, "
+           + (f", {summary['total_repaired']} repair(s) made, "
               f"{summary['total_excluded']} excluded by the protocol"
               if "total_repaired" in summary else "")]
   for reason, files in summary["files"].items():

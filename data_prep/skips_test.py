@@ -1,4 +1,4 @@
-"""The skip summary's totals: inputs skipped, kept with a repair, and excluded by the
+"""The skip summary's totals: inputs skipped, repairs made, and inputs excluded by the
 protocol are three counts, not one."""
 
 import json
@@ -16,7 +16,7 @@ def _report():
 
 
 def test_totals_count_skipped_repaired_and_excluded_inputs_apart(tmp_path):
-  # The headline counted kept videos (repairs) and a protocol's expected exclusions as
+  # The headline counted repairs and a protocol's expected exclusions as
   # skipped: one missing video read "4 input(s) skipped".
   summary = json.load(open(_report().write(tmp_path)))
   assert (summary["total_skipped"], summary["total_repaired"],
@@ -24,7 +24,7 @@ def test_totals_count_skipped_repaired_and_excluded_inputs_apart(tmp_path):
   assert summary["by_reason"] == {"bad_length": 1, "missing_video": 1, "not_in_split": 1,
                                   "reversed_action": 1}
   headline = skips.format_summary(summary).splitlines()[0]
-  assert headline == ("charades/full: 1 input(s) skipped, 2 kept with a repair, "
+  assert headline == ("charades/full: 1 input(s) skipped, 2 repair(s) made, "
                       "1 excluded by the protocol")
 
 
