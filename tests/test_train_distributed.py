@@ -246,3 +246,18 @@ def test_workers_share_each_global_batch_and_resume_it(tmp_path):
     # Two clips each, together one global batch of 4 (the 10 videos' clips differ).
     halves = [results[0]["0"][step], results[1]["0"][step]]
     assert len(halves[0]) == len(halves[1]) == 2 and len(set(halves[0] + halves[1])) == 4
+
+
+@pytest.mark.slow
+def test_xla_with_several_replicas_is_a_configuration_error(tmp_path):
+  # The compiled forward and backward pass holds the synchronised batch norm's all-reduce,
+  # which TF cannot run there: the first step failed with a 2 KB merge_call message.
+  out = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "tests", "distributed_checks.py"), "train",
+       "--mode=train", "--strategy=mirrored", f"--model_dir={tmp_path / 'run'}",
+       "--gin_file=gin/experiments/tiny_smoke.gin", "--gin_param=Experiment.jit_compile = True"],
+      env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=240)
+  assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+  errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+  assert len(errors) == 1 and "Experiment.jit_compile" in errors[0], errors
+  assert not list((tmp_path / "run").glob("ckpt-*"))

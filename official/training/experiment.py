@@ -207,6 +207,13 @@ class Runner:
       if experiment.mixed_precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     replicas = strategy.num_replicas_in_sync
+    if (experiment.jit_compile and replicas > 1 and
+        not isinstance(strategy, tf.distribute.TPUStrategy)):
+      raise errors.ConfigError(
+          f"Experiment.jit_compile = True with the {replicas} replicas of --strategy: the "
+          "XLA-compiled forward and backward pass would hold the synchronised batch norm's "
+          "cross-replica all-reduce, which TensorFlow cannot run there. Set "
+          "Experiment.jit_compile = False, or train on one replica.")
     if experiment.train_batch_size % replicas:
       raise errors.ConfigError(
           f"Experiment.train_batch_size = {experiment.train_batch_size} does not divide over "
