@@ -261,3 +261,21 @@ def test_xla_with_several_replicas_is_a_configuration_error(tmp_path):
   errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
   assert len(errors) == 1 and "Experiment.jit_compile" in errors[0], errors
   assert not list((tmp_path / "run").glob("ckpt-*"))
+
+
+@pytest.mark.slow
+def test_multi_worker_export_is_written_once_by_the_chief(tmp_path):
+  model_dir = tmp_path / "run"
+  train = subprocess.run(
+      [sys.executable, "-m", "official.train", "--mode=train", f"--model_dir={model_dir}",
+       "--gin_file=gin/experiments/tiny_smoke.gin", "--gin_param=Experiment.train_steps = 2"],
+      env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=240)
+  assert train.returncode == 0, train.stderr[-3000:]
+  command = [sys.executable, "-m", "official.train", "--mode=export",
+             "--strategy=multi_worker", f"--model_dir={model_dir}",
+             "--gin_file=gin/experiments/tiny_smoke.gin"]
+  (chief_status, chief_out), (status, out) = _run_cluster([command, command], tmp_path, 180)
+  assert chief_status == 0 and status == 0, (chief_out + out)[-3000:]
+  # Every worker exported a version of its own (TF Serving serves the newest).
+  assert len(os.listdir(model_dir / "export")) == 1
+  assert "SavedModel: written by the chief" in out

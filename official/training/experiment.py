@@ -609,6 +609,11 @@ class Runner:
     return sorted(written - seen - accounted)
 
   def export(self, export_dir, checkpoint=None):
+    if not self.is_chief:
+      # One SavedModel version per export: each worker writing its own left as many
+      # versions, and TF Serving serves the newest.
+      logging.info("The chief worker writes the export; this worker writes nothing.")
+      return None
     path = checkpointing.resolve_checkpoint(self.model_dir, checkpoint)
     self.trainer.restore(path)
     if self.trainer.ema is not None:
@@ -890,5 +895,5 @@ def output_summary(mode, model_dir, result, export_dir=None):
                  f"evaluation): {result['skipped']}; missed (written and deleted between "
                  f"polls): {steps_text(result.get('missed', []))}")
   if mode == "export":
-    lines.append(f"SavedModel: {result}")
+    lines.append(f"SavedModel: {result or 'written by the chief worker'}")
   return lines
