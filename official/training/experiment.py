@@ -207,7 +207,7 @@ class Runner:
       if experiment.mixed_precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     replicas = strategy.num_replicas_in_sync
-    if (experiment.jit_compile and replicas > 1 and
+    if (initialize and experiment.jit_compile and replicas > 1 and  # training modes
         not isinstance(strategy, tf.distribute.TPUStrategy)):
       raise errors.ConfigError(
           f"Experiment.jit_compile = True with the {replicas} replicas of --strategy: the "
