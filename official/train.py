@@ -12,6 +12,7 @@ job once, beside it. Every mode ends by printing where its outputs are; a failur
 """
 
 import errno
+import os
 import sys
 
 from absl import app
@@ -71,13 +72,16 @@ def main(argv):
   except RuntimeError as e:
     if not str(e).startswith(_GIN_MISSING_BINDINGS):
       return _error(str(e), 1)
+    given = [os.path.normpath(f) for f in FLAGS.gin_file or []]
+    missing = [f for f in _TRAINING_GIN_FILES
+               if not any(g.endswith(os.path.normpath(f)) for g in given)]
+    example = (" (e.g. " + " ".join(f"--gin_file={f}" for f in missing) + ")"
+               if missing else "")
     return _error(f"gin configuration: {e}. The gin files give no value for these: a "
                   "model-only file (gin/base/model_*.gin, gin/experiments/"
                   "charades_assemblenet50.gin) needs the data, training and optimizer "
-                  "files after it (e.g. --gin_file=gin/base/data_charades.gin "
-                  "--gin_file=gin/base/train.gin --gin_file=gin/base/optimizer.gin), or "
-                  "use a whole experiment file such as gin/experiments/"
-                  "charades_assemblenet_plus50.gin.", 2)
+                  f"files after it{example}, or use a whole experiment file such as "
+                  "gin/experiments/charades_assemblenet_plus50.gin.", 2)
   except (FileNotFoundError, FloatingPointError) as e:
     # Checkpoints damaged or missing, data not prepared, model_dir locked, NaN stop, a full
     # disk: the message names the input and the way out; the traceback is not needed.
@@ -98,6 +102,9 @@ def main(argv):
 # How gin's RuntimeError for a configurable called without its gin.REQUIRED arguments
 # starts (gin/config.py).
 _GIN_MISSING_BINDINGS = "Required bindings for"
+# What a model-only gin file needs after it (Charades data as the example).
+_TRAINING_GIN_FILES = ("gin/base/data_charades.gin", "gin/base/train.gin",
+                       "gin/base/optimizer.gin")
 
 
 def _disk_full(error):

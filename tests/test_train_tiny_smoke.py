@@ -163,3 +163,13 @@ def test_a_model_only_gin_file_is_a_configuration_error_naming_what_to_add(tmp_p
   lines = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
   assert len(lines) == 1 and "gin configuration:" in lines[0], out.stderr[-3000:]
   assert "'input_fn'" in lines[0] and "gin/base/data_charades.gin" in lines[0]
+
+
+def test_the_model_only_hint_names_only_the_files_not_given(tmp_path):
+  out = _cli("--mode=train", f"--model_dir={tmp_path / 'run'}",
+             "--gin_file=gin/experiments/charades_assemblenet50.gin",
+             "--gin_file=gin/base/train.gin", check=False)
+  line = [line for line in out.stderr.splitlines() if line.startswith("error: ")][0]
+  assert out.returncode == 2, out.stderr[-3000:]
+  assert "--gin_file=gin/base/data_charades.gin" in line
+  assert "--gin_file=gin/base/train.gin" not in line
