@@ -279,3 +279,51 @@ def test_multi_worker_export_is_written_once_by_the_chief(tmp_path):
   # Every worker exported a version of its own (TF Serving serves the newest).
   assert len(os.listdir(model_dir / "export")) == 1
   assert "SavedModel: written by the chief" in out
+
+
+def _tiny_cluster_command(tmp_path, *args):
+  return [sys.executable, "-m", "official.train", "--strategy=multi_worker",
+          f"--model_dir={tmp_path / 'mw'}", "--gin_file=gin/experiments/tiny_smoke.gin", *args]
+
+
+@pytest.mark.slow
+def test_multi_worker_continuous_evaluation_is_refused(tmp_path):
+  # Each worker polled for new checkpoints on its own, so the workers evaluated different
+  # checkpoints in one all-gather and the mix was recorded as one step's mAP.
+  command = _tiny_cluster_command(tmp_path, "--mode=continuous_eval", "--eval_timeout=5")
+  for status, out in _run_cluster([command, command], tmp_path, timeout=120):
+    assert status == 2 and "Traceback" not in out, out[-3000:]
+    assert "error: gin configuration: --mode=continuous_eval runs on one worker" in out
+
+
+@pytest.mark.slow
+def test_a_chief_refused_by_the_model_dir_lock_stops_every_worker_with_a_message(tmp_path):
+  from official.training import model_dir_lock  # pylint: disable=g-import-not-at-top
+  (tmp_path / "mw").mkdir()
+  holder = model_dir_lock.ModelDirLock(str(tmp_path / "mw"), "train")
+  holder.acquire()
+  try:
+    command = _tiny_cluster_command(tmp_path, "--mode=train")
+    (chief_status, chief_out), (status, out) = _run_cluster([command, command], tmp_path,
+                                                            timeout=120)
+  finally:
+    holder.release()
+  assert chief_status == 1 and "is in use by another run" in chief_out, chief_out[-3000:]
+  assert status == 1 and "Traceback" not in out, out[-3000:]
+  assert "error: The chief worker could not start" in out
+
+
+@pytest.mark.slow
+def test_a_failed_export_on_the_chief_fails_every_worker(tmp_path):
+  # The other worker exited 0, saying the chief had written the SavedModel.
+  train = subprocess.run(
+      [sys.executable, "-m", "official.train", "--mode=train", f"--model_dir={tmp_path / 'mw'}",
+       "--gin_file=gin/experiments/tiny_smoke.gin", "--gin_param=Experiment.train_steps = 2"],
+      env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=240)
+  assert train.returncode == 0, train.stderr[-3000:]
+  (tmp_path / "not_a_folder").write_text("")
+  command = _tiny_cluster_command(tmp_path, "--mode=export",
+                                  f"--export_dir={tmp_path / 'not_a_folder'}")
+  (chief_status, _), (status, out) = _run_cluster([command, command], tmp_path, timeout=180)
+  assert chief_status != 0 and status == 1, out[-3000:]
+  assert "error: The chief worker's export failed" in out and "SavedModel:" not in out

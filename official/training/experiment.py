@@ -609,11 +609,31 @@ class Runner:
     return sorted(written - seen - accounted)
 
   def export(self, export_dir, checkpoint=None):
-    if not self.is_chief:
-      # One SavedModel version per export: each worker writing its own left as many
-      # versions, and TF Serving serves the newest.
-      logging.info("The chief worker writes the export; this worker writes nothing.")
-      return None
+    """Exports the checkpoint for TF Serving; returns the version folder (None on the
+    other workers of a cluster: the chief alone writes, so there is one version).
+
+    Raises:
+      RuntimeError: on the other workers, when the chief's export failed.
+    """
+    if strategies.num_workers(self.strategy) == 1:
+      return self._export(export_dir, checkpoint)
+    export_path, error = None, None
+    if self.is_chief:
+      try:
+        export_path = self._export(export_dir, checkpoint)
+      except Exception as e:  # pylint: disable=broad-except  (raised again below)
+        error = e
+    else:
+      logging.info("The chief worker writes the export; this worker waits for it.")
+    succeeded = strategies.all_succeeded(self.strategy, error is None)
+    if error is not None:
+      raise error
+    if not succeeded:
+      raise RuntimeError("The chief worker's export failed (its log says why); nothing was "
+                         "exported.")
+    return export_path
+
+  def _export(self, export_dir, checkpoint):
     path = checkpointing.resolve_checkpoint(self.model_dir, checkpoint)
     self.trainer.restore(path)
     if self.trainer.ema is not None:
@@ -825,10 +845,30 @@ def _run_mode(mode, model_dir, strategy_name, tpu, seed, checkpoint, export_dir,
   strategy = strategies.build_strategy(strategy_name, tpu=tpu)
   logging.info("Strategy %s with %d replica(s).", type(strategy).__name__,
                strategy.num_replicas_in_sync)
-  lock = None
+  workers = strategies.num_workers(strategy)
+  if mode == "continuous_eval" and workers > 1:
+    # Each worker would poll for checkpoints on its own and pick its own next step: one
+    # all-gather would join the scores of two checkpoints, recorded as one step's mAP.
+    raise errors.ConfigError(
+        f"--mode=continuous_eval runs on one worker; this cluster has {workers}. Run the "
+        "evaluating job with --strategy=one_device or --strategy=mirrored.")
+  lock, lock_error = None, None
   if mode in TRAINING_MODES and strategies.is_chief(strategy):
     lock = model_dir_lock.ModelDirLock(model_dir, mode)
-    lock.acquire()
+    try:
+      lock.acquire()
+    except Exception as e:  # pylint: disable=broad-except  (raised again below)
+      lock, lock_error = None, e
+  started = lock_error is None
+  if mode in TRAINING_MODES and workers > 1:
+    # The chief holds the lock before anyone goes on; if it cannot, every worker stops
+    # with a message (not later, in a collective the chief never joins).
+    started = strategies.all_succeeded(strategy, started)
+  if lock_error is not None:
+    raise lock_error
+  if not started:
+    raise RuntimeError("The chief worker could not start training (its log says why, e.g. "
+                       "the model_dir is in use by another run); this worker stops with it.")
   try:
     data_dir = None
     # Under the lock: it writes into model_dir. Continuous evaluation prepares when it first
