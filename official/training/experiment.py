@@ -615,23 +615,9 @@ class Runner:
     Raises:
       RuntimeError: on the other workers, when the chief's export failed.
     """
-    if strategies.num_workers(self.strategy) == 1:
-      return self._export(export_dir, checkpoint)
-    export_path, error = None, None
-    if self.is_chief:
-      try:
-        export_path = self._export(export_dir, checkpoint)
-      except Exception as e:  # pylint: disable=broad-except  (raised again below)
-        error = e
-    else:
-      logging.info("The chief worker writes the export; this worker waits for it.")
-    succeeded = strategies.all_succeeded(self.strategy, error is None)
-    if error is not None:
-      raise error
-    if not succeeded:
-      raise RuntimeError("The chief worker's export failed (its log says why); nothing was "
-                         "exported.")
-    return export_path
+    return strategies.run_on_chief(
+        self.strategy, lambda: self._export(export_dir, checkpoint),
+        "The chief worker's export failed (its log says why); nothing was exported.")
 
   def _export(self, export_dir, checkpoint):
     path = checkpointing.resolve_checkpoint(self.model_dir, checkpoint)
@@ -757,25 +743,16 @@ def _prepare_chief_first(experiment, model_dir, strategy):
   Raises:
     RuntimeError: this worker's preparation failed, or the chief's did (other workers).
   """
-  if strategies.num_workers(strategy) == 1:
-    return _prepare(experiment, model_dir)
-  chief = strategies.is_chief(strategy)
-  data_dir, error = None, None
-  if chief:
-    logging.info("Preparing the data on the chief; the other workers wait for it.")
-    try:
-      data_dir = _prepare(experiment, model_dir)
-    except Exception as e:  # pylint: disable=broad-except  (raised again below)
-      # Whatever the error, the chief reaches the barrier first, so the others are told
-      # instead of waiting in it until the connection breaks.
-      error = e
-  succeeded = strategies.all_succeeded(strategy, error is None)
-  if error is not None:
-    raise error
-  if not succeeded:
-    raise RuntimeError("The chief worker failed to prepare the data (its log says why); "
-                       "this worker stops with it. Fix that and rerun every worker.")
-  return data_dir if chief else _prepare(experiment, model_dir)
+  data_dir = strategies.run_on_chief(
+      strategy, lambda: _prepare(experiment, model_dir),
+      "The chief worker failed to prepare the data (its log says why); this worker stops "
+      "with it. Fix that and rerun every worker.")
+  return data_dir if strategies.is_chief(strategy) else _prepare(experiment, model_dir)
+
+
+def _acquired(lock):
+  lock.acquire()
+  return lock
 
 
 @contextlib.contextmanager
@@ -852,23 +829,14 @@ def _run_mode(mode, model_dir, strategy_name, tpu, seed, checkpoint, export_dir,
     raise errors.ConfigError(
         f"--mode=continuous_eval runs on one worker; this cluster has {workers}. Run the "
         "evaluating job with --strategy=one_device or --strategy=mirrored.")
-  lock, lock_error = None, None
-  if mode in TRAINING_MODES and strategies.is_chief(strategy):
-    lock = model_dir_lock.ModelDirLock(model_dir, mode)
-    try:
-      lock.acquire()
-    except Exception as e:  # pylint: disable=broad-except  (raised again below)
-      lock, lock_error = None, e
-  started = lock_error is None
-  if mode in TRAINING_MODES and workers > 1:
+  lock = None
+  if mode in TRAINING_MODES:
     # The chief holds the lock before anyone goes on; if it cannot, every worker stops
     # with a message (not later, in a collective the chief never joins).
-    started = strategies.all_succeeded(strategy, started)
-  if lock_error is not None:
-    raise lock_error
-  if not started:
-    raise RuntimeError("The chief worker could not start training (its log says why, e.g. "
-                       "the model_dir is in use by another run); this worker stops with it.")
+    lock = strategies.run_on_chief(
+        strategy, lambda: _acquired(model_dir_lock.ModelDirLock(model_dir, mode)),
+        "The chief worker could not start training (its log says why, e.g. the model_dir "
+        "is in use by another run); this worker stops with it.")
   try:
     data_dir = None
     # Under the lock: it writes into model_dir. Continuous evaluation prepares when it first

@@ -106,3 +106,32 @@ def all_succeeded(strategy, succeeded):
     return succeeded
   failed = strategy.run(lambda: tf.constant(0.0 if succeeded else 1.0))
   return float(strategy.reduce(tf.distribute.ReduceOp.SUM, failed, axis=None)) == 0.0
+
+
+def run_on_chief(strategy, fn, failure_message):
+  """Runs `fn()` on the chief alone, then waits for every worker (`all_succeeded`).
+
+  For work that one process must do before the others go on (take the model_dir lock,
+  prepare the data, write the export). Whatever `fn` raises, the chief still reaches the
+  barrier, so the other workers stop with `failure_message` instead of waiting in a
+  collective that the chief never joins.
+
+  Returns:
+    `fn()`'s result on the chief, None on the other workers.
+
+  Raises:
+    What `fn` raised, on the chief; RuntimeError(`failure_message`) on the others when the
+    chief's `fn` failed.
+  """
+  result, error = None, None
+  if is_chief(strategy):
+    try:
+      result = fn()
+    except Exception as e:  # pylint: disable=broad-except  (raised again below)
+      error = e
+  succeeded = all_succeeded(strategy, error is None)
+  if error is not None:
+    raise error
+  if not succeeded:
+    raise RuntimeError(failure_message)
+  return result
