@@ -61,19 +61,10 @@ def _free_ports(n):
 
 @pytest.mark.slow
 def test_multi_worker_mirrored_two_processes(tmp_path):
-  ports = _free_ports(2)
-  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-  procs = []
-  for index in range(2):
-    tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-    procs.append(subprocess.Popen(
-        [sys.executable, SCRIPT, "--strategy=multi_worker", "--steps=3", "--batch=8",
-         f"--model_dir={tmp_path / 'mw'}", f"--out={tmp_path / 'mw.npz'}"],
-        env=_env(TF_CONFIG=tf_config), cwd=ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True))
-  outputs = [p.communicate(timeout=240)[0] for p in procs]
-  for p, out in zip(procs, outputs):
-    assert p.returncode == 0, out[-3000:]
+  command = [sys.executable, SCRIPT, "--strategy=multi_worker", "--steps=3", "--batch=8",
+             f"--model_dir={tmp_path / 'mw'}", f"--out={tmp_path / 'mw.npz'}"]
+  for status, out in _run_cluster([command, command], tmp_path, timeout=240):
+    assert status == 0, out[-3000:]
     assert "replicas=2 step=3" in out
   # Only the chief keeps checkpoints; the other worker's scratch copy is gone.
   assert sorted(f for f in os.listdir(tmp_path / "mw") if f.startswith("ckpt-3")) == [

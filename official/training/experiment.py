@@ -296,13 +296,13 @@ class Runner:
                         "by producing them (slow for long runs).", start_batch)
         skip = start_batch
     deterministic = self.exp.deterministic
-    if not deterministic and strategies.num_workers(self.strategy) > 1:
+    workers = strategies.num_workers(self.strategy)
+    if not deterministic and workers > 1:
       # Each worker reads the whole dataset and keeps its share of it by position
       # (tf.data's DATA auto-sharding): the workers' streams must be in the same order, or
       # some clips and views are used twice and others never.
       logging.info("Experiment.deterministic = False, but the %d workers read the data in "
-                   "one order: deterministic input pipelines.",
-                   strategies.num_workers(self.strategy))
+                   "one order: deterministic input pipelines.", workers)
       deterministic = True
     dataset = self.input.dataset(
         split=split or (self.exp.train_split if is_training else self.exp.eval_split),
